@@ -1,0 +1,70 @@
+#pragma once
+
+/// Exception types thrown at autosnap's public boundary.
+///
+/// Every error names the thing it is about (a path, a key, a step) and what was
+/// expected, so that a log line alone tells the user what to fix.
+
+#include <stdexcept>
+#include <string>
+
+namespace autosnap {
+
+/// Base class of every autosnap error.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& what) : std::runtime_error(what) {}
+};
+
+/// A file-system call failed. Carries the operation, the path and errno.
+class IoError : public Error {
+ public:
+  IoError(const std::string& operation, const std::string& path, int error_number);
+  /// For failures that have no errno (e.g. a short read at end of file).
+  IoError(const std::string& operation, const std::string& path, const std::string& detail);
+
+  const std::string& operation() const noexcept { return operation_; }
+  const std::string& path() const noexcept { return path_; }
+  /// errno of the failed call, or 0 when the failure had none.
+  int error_number() const noexcept { return error_number_; }
+
+ private:
+  std::string operation_;
+  std::string path_;
+  int error_number_ = 0;
+};
+
+/// A file on disk is not what it claims to be: bad checksum, truncated,
+/// malformed zip or pickle, unsupported content.
+class CorruptSnapshot : public Error {
+ public:
+  explicit CorruptSnapshot(const std::string& what) : Error(what) {}
+};
+
+/// A snapshot written in an on-disk format version this build cannot read
+/// (e.g. by a newer autosnap). Not damaged: it is skipped, never quarantined.
+class UnsupportedFormat : public CorruptSnapshot {
+ public:
+  explicit UnsupportedFormat(const std::string& what) : CorruptSnapshot(what) {}
+};
+
+/// Saved state does not fit the live objects (missing/unexpected keys, shape
+/// or dtype mismatch, wrong optimizer layout).
+class StateMismatch : public Error {
+ public:
+  explicit StateMismatch(const std::string& what) : Error(what) {}
+};
+
+/// A bad configuration file or value; the message names file:line:column.
+class ConfigError : public Error {
+ public:
+  explicit ConfigError(const std::string& what) : Error(what) {}
+};
+
+/// The snapshot directory is locked by another writer.
+class LockedError : public Error {
+ public:
+  explicit LockedError(const std::string& what) : Error(what) {}
+};
+
+}  // namespace autosnap

@@ -1,0 +1,49 @@
+#pragma once
+
+/// manifest.yaml: what one committed snapshot holds. Written last inside the
+/// snapshot's tmp directory; together with the checksums it is the truth
+/// about whether a snapshot is valid.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace autosnap {
+
+/// The on-disk format this build writes and reads.
+constexpr int kSnapshotFormatVersion = 1;
+
+struct ManifestFile {
+  std::string name;   ///< e.g. "rank-00000.pt", relative to the snapshot directory
+  uint64_t size = 0;  ///< bytes
+  uint64_t xxh3 = 0;  ///< XXH3-64 of the whole file
+};
+
+struct Manifest {
+  int format_version = kSnapshotFormatVersion;
+  int64_t step = 0;
+  std::optional<int64_t> epoch;
+  std::string time;    ///< UTC, ISO 8601, e.g. "2026-11-28T13:05:07.123Z"
+  std::string reason;  ///< what triggered it: "every_steps", "manual", "signal SIGUSR1", ...
+  int world_size = 1;
+  std::string library_version;
+  std::string libtorch_version;
+  std::vector<ManifestFile> files;
+
+  uint64_t total_bytes() const;
+  const ManifestFile* find(const std::string& name) const;
+
+  std::string to_yaml() const;
+  /// Throws CorruptSnapshot naming `source` for unparsable or inconsistent
+  /// text, and for a format version this build cannot read.
+  static Manifest parse(const std::string& text, const std::string& source);
+};
+
+/// The current time in the manifest's format.
+std::string utc_timestamp_now();
+
+/// Shard file name of a rank: "rank-00003.pt".
+std::string shard_file_name(int rank);
+
+}  // namespace autosnap

@@ -1,0 +1,45 @@
+#pragma once
+
+/// Module state dicts with PyTorch's names and semantics.
+
+#include <ATen/core/ivalue.h>
+
+#include <string>
+#include <vector>
+
+namespace torch {
+namespace nn {
+class Module;
+}  // namespace nn
+}  // namespace torch
+
+namespace autosnap {
+
+/// Parameters and buffers by dotted name ("fc1.weight"), in the order
+/// Python's `Module.state_dict()` uses. The tensors are detached views of the
+/// live ones (no copy), like Python's.
+using StateDict = c10::Dict<std::string, at::Tensor>;
+
+StateDict state_dict(const torch::nn::Module& module);
+
+/// What `load_state_dict` found. `mismatched` holds one sentence per entry
+/// whose shape, dtype or type does not fit.
+struct LoadStateDictResult {
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+  std::vector<std::string> mismatched;
+
+  bool ok() const { return missing_keys.empty() && unexpected_keys.empty() && mismatched.empty(); }
+  /// PyTorch-style "Error(s) in loading state_dict for X: ..." text.
+  std::string message(const std::string& module_name) const;
+};
+
+/// Copies `state` (a dict of name -> tensor, e.g. from `load()` of a Python
+/// state dict) into the module's parameters and buffers.
+///
+/// strict: any missing key, unexpected key or mismatch throws StateMismatch
+/// listing all of them, and nothing is copied. Non-strict: every entry that
+/// fits is copied, the rest is reported in the result.
+LoadStateDictResult load_state_dict(torch::nn::Module& module, const c10::IValue& state, bool strict = true);
+
+}  // namespace autosnap

@@ -1,0 +1,166 @@
+#pragma once
+
+/// The snapshot store: one directory of snapshots.
+///
+///   DIR/LOCK                          flock'ed by the one writer process
+///   DIR/step-000000001200/            a committed snapshot
+///       manifest.yaml                 written last inside the tmp dir
+///       rank-00000.pt                 torch.save-format shards
+///   DIR/step-000000001300.tmp-<id>/   in progress; never read; removed at next open
+///   DIR/step-000000000900.corrupt-1/  quarantined; never deleted automatically
+///
+/// Commit protocol: shards and the manifest are written into the tmp dir
+/// (O_EXCL, fsynced), the tmp dir is fsynced, renamed to its final name, and
+/// DIR is fsynced. A snapshot is valid when its final-named directory holds a
+/// parsable manifest and every listed file has the listed size and XXH3-64.
+///
+/// Thread-safety: a store may be read from several threads; writes (begin,
+/// commit, remove, quarantine) must be serialized by the caller.
+
+#include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autosnap/fs.h"
+#include "autosnap/manifest.h"
+
+namespace autosnap {
+
+enum class SnapshotStatus {
+  kValid,        ///< committed; manifest parses and sizes match (checksums: see verify)
+  kCorrupt,      ///< committed name, but the manifest or a file is bad
+  kInProgress,   ///< a tmp dir (being written, or left by a crash)
+  kQuarantined,  ///< renamed step-….corrupt-N after failing verification
+  kUnsupported,  ///< committed in a format version this build cannot read; skipped, not quarantined
+};
+
+const char* to_string(SnapshotStatus status);
+
+struct SnapshotInfo {
+  int64_t step = 0;
+  std::string name;  ///< directory name inside the store
+  std::string path;  ///< full path
+  SnapshotStatus status = SnapshotStatus::kCorrupt;
+  std::optional<Manifest> manifest;  ///< set when the manifest parsed
+  std::string problem;               ///< why it is not valid
+};
+
+/// Result of a full verification.
+struct VerifyResult {
+  bool ok = false;
+  std::string problem;  ///< empty when ok
+  std::optional<Manifest> manifest;
+  uint64_t bytes_checked = 0;
+};
+
+class SnapshotWriter;
+
+struct StoreOptions {
+  /// fsync files and directories on commit (config `flush.fsync`). Without it
+  /// a power loss may lose recent snapshots, but never exposes a partial one
+  /// as valid: checksums still decide.
+  bool durable = true;
+};
+
+class SnapshotStore {
+ public:
+  /// Opens `directory` for writing: creates it if missing, takes DIR/LOCK
+  /// (LockedError naming the holder's pid if another writer has it) and
+  /// removes tmp dirs left by crashed writers.
+  static std::unique_ptr<SnapshotStore> open_for_writing(const std::string& directory, StoreOptions options = {},
+                                                         FileSystem& fs = default_file_system());
+  /// Opens an existing directory for reading; never changes anything in it.
+  static std::unique_ptr<SnapshotStore> open_read_only(const std::string& directory,
+                                                       FileSystem& fs = default_file_system());
+
+  SnapshotStore(const SnapshotStore&) = delete;
+  SnapshotStore& operator=(const SnapshotStore&) = delete;
+  ~SnapshotStore();
+
+  const std::string& directory() const { return directory_; }
+  bool writable() const { return lock_ != nullptr; }
+  FileSystem& file_system() const { return fs_; }
+
+  /// Every snapshot-like entry (committed, tmp, quarantined), by step then
+  /// name, with cheap checks only (manifest parses, sizes). Other files are ignored.
+  std::vector<SnapshotInfo> list() const;
+  /// Steps of committed snapshots that pass the cheap checks, ascending.
+  std::vector<int64_t> valid_steps() const;
+
+  /// Full verification of one committed snapshot: every file's size and
+  /// XXH3-64. `progress(done, total)` is called as bytes are checked.
+  VerifyResult verify(int64_t step,
+                      const std::function<void(uint64_t, uint64_t)>& progress = {}) const;
+
+  /// The newest snapshot that passes full verification. In a writable store,
+  /// each newer one that fails is quarantined (`on_quarantine` is told its
+  /// new name and the problem); a read-only store only skips them.
+  std::optional<SnapshotInfo> latest_valid(
+      const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine = {});
+
+  /// Reads one rank's shard of a committed snapshot after checking its size
+  /// and XXH3-64 against the manifest (CorruptSnapshot on mismatch).
+  c10::IValue read_shard(int64_t step, int rank, const c10::Device& device) const;
+
+  /// Starts a snapshot in a fresh tmp dir. Throws if `step` is already committed.
+  std::unique_ptr<SnapshotWriter> begin(int64_t step);
+  /// Removes a committed snapshot (rename to tmp, fsync DIR, delete).
+  void remove(int64_t step);
+  /// Renames a committed snapshot to step-….corrupt-N; returns the new name.
+  std::string quarantine(int64_t step);
+
+  /// "step-000000001200"
+  static std::string directory_name(int64_t step);
+  std::string snapshot_path(int64_t step) const;
+
+ private:
+  SnapshotStore(std::string directory, FileSystem& fs, StoreOptions options, std::unique_ptr<FileLock> lock);
+  void require_writable(const char* operation) const;
+  SnapshotInfo inspect_committed(int64_t step, const std::string& name) const;
+  friend class SnapshotWriter;
+
+  std::string directory_;
+  FileSystem& fs_;
+  StoreOptions options_;
+  std::unique_ptr<FileLock> lock_;
+};
+
+/// One snapshot being written into its tmp dir. Destroying it without
+/// commit() removes the tmp dir.
+class SnapshotWriter {
+ public:
+  SnapshotWriter(const SnapshotWriter&) = delete;
+  SnapshotWriter& operator=(const SnapshotWriter&) = delete;
+  ~SnapshotWriter();
+
+  int64_t step() const { return step_; }
+  const std::string& tmp_path() const { return tmp_path_; }
+
+  /// Streams a rank's shard into the tmp dir (fsynced when durable).
+  ManifestFile write_shard(int rank, const c10::IValue& value);
+  /// Records a file another process wrote into tmp_path() (multi-rank).
+  void add_file(const ManifestFile& file);
+
+  /// Writes manifest.yaml (from `manifest`, with step, format/library versions
+  /// and files filled in), fsyncs, renames to the final name, fsyncs DIR.
+  SnapshotInfo commit(Manifest manifest);
+  /// Removes the tmp dir. Idempotent.
+  void abort() noexcept;
+
+ private:
+  friend class SnapshotStore;
+  SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path);
+
+  SnapshotStore& store_;
+  int64_t step_;
+  std::string tmp_path_;
+  std::vector<ManifestFile> files_;
+  bool finished_ = false;
+};
+
+}  // namespace autosnap

@@ -1,0 +1,47 @@
+#pragma once
+
+// XXH3-64 checksums, computed incrementally while bytes stream to or from disk.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "autosnap/fs.h"
+
+namespace autosnap {
+namespace format {
+
+class Xxh3Hasher {
+ public:
+  Xxh3Hasher();
+  ~Xxh3Hasher();
+  Xxh3Hasher(const Xxh3Hasher&) = delete;
+  Xxh3Hasher& operator=(const Xxh3Hasher&) = delete;
+
+  void update(const void* data, size_t size);
+  uint64_t digest() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+/// Size and XXH3-64 of a whole file.
+struct FileDigest {
+  uint64_t size = 0;
+  uint64_t xxh3 = 0;
+};
+
+/// Reads the file sequentially and hashes it. `progress(bytes_done)` is called
+/// after every chunk when given.
+FileDigest digest_file(ReadableFile& file, const std::function<void(uint64_t)>& progress = {});
+
+/// 16 lowercase hex digits.
+std::string to_hex(uint64_t value);
+/// Parses 16 hex digits; returns false on anything else.
+bool parse_hex(const std::string& text, uint64_t& value);
+
+}  // namespace format
+}  // namespace autosnap

@@ -1,0 +1,32 @@
+#pragma once
+
+// One shard = one file in PyTorch's torch.save format (a zip of data.pkl plus
+// one record per storage). Writing streams through LibTorch's
+// PyTorchStreamWriter and Pickler; reading uses autosnap's own strict zip
+// reader and restricted unpickler.
+
+#include <ATen/core/ivalue.h>
+#include <c10/core/Device.h>
+
+#include "autosnap/fs.h"
+#include "format/checksum.h"
+
+namespace autosnap {
+namespace format {
+
+/// Throws autosnap::Error naming the first value torch.save-format files
+/// cannot hold (sparse or quantized tensors, TorchScript objects, ...), with
+/// its position, e.g. "value['model'][3]".
+void check_saveable(const c10::IValue& value);
+
+/// Streams `value` into `out` (never buffering tensor data) and returns the
+/// size and XXH3-64 of the bytes written. Does not sync or close `out`.
+FileDigest write_shard(const c10::IValue& value, WritableFile& out);
+
+/// Reads a torch.save-format file; tensors are created on `device` with their
+/// storage sharing intact. With `check_crc` each zip record's CRC-32 is
+/// verified (useful when no manifest checksum covers the file).
+c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check_crc);
+
+}  // namespace format
+}  // namespace autosnap

@@ -1,0 +1,125 @@
+#include <ATen/core/Dict.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+
+#include <exception>
+
+#include "autosnap/errors.h"
+#include "format/shard.h"
+
+namespace autosnap {
+namespace format {
+namespace {
+
+// Bytes from PyTorchStreamWriter land here. Exceptions must not unwind
+// through miniz (C code), so a failed write is remembered, the rest of the
+// stream is swallowed, and the error is rethrown between records.
+class DigestingSink {
+ public:
+  explicit DigestingSink(WritableFile& out) : out_(out) {}
+
+  size_t write(const void* data, size_t size) noexcept {
+    if (error_) return size;
+    try {
+      out_.append(data, size);
+      hasher_.update(data, size);
+      bytes_ += size;
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    return size;
+  }
+
+  void rethrow_if_failed() const {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  FileDigest digest() const { return {bytes_, hasher_.digest()}; }
+
+ private:
+  WritableFile& out_;
+  Xxh3Hasher hasher_;
+  uint64_t bytes_ = 0;
+  std::exception_ptr error_;
+};
+
+void check_tensor(const at::Tensor& t, const std::string& where) {
+  auto refuse = [&](const std::string& why) {
+    throw Error("cannot save " + where + ": " + why);
+  };
+  if (!t.defined()) refuse("undefined tensor");
+  if (t.is_sparse() || t.layout() != at::kStrided) refuse("only dense (strided) tensors can be saved");
+  if (t.is_quantized()) refuse("quantized tensors are not supported");
+  if (t.is_nested()) refuse("nested tensors are not supported");
+  if (t.is_conj() || t.is_neg()) refuse("tensor has a lazy conj/neg bit; call resolve_conj()/resolve_neg() first");
+  if (!t.has_storage()) refuse("tensor has no storage");
+}
+
+void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
+  if (depth > 1000) throw Error("cannot save " + where + ": containers nested deeper than 1000");
+  if (v.isTensor()) {
+    check_tensor(v.toTensor(), where);
+  } else if (v.isList()) {
+    size_t i = 0;
+    for (const auto& e : v.toListRef()) check_value(e, where + "[" + std::to_string(i++) + "]", depth + 1);
+  } else if (v.isTuple()) {
+    size_t i = 0;
+    for (const auto& e : v.toTupleRef().elements()) {
+      check_value(e, where + "[" + std::to_string(i++) + "]", depth + 1);
+    }
+  } else if (v.isGenericDict()) {
+    for (const auto& entry : v.toGenericDict()) {
+      const auto& key = entry.key();
+      if (!key.isString() && !key.isInt()) {
+        throw Error("cannot save " + where + ": dict key of type " + key.tagKind() +
+                    " (only str and int keys are supported)");
+      }
+      std::string sub = key.isString() ? where + "['" + key.toStringRef() + "']"
+                                       : where + "[" + std::to_string(key.toInt()) + "]";
+      check_value(entry.value(), sub, depth + 1);
+    }
+  } else if (!(v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() ||
+               v.isComplexDouble() || v.isDevice())) {
+    throw Error("cannot save " + where + ": values of type " + v.tagKind() +
+                " are not supported (save tensors, lists, tuples, dicts, None, bool, int, "
+                "float and str; for modules save their state_dict)");
+  }
+}
+
+}  // namespace
+
+void check_saveable(const c10::IValue& value) { check_value(value, "value", 0); }
+
+FileDigest write_shard(const c10::IValue& value, WritableFile& out) {
+  check_saveable(value);
+
+  // The pickle holds only structure (tensor data goes to separate records),
+  // so it is small and built in memory.
+  std::string pickle;
+  torch::jit::Pickler pickler([&](const char* data, size_t size) { pickle.append(data, size); },
+                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr,
+                              /*memoized_class_types=*/nullptr, /*get_tensor_id=*/nullptr,
+                              /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(value);
+  pickler.stop();
+
+  DigestingSink sink(out);
+  caffe2::serialize::PyTorchStreamWriter writer(
+      [&sink](const void* data, size_t size) { return sink.write(data, size); });
+  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
+  sink.rethrow_if_failed();
+  const auto& tensors = pickler.tensorData();
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    // Copies to host only for non-CPU tensors; CPU storages are written in place.
+    auto data = torch::jit::getWriteableTensorData(tensors[i]);
+    writer.writeRecord("data/" + std::to_string(i), data.data(), data.sizeInBytes());
+    sink.rethrow_if_failed();
+  }
+  writer.writeEndOfFile();
+  sink.rethrow_if_failed();
+  return sink.digest();
+}
+
+}  // namespace format
+}  // namespace autosnap

@@ -1,0 +1,265 @@
+// The default FileSystem: plain POSIX calls, retried on EINTR and short writes.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "autosnap/errors.h"
+#include "autosnap/fs.h"
+
+namespace autosnap {
+namespace {
+
+constexpr size_t kWriteBufferSize = 1 << 20;
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {
+    buffer_.reserve(kWriteBufferSize);
+  }
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void append(const void* data, size_t size) override {
+    check_open("write");
+    const char* bytes = static_cast<const char*>(data);
+    if (buffer_.size() + size <= kWriteBufferSize) {
+      buffer_.insert(buffer_.end(), bytes, bytes + size);
+      return;
+    }
+    flush();
+    if (size >= kWriteBufferSize) {
+      write_all(bytes, size);  // large records go straight to the kernel, no copy
+    } else {
+      buffer_.insert(buffer_.end(), bytes, bytes + size);
+    }
+  }
+
+  void sync() override {
+    check_open("fsync");
+    flush();
+    if (::fsync(fd_) != 0) throw IoError("fsync", path_, errno);
+  }
+
+  void close() override {
+    if (fd_ < 0) return;
+    flush();
+    int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw IoError("close", path_, errno);
+  }
+
+  const std::string& path() const override { return path_; }
+
+ private:
+  void check_open(const char* operation) const {
+    if (fd_ < 0) throw IoError(operation, path_, "file is already closed");
+  }
+
+  void flush() {
+    if (buffer_.empty()) return;
+    write_all(buffer_.data(), buffer_.size());
+    buffer_.clear();
+  }
+
+  void write_all(const char* data, size_t size) {
+    while (size > 0) {
+      ssize_t n = ::write(fd_, data, size);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw IoError("write", path_, errno);
+      }
+      if (n == 0) throw IoError("write", path_, ENOSPC);
+      data += n;
+      size -= static_cast<size_t>(n);
+    }
+  }
+
+  std::string path_;
+  int fd_;
+  std::vector<char> buffer_;
+};
+
+class PosixReadableFile final : public ReadableFile {
+ public:
+  PosixReadableFile(std::string path, int fd, uint64_t size)
+      : path_(std::move(path)), fd_(fd), size_(size) {}
+  ~PosixReadableFile() override { ::close(fd_); }
+
+  uint64_t size() const override { return size_; }
+
+  void read_exact(uint64_t offset, void* buffer, size_t size) override {
+    char* out = static_cast<char*>(buffer);
+    while (size > 0) {
+      ssize_t n = ::pread(fd_, out, size, static_cast<off_t>(offset));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw IoError("read", path_, errno);
+      }
+      if (n == 0) {
+        throw IoError("read", path_,
+                      "unexpected end of file at offset " + std::to_string(offset));
+      }
+      out += n;
+      offset += static_cast<uint64_t>(n);
+      size -= static_cast<size_t>(n);
+    }
+  }
+
+  const std::string& path() const override { return path_; }
+
+ private:
+  std::string path_;
+  int fd_;
+  uint64_t size_;
+};
+
+class PosixFileLock final : public FileLock {
+ public:
+  PosixFileLock(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixFileLock() override { ::close(fd_); }  // closing the fd releases the flock
+
+  void write_contents(const std::string& contents) override {
+    if (::ftruncate(fd_, 0) != 0) throw IoError("truncate", path_, errno);
+    size_t done = 0;
+    while (done < contents.size()) {
+      ssize_t n = ::pwrite(fd_, contents.data() + done, contents.size() - done,
+                           static_cast<off_t>(done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw IoError("write", path_, errno);
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+int open_retrying(const std::string& path, int flags, mode_t mode = 0) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+class PosixFileSystem final : public FileSystem {
+ public:
+  std::unique_ptr<WritableFile> create_exclusive(const std::string& path) override {
+    int fd = open_retrying(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    if (fd < 0) throw IoError("create", path, errno);
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+
+  std::unique_ptr<ReadableFile> open_for_reading(const std::string& path) override {
+    int fd = open_retrying(path, O_RDONLY);
+    if (fd < 0) throw IoError("open", path, errno);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) {
+      int saved = errno;
+      ::close(fd);
+      throw IoError("stat", path, saved);
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd);
+      throw IoError("open", path, EISDIR);
+    }
+    return std::make_unique<PosixReadableFile>(path, fd, static_cast<uint64_t>(st.st_size));
+  }
+
+  void rename(const std::string& from, const std::string& to) override {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      throw IoError("rename", from + "' to '" + to, errno);
+    }
+  }
+
+  void remove_file(const std::string& path) override {
+    if (::unlink(path.c_str()) != 0) throw IoError("remove", path, errno);
+  }
+
+  void remove_directory(const std::string& path) override {
+    if (::rmdir(path.c_str()) != 0) throw IoError("remove directory", path, errno);
+  }
+
+  void create_directory(const std::string& path) override {
+    if (::mkdir(path.c_str(), 0755) == 0) return;
+    int saved = errno;
+    struct stat st {};
+    if (saved == EEXIST && ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return;
+    throw IoError("create directory", path, saved);
+  }
+
+  std::vector<DirEntry> list_directory(const std::string& path) override {
+    DIR* dir = ::opendir(path.c_str());
+    if (dir == nullptr) throw IoError("list directory", path, errno);
+    std::vector<DirEntry> entries;
+    errno = 0;
+    while (struct dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name == "." || name == "..") continue;
+      bool is_dir = entry->d_type == DT_DIR;
+      if (entry->d_type == DT_UNKNOWN || entry->d_type == DT_LNK) {
+        struct stat st {};
+        is_dir = ::stat(join_path(path, name).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+      }
+      entries.push_back({std::move(name), is_dir});
+    }
+    int saved = errno;
+    ::closedir(dir);
+    if (saved != 0) throw IoError("list directory", path, saved);
+    return entries;
+  }
+
+  FileStatus status(const std::string& path) override {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return {};
+    return {true, S_ISDIR(st.st_mode), static_cast<uint64_t>(st.st_size)};
+  }
+
+  void sync_directory(const std::string& path) override {
+    int fd = open_retrying(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) throw IoError("open directory", path, errno);
+    int rc = ::fsync(fd);
+    int saved = errno;
+    ::close(fd);
+    // Some file systems do not support fsync on directories; that is not a failure.
+    if (rc != 0 && saved != EINVAL && saved != ENOTSUP) throw IoError("fsync directory", path, saved);
+  }
+
+  std::unique_ptr<FileLock> try_lock(const std::string& path, bool create) override {
+    int fd = open_retrying(path, O_RDWR | (create ? O_CREAT : 0), 0644);
+    if (fd < 0) {
+      if (errno == ENOENT && !create) return nullptr;
+      throw IoError("open lock file", path, errno);
+    }
+    int rc;
+    do {
+      rc = ::flock(fd, LOCK_EX | LOCK_NB);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+      int saved = errno;
+      ::close(fd);
+      if (saved == EWOULDBLOCK) return nullptr;
+      throw IoError("lock", path, saved);
+    }
+    return std::make_unique<PosixFileLock>(path, fd);
+  }
+};
+
+}  // namespace
+
+FileSystem& default_file_system() {
+  static PosixFileSystem instance;
+  return instance;
+}
+
+}  // namespace autosnap

@@ -1,0 +1,144 @@
+#include "autosnap/manifest.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <unordered_set>
+
+#include "autosnap/errors.h"
+#include "format/checksum.h"
+
+namespace autosnap {
+namespace {
+
+bool safe_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos && name.size() <= 255;
+}
+
+template <typename T>
+T field(const YAML::Node& node, const char* key, const std::string& source) {
+  const YAML::Node value = node[key];
+  if (!value) throw CorruptSnapshot("manifest '" + source + "': field '" + key + "' is missing");
+  try {
+    return value.as<T>();
+  } catch (const YAML::Exception&) {
+    throw CorruptSnapshot("manifest '" + source + "': field '" + key + "' has the wrong type");
+  }
+}
+
+}  // namespace
+
+uint64_t Manifest::total_bytes() const {
+  uint64_t total = 0;
+  for (const auto& file : files) total += file.size;
+  return total;
+}
+
+const ManifestFile* Manifest::find(const std::string& name) const {
+  for (const auto& file : files) {
+    if (file.name == name) return &file;
+  }
+  return nullptr;
+}
+
+std::string Manifest::to_yaml() const {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "format_version" << YAML::Value << format_version;
+  out << YAML::Key << "step" << YAML::Value << step;
+  out << YAML::Key << "epoch" << YAML::Value;
+  if (epoch) out << *epoch; else out << YAML::Null;
+  out << YAML::Key << "time" << YAML::Value << time;
+  out << YAML::Key << "reason" << YAML::Value << YAML::DoubleQuoted << reason;
+  out << YAML::Key << "world_size" << YAML::Value << world_size;
+  out << YAML::Key << "library_version" << YAML::Value << YAML::DoubleQuoted << library_version;
+  out << YAML::Key << "libtorch_version" << YAML::Value << YAML::DoubleQuoted << libtorch_version;
+  out << YAML::Key << "files" << YAML::Value << YAML::BeginSeq;
+  for (const auto& file : files) {
+    out << YAML::BeginMap;
+    out << YAML::Key << "name" << YAML::Value << file.name;
+    out << YAML::Key << "size" << YAML::Value << file.size;
+    out << YAML::Key << "xxh3_64" << YAML::Value << YAML::DoubleQuoted << format::to_hex(file.xxh3);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+Manifest Manifest::parse(const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw CorruptSnapshot("manifest '" + source + "' is not valid YAML: " + e.what());
+  }
+  if (!root.IsMap()) throw CorruptSnapshot("manifest '" + source + "' is not a YAML mapping");
+  Manifest m;
+  m.format_version = field<int>(root, "format_version", source);
+  if (m.format_version != kSnapshotFormatVersion) {
+    throw UnsupportedFormat("manifest '" + source + "' has format version " + std::to_string(m.format_version) +
+                          "; this build of autosnap reads version " + std::to_string(kSnapshotFormatVersion) +
+                          (m.format_version > kSnapshotFormatVersion ? " (written by a newer autosnap)" : ""));
+  }
+  m.step = field<int64_t>(root, "step", source);
+  if (m.step < 0) throw CorruptSnapshot("manifest '" + source + "': step is negative");
+  if (root["epoch"] && !root["epoch"].IsNull()) m.epoch = field<int64_t>(root, "epoch", source);
+  m.time = field<std::string>(root, "time", source);
+  m.reason = field<std::string>(root, "reason", source);
+  m.world_size = field<int>(root, "world_size", source);
+  if (m.world_size < 1) throw CorruptSnapshot("manifest '" + source + "': world_size must be at least 1");
+  m.library_version = field<std::string>(root, "library_version", source);
+  m.libtorch_version = field<std::string>(root, "libtorch_version", source);
+  const YAML::Node files = root["files"];
+  if (!files || !files.IsSequence()) throw CorruptSnapshot("manifest '" + source + "': 'files' must be a list");
+  std::unordered_set<std::string> names;
+  for (const auto& node : files) {
+    if (!node.IsMap()) throw CorruptSnapshot("manifest '" + source + "': each file entry must be a mapping");
+    ManifestFile file;
+    file.name = field<std::string>(node, "name", source);
+    file.size = field<uint64_t>(node, "size", source);
+    const auto hex = field<std::string>(node, "xxh3_64", source);
+    if (!safe_file_name(file.name)) {
+      throw CorruptSnapshot("manifest '" + source + "': unsafe file name '" + file.name + "'");
+    }
+    if (!format::parse_hex(hex, file.xxh3)) {
+      throw CorruptSnapshot("manifest '" + source + "': checksum of '" + file.name + "' is not 16 hex digits");
+    }
+    if (!names.insert(file.name).second) {
+      throw CorruptSnapshot("manifest '" + source + "' lists '" + file.name + "' twice");
+    }
+    m.files.push_back(std::move(file));
+  }
+  for (int rank = 0; rank < m.world_size; ++rank) {
+    if (!m.find(shard_file_name(rank))) {
+      throw CorruptSnapshot("manifest '" + source + "' has world size " + std::to_string(m.world_size) +
+                            " but no file for rank " + std::to_string(rank));
+    }
+  }
+  return m;
+}
+
+std::string utc_timestamp_now() {
+  const auto now = std::chrono::system_clock::now();
+  const auto seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char text[96];
+  std::snprintf(text, sizeof(text), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+  return text;
+}
+
+std::string shard_file_name(int rank) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "rank-%05d.pt", rank);
+  return text;
+}
+
+}  // namespace autosnap

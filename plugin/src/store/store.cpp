@@ -1,0 +1,379 @@
+#include "autosnap/store.h"
+
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <random>
+
+#include "autosnap/errors.h"
+#include "autosnap/version.h"
+#include "format/checksum.h"
+#include "format/shard.h"
+
+namespace autosnap {
+namespace {
+
+constexpr const char* kManifestName = "manifest.yaml";
+constexpr const char* kLockName = "LOCK";
+constexpr size_t kMaxManifestSize = 16u << 20;
+constexpr int kStepDigits = 12;
+
+enum class EntryKind { kCommitted, kTmp, kQuarantined };
+
+struct ParsedName {
+  int64_t step;
+  EntryKind kind;
+};
+
+// "step-<12 digits>" with an optional ".tmp-<id>" or ".corrupt-<n>" suffix.
+std::optional<ParsedName> parse_entry_name(const std::string& name) {
+  if (name.size() < 5 + kStepDigits || name.compare(0, 5, "step-") != 0) return std::nullopt;
+  int64_t step = 0;
+  for (int i = 0; i < kStepDigits; ++i) {
+    char c = name[5 + i];
+    if (c < '0' || c > '9') return std::nullopt;
+    step = step * 10 + (c - '0');
+  }
+  const std::string suffix = name.substr(5 + kStepDigits);
+  if (suffix.empty()) return ParsedName{step, EntryKind::kCommitted};
+  if (suffix.rfind(".tmp-", 0) == 0 && suffix.size() > 5) return ParsedName{step, EntryKind::kTmp};
+  if (suffix.rfind(".corrupt-", 0) == 0 && suffix.size() > 9) return ParsedName{step, EntryKind::kQuarantined};
+  return std::nullopt;
+}
+
+std::string unique_suffix() {
+  static std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(::getpid()));
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> guard(mutex);
+  char text[40];
+  std::snprintf(text, sizeof(text), "%d-%08llx", static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(rng() & 0xffffffffull));
+  return text;
+}
+
+std::string host_name() {
+  char name[256] = {0};
+  if (::gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+}  // namespace
+
+const char* to_string(SnapshotStatus status) {
+  switch (status) {
+    case SnapshotStatus::kValid: return "valid";
+    case SnapshotStatus::kCorrupt: return "corrupt";
+    case SnapshotStatus::kInProgress: return "in-progress";
+    case SnapshotStatus::kQuarantined: return "quarantined";
+    case SnapshotStatus::kUnsupported: return "unsupported";
+  }
+  return "unknown";
+}
+
+SnapshotStore::SnapshotStore(std::string directory, FileSystem& fs, StoreOptions options,
+                             std::unique_ptr<FileLock> lock)
+    : directory_(std::move(directory)), fs_(fs), options_(options), lock_(std::move(lock)) {}
+
+SnapshotStore::~SnapshotStore() = default;
+
+std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string& directory, StoreOptions options,
+                                                               FileSystem& fs) {
+  create_directories(fs, directory);
+  const std::string lock_path = join_path(directory, kLockName);
+  auto lock = fs.try_lock(lock_path, /*create=*/true);
+  if (!lock) {
+    std::string holder;
+    try {
+      holder = fs.read_small_file(lock_path, 4096);
+    } catch (const Error&) {
+    }
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    for (auto& c : holder) {
+      if (c == '\n') c = ' ';
+    }
+    throw LockedError("snapshot directory '" + directory + "' is locked by another writer (" +
+                      (holder.empty() ? std::string("holder unknown") : holder) +
+                      "); only one process may write snapshots into a directory");
+  }
+  lock->write_contents("pid " + std::to_string(::getpid()) + " on host " + host_name() + "\n");
+  std::unique_ptr<SnapshotStore> store(new SnapshotStore(directory, fs, options, std::move(lock)));
+  // We hold the lock, so every tmp dir belongs to a writer that died.
+  bool removed = false;
+  for (const auto& entry : fs.list_directory(directory)) {
+    auto parsed = parse_entry_name(entry.name);
+    if (entry.is_directory && parsed && parsed->kind == EntryKind::kTmp) {
+      remove_tree(fs, join_path(directory, entry.name));
+      removed = true;
+    }
+  }
+  if (removed && options.durable) fs.sync_directory(directory);
+  return store;
+}
+
+std::unique_ptr<SnapshotStore> SnapshotStore::open_read_only(const std::string& directory, FileSystem& fs) {
+  auto st = fs.status(directory);
+  if (!st.exists) throw IoError("open snapshot directory", directory, ENOENT);
+  if (!st.is_directory) throw IoError("open snapshot directory", directory, ENOTDIR);
+  return std::unique_ptr<SnapshotStore>(new SnapshotStore(directory, fs, StoreOptions{}, nullptr));
+}
+
+std::string SnapshotStore::directory_name(int64_t step) {
+  if (step < 0 || step > 999999999999LL) throw Error("step " + std::to_string(step) + " is out of range");
+  char text[32];
+  std::snprintf(text, sizeof(text), "step-%012lld", static_cast<long long>(step));
+  return text;
+}
+
+std::string SnapshotStore::snapshot_path(int64_t step) const { return join_path(directory_, directory_name(step)); }
+
+void SnapshotStore::require_writable(const char* operation) const {
+  if (!writable()) {
+    throw Error(std::string("cannot ") + operation + " in '" + directory_ + "': the store is open read-only");
+  }
+}
+
+SnapshotInfo SnapshotStore::inspect_committed(int64_t step, const std::string& name) const {
+  SnapshotInfo info;
+  info.step = step;
+  info.name = name;
+  info.path = join_path(directory_, name);
+  const std::string manifest_path = join_path(info.path, kManifestName);
+  try {
+    if (!fs_.status(manifest_path).exists) throw CorruptSnapshot("manifest.yaml is missing");
+    Manifest manifest = Manifest::parse(fs_.read_small_file(manifest_path, kMaxManifestSize), manifest_path);
+    if (manifest.step != step) {
+      throw CorruptSnapshot("manifest says step " + std::to_string(manifest.step) + " but the directory is " + name);
+    }
+    info.manifest = manifest;
+    for (const auto& file : manifest.files) {
+      auto st = fs_.status(join_path(info.path, file.name));
+      if (!st.exists || st.is_directory) throw CorruptSnapshot("file '" + file.name + "' is missing");
+      if (st.size != file.size) {
+        throw CorruptSnapshot("file '" + file.name + "' is " + std::to_string(st.size) + " bytes, the manifest says " +
+                              std::to_string(file.size));
+      }
+    }
+    info.status = SnapshotStatus::kValid;
+  } catch (const UnsupportedFormat& e) {
+    info.status = SnapshotStatus::kUnsupported;
+    info.problem = e.what();
+  } catch (const Error& e) {  // CorruptSnapshot, or IoError reading the manifest
+    info.status = SnapshotStatus::kCorrupt;
+    info.problem = e.what();
+  }
+  return info;
+}
+
+std::vector<SnapshotInfo> SnapshotStore::list() const {
+  std::vector<SnapshotInfo> out;
+  for (const auto& entry : fs_.list_directory(directory_)) {
+    if (!entry.is_directory) continue;
+    auto parsed = parse_entry_name(entry.name);
+    if (!parsed) continue;
+    if (parsed->kind == EntryKind::kCommitted) {
+      out.push_back(inspect_committed(parsed->step, entry.name));
+      continue;
+    }
+    SnapshotInfo info;
+    info.step = parsed->step;
+    info.name = entry.name;
+    info.path = join_path(directory_, entry.name);
+    info.status = parsed->kind == EntryKind::kTmp ? SnapshotStatus::kInProgress : SnapshotStatus::kQuarantined;
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
+    return a.step != b.step ? a.step < b.step : a.name < b.name;
+  });
+  return out;
+}
+
+std::vector<int64_t> SnapshotStore::valid_steps() const {
+  std::vector<int64_t> steps;
+  for (const auto& info : list()) {
+    if (info.status == SnapshotStatus::kValid) steps.push_back(info.step);
+  }
+  return steps;
+}
+
+VerifyResult SnapshotStore::verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress) const {
+  VerifyResult result;
+  SnapshotInfo info = inspect_committed(step, directory_name(step));
+  result.manifest = info.manifest;
+  if (info.status != SnapshotStatus::kValid) {
+    result.problem = info.problem;
+    return result;
+  }
+  const uint64_t total = info.manifest->total_bytes();
+  for (const auto& file : info.manifest->files) {
+    const std::string path = join_path(info.path, file.name);
+    try {
+      auto reader = fs_.open_for_reading(path);
+      const uint64_t before = result.bytes_checked;
+      auto digest = format::digest_file(*reader, [&](uint64_t done) {
+        if (progress) progress(before + done, total);
+      });
+      result.bytes_checked += digest.size;
+      if (digest.size != file.size || digest.xxh3 != file.xxh3) {
+        result.problem = "checksum mismatch in '" + file.name + "' (expected " + format::to_hex(file.xxh3) +
+                         ", found " + format::to_hex(digest.xxh3) + ")";
+        return result;
+      }
+    } catch (const Error& e) {
+      result.problem = e.what();
+      return result;
+    }
+  }
+  result.ok = true;
+  return result;
+}
+
+std::optional<SnapshotInfo> SnapshotStore::latest_valid(
+    const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine) {
+  auto entries = list();
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->status == SnapshotStatus::kInProgress || it->status == SnapshotStatus::kQuarantined ||
+        it->status == SnapshotStatus::kUnsupported) {
+      continue;
+    }
+    std::string problem = it->problem;
+    if (it->status == SnapshotStatus::kValid) {
+      VerifyResult verified = verify(it->step);
+      if (verified.ok) return *it;
+      problem = verified.problem;
+    }
+    if (writable()) {
+      SnapshotInfo quarantined = *it;
+      quarantined.name = quarantine(it->step);
+      quarantined.path = join_path(directory_, quarantined.name);
+      quarantined.status = SnapshotStatus::kQuarantined;
+      quarantined.problem = problem;
+      if (on_quarantine) on_quarantine(quarantined, problem);
+    }
+  }
+  return std::nullopt;
+}
+
+c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device& device) const {
+  SnapshotInfo info = inspect_committed(step, directory_name(step));
+  if (info.status != SnapshotStatus::kValid) {
+    throw CorruptSnapshot("snapshot '" + info.path + "' is not valid: " + info.problem);
+  }
+  const std::string name = shard_file_name(rank);
+  const ManifestFile* expected = info.manifest->find(name);
+  if (expected == nullptr) {
+    throw CorruptSnapshot("snapshot '" + info.path + "' has no shard for rank " + std::to_string(rank) +
+                          " (world size " + std::to_string(info.manifest->world_size) + ")");
+  }
+  const std::string path = join_path(info.path, name);
+  auto file = fs_.open_for_reading(path);
+  // Verify first, then parse: a damaged shard never reaches live objects.
+  auto digest = format::digest_file(*file);
+  if (digest.size != expected->size || digest.xxh3 != expected->xxh3) {
+    throw CorruptSnapshot("checksum mismatch in '" + path + "' (expected " + format::to_hex(expected->xxh3) +
+                          ", found " + format::to_hex(digest.xxh3) + ")");
+  }
+  return format::read_shard(*file, device, /*check_crc=*/false);
+}
+
+std::unique_ptr<SnapshotWriter> SnapshotStore::begin(int64_t step) {
+  require_writable("write a snapshot");
+  const std::string final_name = directory_name(step);
+  if (fs_.status(join_path(directory_, final_name)).exists) {
+    throw Error("snapshot " + final_name + " already exists in '" + directory_ + "'");
+  }
+  const std::string tmp = join_path(directory_, final_name + ".tmp-" + unique_suffix());
+  fs_.create_directory(tmp);
+  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(*this, step, tmp));
+}
+
+void SnapshotStore::remove(int64_t step) {
+  require_writable("remove a snapshot");
+  const std::string path = snapshot_path(step);
+  if (!fs_.status(path).is_directory) throw Error("snapshot " + directory_name(step) + " does not exist");
+  // Rename first: a crash mid-delete then leaves a tmp dir (removed at next
+  // open), never a half-deleted snapshot under its committed name.
+  const std::string doomed = path + ".tmp-del-" + unique_suffix();
+  fs_.rename(path, doomed);
+  if (options_.durable) fs_.sync_directory(directory_);
+  remove_tree(fs_, doomed);
+}
+
+std::string SnapshotStore::quarantine(int64_t step) {
+  require_writable("quarantine a snapshot");
+  const std::string base = directory_name(step);
+  for (int n = 1;; ++n) {
+    const std::string name = base + ".corrupt-" + std::to_string(n);
+    if (fs_.status(join_path(directory_, name)).exists) continue;
+    fs_.rename(join_path(directory_, base), join_path(directory_, name));
+    if (options_.durable) fs_.sync_directory(directory_);
+    return name;
+  }
+}
+
+SnapshotWriter::SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path)
+    : store_(store), step_(step), tmp_path_(std::move(tmp_path)) {}
+
+SnapshotWriter::~SnapshotWriter() {
+  if (!finished_) abort();
+}
+
+ManifestFile SnapshotWriter::write_shard(int rank, const c10::IValue& value) {
+  ManifestFile record;
+  record.name = shard_file_name(rank);
+  auto file = store_.fs_.create_exclusive(join_path(tmp_path_, record.name));
+  auto digest = format::write_shard(value, *file);
+  if (store_.options_.durable) file->sync();
+  file->close();
+  record.size = digest.size;
+  record.xxh3 = digest.xxh3;
+  files_.push_back(record);
+  return record;
+}
+
+void SnapshotWriter::add_file(const ManifestFile& file) { files_.push_back(file); }
+
+SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
+  if (finished_) throw Error("snapshot step " + std::to_string(step_) + " was already committed or aborted");
+  FileSystem& fs = store_.fs_;
+  manifest.format_version = kSnapshotFormatVersion;
+  manifest.step = step_;
+  manifest.library_version = AUTOSNAP_VERSION;
+  manifest.libtorch_version = TORCH_VERSION;
+  if (manifest.time.empty()) manifest.time = utc_timestamp_now();
+  manifest.files = files_;
+  for (int rank = 0; rank < manifest.world_size; ++rank) {
+    if (!manifest.find(shard_file_name(rank))) {
+      throw Error("cannot commit step " + std::to_string(step_) + ": no shard for rank " + std::to_string(rank));
+    }
+  }
+  const std::string text = manifest.to_yaml();
+  auto file = fs.create_exclusive(join_path(tmp_path_, kManifestName));
+  file->append(text.data(), text.size());
+  if (store_.options_.durable) file->sync();
+  file->close();
+  if (store_.options_.durable) fs.sync_directory(tmp_path_);
+  const std::string final_path = store_.snapshot_path(step_);
+  if (fs.status(final_path).exists) {
+    throw Error("snapshot " + SnapshotStore::directory_name(step_) + " already exists in '" + store_.directory_ + "'");
+  }
+  fs.rename(tmp_path_, final_path);
+  finished_ = true;
+  if (store_.options_.durable) fs.sync_directory(store_.directory_);
+  return store_.inspect_committed(step_, SnapshotStore::directory_name(step_));
+}
+
+void SnapshotWriter::abort() noexcept {
+  if (finished_) return;
+  finished_ = true;
+  try {
+    remove_tree(store_.fs_, tmp_path_);
+  } catch (...) {
+    // The tmp dir is removed when the store is next opened for writing.
+  }
+}
+
+}  // namespace autosnap

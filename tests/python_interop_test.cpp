@@ -1,0 +1,94 @@
+// Files cross between autosnap and Python's torch.save/torch.load both ways.
+// Runs Debian's /usr/bin/python3 with python3-torch (installed by setup.sh).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "autosnap/autosnap.h"
+#include "support/interop_cases.h"
+#include "support/test_util.h"
+
+namespace autosnap {
+namespace {
+
+using testing::TempDir;
+
+#define REQUIRE_PYTHON_TORCH()                                              \
+  do {                                                                      \
+    if (auto reason = testing::python_torch_unavailable_reason()) {         \
+      std::cout << *reason << std::endl;                                    \
+      GTEST_SKIP() << *reason;                                              \
+    }                                                                       \
+  } while (0)
+
+testing::CommandResult run_python(const std::string& script, const std::string& arguments) {
+  return testing::run_command(testing::shell_quote(testing::python()) + " " +
+                              testing::shell_quote(testing::python_script(script)) + " " + arguments);
+}
+
+TEST(PythonInterop, PythonLoadsWhatCppSaved) {
+  REQUIRE_PYTHON_TORCH();
+  TempDir dir;
+  for (const auto& [name, value] : testing::interop_cases()) save(value, dir.file(name + ".pt"));
+  auto result = run_python("interop.py", "check " + testing::shell_quote(dir.path()));
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("all cases match"), std::string::npos) << result.output;
+}
+
+TEST(PythonInterop, CppLoadsWhatPythonSaved) {
+  REQUIRE_PYTHON_TORCH();
+  TempDir dir;
+  auto result = run_python("interop.py", "write " + testing::shell_quote(dir.path()));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  for (const auto& [name, value] : testing::interop_cases()) {
+    EXPECT_EQ(testing::describe_difference(load(dir.file(name + ".pt")), value, name), "");
+  }
+  // Python's [x, x[:5]] keeps its sharing; its clone does not share.
+  auto shared = load(dir.file("shared.pt")).toList();
+  shared.get(0).toTensor()[0] = 100;
+  EXPECT_EQ(shared.get(1).toTensor()[0].item<float>(), 100.0f);
+  auto cloned = load(dir.file("cloned.pt")).toList();
+  cloned.get(0).toTensor()[0] = 100;
+  EXPECT_EQ(cloned.get(1).toTensor()[0].item<float>(), 0.0f);
+  // A Python state dict (OrderedDict with _metadata) loads strictly into the C++ module.
+  testing::Net net;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->parameters()) p.zero_();
+  }
+  load_state_dict(*net, load(dir.file("state_dict.pt")));
+  EXPECT_EQ(testing::describe_difference(state_dict(*net), state_dict(*testing::Net())), "");
+  // Typed accessors work on what was loaded.
+  auto typed = c10::impl::toTypedDict<std::string, at::Tensor>(load(dir.file("dict.pt")).toGenericDict());
+  EXPECT_EQ(typed.at("x").sizes(), (std::vector<int64_t>{2, 2}));
+}
+
+TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
+  REQUIRE_PYTHON_TORCH();
+  TempDir dir;
+  auto result = testing::run_command(
+      testing::shell_quote(testing::python()) + " -c " +
+      testing::shell_quote("import torch, sys\n"
+                           "class Secret:\n    pass\n"
+                           "torch.save({'obj': Secret()}, sys.argv[1] + '/object.pt')\n"
+                           "torch.save(torch.ones(2), sys.argv[1] + '/legacy.pt', "
+                           "_use_new_zipfile_serialization=False)\n"
+                           "torch.save(b'bytes', sys.argv[1] + '/bytes.pt')\n") +
+      " " + testing::shell_quote(dir.path()));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  try {
+    load(dir.file("object.pt"));
+    ADD_FAILURE() << "a pickled Python object must be refused";
+  } catch (const CorruptSnapshot& e) {
+    EXPECT_NE(std::string(e.what()).find("refusing to load '__main__.Secret'"), std::string::npos) << e.what();
+  }
+  try {
+    load(dir.file("legacy.pt"));
+    ADD_FAILURE() << "a legacy-format file must be refused";
+  } catch (const CorruptSnapshot& e) {
+    EXPECT_NE(std::string(e.what()).find("legacy"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load(dir.file("bytes.pt")), CorruptSnapshot);
+}
+
+}  // namespace
+}  // namespace autosnap

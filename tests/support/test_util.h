@@ -1,0 +1,60 @@
+#pragma once
+
+// Helpers shared by autosnap's tests: temp directories, running commands,
+// finding Debian's python3 with torch.
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace autosnap {
+namespace testing {
+
+/// A fresh directory under $TMPDIR, removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+/// Runs a shell command and captures its output.
+CommandResult run_command(const std::string& command);
+
+/// Quotes a string for /bin/sh.
+std::string shell_quote(const std::string& text);
+
+/// Debian's interpreter (python3-torch lives there), overridable with AUTOSNAP_TEST_PYTHON.
+std::string python();
+/// Path of a helper script in tests/python/.
+std::string python_script(const std::string& name);
+/// Why Python interop tests cannot run here, or nullopt when they can.
+std::optional<std::string> python_torch_unavailable_reason();
+/// Path of a helper program built next to the tests.
+std::string tool_path(const std::string& name);
+
+/// Names of the entries in a directory.
+std::vector<std::string> list_names(const std::string& directory);
+/// Size of a file in bytes.
+uint64_t file_size(const std::string& path);
+/// Overwrites one byte of a file with its bitwise complement.
+void flip_byte(const std::string& path, uint64_t offset);
+/// Truncates a file to `size` bytes.
+void truncate_file(const std::string& path, uint64_t size);
+/// Writes `contents` to `path`, replacing it.
+void write_text(const std::string& path, const std::string& contents);
+
+}  // namespace testing
+}  // namespace autosnap
