@@ -22,6 +22,8 @@ class WritableFile {
  public:
   virtual ~WritableFile() = default;
   virtual void append(const void* data, size_t size) = 0;
+  /// Hands buffered bytes to the operating system (no fsync).
+  virtual void flush() = 0;
   /// Flushes buffered bytes and makes the file's data durable (fsync).
   virtual void sync() = 0;
   /// Flushes buffered bytes and closes the file. Idempotent.
@@ -65,6 +67,8 @@ class FileSystem {
 
   /// Creates a new file (O_CREAT | O_EXCL); throws IoError if it exists.
   virtual std::unique_ptr<WritableFile> create_exclusive(const std::string& path) = 0;
+  /// Opens a file for appending, creating it if missing (logs).
+  virtual std::unique_ptr<WritableFile> open_for_append(const std::string& path) = 0;
   virtual std::unique_ptr<ReadableFile> open_for_reading(const std::string& path) = 0;
   /// Atomically replaces `to` with `from` (POSIX rename semantics).
   virtual void rename(const std::string& from, const std::string& to) = 0;
@@ -79,6 +83,8 @@ class FileSystem {
   virtual FileStatus status(const std::string& path) = 0;
   /// Makes the directory's entries (creates, renames, removes) durable.
   virtual void sync_directory(const std::string& path) = 0;
+  /// Makes an existing file's data durable (fsync).
+  virtual void sync_file(const std::string& path) = 0;
   /// Takes an exclusive lock on `path` without blocking. Returns nullptr when
   /// someone else holds it, or when the file is missing and `create` is false.
   virtual std::unique_ptr<FileLock> try_lock(const std::string& path, bool create) = 0;

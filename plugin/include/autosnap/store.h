@@ -104,13 +104,17 @@ class SnapshotStore {
       const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine = {});
 
   /// Reads one rank's shard of a committed snapshot after checking its size
-  /// and XXH3-64 against the manifest (CorruptSnapshot on mismatch).
-  c10::IValue read_shard(int64_t step, int rank, const c10::Device& device) const;
+  /// and XXH3-64 against the manifest (CorruptSnapshot on mismatch). Pass
+  /// `verify` false only right after a successful verify() of that snapshot.
+  c10::IValue read_shard(int64_t step, int rank, const c10::Device& device, bool verify = true) const;
 
   /// Starts a snapshot in a fresh tmp dir. Throws if `step` is already committed.
   std::unique_ptr<SnapshotWriter> begin(int64_t step);
   /// Removes a committed snapshot (rename to tmp, fsync DIR, delete).
   void remove(int64_t step);
+  /// fsyncs a committed snapshot's files and directories (for stores opened
+  /// without `durable`, before retention may delete anything older).
+  void sync_snapshot(int64_t step);
   /// Renames a committed snapshot to step-….corrupt-N; returns the new name.
   std::string quarantine(int64_t step);
 
@@ -143,6 +147,10 @@ class SnapshotWriter {
 
   /// Streams a rank's shard into the tmp dir (fsynced when durable).
   ManifestFile write_shard(int rank, const c10::IValue& value);
+  /// Writes any other file of the snapshot into the tmp dir through `write`,
+  /// checksummed on the way and fsynced when durable. `name` must be a plain
+  /// file name.
+  ManifestFile write_file(const std::string& name, const std::function<void(WritableFile&)>& write);
   /// Records a file another process wrote into tmp_path() (multi-rank).
   void add_file(const ManifestFile& file);
 

@@ -34,6 +34,28 @@ struct FileDigest {
   uint64_t xxh3 = 0;
 };
 
+/// A WritableFile decorator that counts and hashes every byte on its way
+/// to `inner`, so checksums cost no extra pass over the data.
+class HashingWritableFile final : public WritableFile {
+ public:
+  explicit HashingWritableFile(WritableFile& inner) : inner_(inner) {}
+  void append(const void* data, size_t size) override {
+    inner_.append(data, size);
+    hasher_.update(data, size);
+    bytes_ += size;
+  }
+  void flush() override { inner_.flush(); }
+  void sync() override { inner_.sync(); }
+  void close() override { inner_.close(); }
+  const std::string& path() const override { return inner_.path(); }
+  FileDigest digest() const { return {bytes_, hasher_.digest()}; }
+
+ private:
+  WritableFile& inner_;
+  Xxh3Hasher hasher_;
+  uint64_t bytes_ = 0;
+};
+
 /// Reads the file sequentially and hashes it. `progress(bytes_done)` is called
 /// after every chunk when given.
 FileDigest digest_file(ReadableFile& file, const std::function<void(uint64_t)>& progress = {});

@@ -19,9 +19,9 @@ namespace format {
 /// its position, e.g. "value['model'][3]".
 void check_saveable(const c10::IValue& value);
 
-/// Streams `value` into `out` (never buffering tensor data) and returns the
-/// size and XXH3-64 of the bytes written. Does not sync or close `out`.
-FileDigest write_shard(const c10::IValue& value, WritableFile& out);
+/// Streams `value` into `out` (never buffering tensor data). Does not sync
+/// or close `out`.
+void write_shard(const c10::IValue& value, WritableFile& out);
 
 /// Reads a torch.save-format file; tensors are created on `device` with their
 /// storage sharing intact. With `check_crc` each zip record's CRC-32 is

@@ -14,16 +14,14 @@ namespace {
 // Bytes from PyTorchStreamWriter land here. Exceptions must not unwind
 // through miniz (C code), so a failed write is remembered, the rest of the
 // stream is swallowed, and the error is rethrown between records.
-class DigestingSink {
+class Sink {
  public:
-  explicit DigestingSink(WritableFile& out) : out_(out) {}
+  explicit Sink(WritableFile& out) : out_(out) {}
 
   size_t write(const void* data, size_t size) noexcept {
     if (error_) return size;
     try {
       out_.append(data, size);
-      hasher_.update(data, size);
-      bytes_ += size;
     } catch (...) {
       error_ = std::current_exception();
     }
@@ -34,12 +32,8 @@ class DigestingSink {
     if (error_) std::rethrow_exception(error_);
   }
 
-  FileDigest digest() const { return {bytes_, hasher_.digest()}; }
-
  private:
   WritableFile& out_;
-  Xxh3Hasher hasher_;
-  uint64_t bytes_ = 0;
   std::exception_ptr error_;
 };
 
@@ -90,7 +84,7 @@ void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
 
 void check_saveable(const c10::IValue& value) { check_value(value, "value", 0); }
 
-FileDigest write_shard(const c10::IValue& value, WritableFile& out) {
+void write_shard(const c10::IValue& value, WritableFile& out) {
   check_saveable(value);
 
   // The pickle holds only structure (tensor data goes to separate records),
@@ -104,7 +98,7 @@ FileDigest write_shard(const c10::IValue& value, WritableFile& out) {
   pickler.pushIValue(value);
   pickler.stop();
 
-  DigestingSink sink(out);
+  Sink sink(out);
   caffe2::serialize::PyTorchStreamWriter writer(
       [&sink](const void* data, size_t size) { return sink.write(data, size); });
   writer.writeRecord("data.pkl", pickle.data(), pickle.size());
@@ -118,7 +112,6 @@ FileDigest write_shard(const c10::IValue& value, WritableFile& out) {
   }
   writer.writeEndOfFile();
   sink.rethrow_if_failed();
-  return sink.digest();
 }
 
 }  // namespace format

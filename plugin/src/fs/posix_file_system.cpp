@@ -33,7 +33,7 @@ class PosixWritableFile final : public WritableFile {
       buffer_.insert(buffer_.end(), bytes, bytes + size);
       return;
     }
-    flush();
+    write_buffer();
     if (size >= kWriteBufferSize) {
       write_all(bytes, size);  // large records go straight to the kernel, no copy
     } else {
@@ -41,15 +41,19 @@ class PosixWritableFile final : public WritableFile {
     }
   }
 
+  void flush() override {
+    check_open("write");
+    write_buffer();
+  }
+
   void sync() override {
-    check_open("fsync");
     flush();
     if (::fsync(fd_) != 0) throw IoError("fsync", path_, errno);
   }
 
   void close() override {
     if (fd_ < 0) return;
-    flush();
+    write_buffer();
     int fd = fd_;
     fd_ = -1;
     if (::close(fd) != 0) throw IoError("close", path_, errno);
@@ -62,7 +66,7 @@ class PosixWritableFile final : public WritableFile {
     if (fd_ < 0) throw IoError(operation, path_, "file is already closed");
   }
 
-  void flush() {
+  void write_buffer() {
     if (buffer_.empty()) return;
     write_all(buffer_.data(), buffer_.size());
     buffer_.clear();
@@ -160,6 +164,12 @@ class PosixFileSystem final : public FileSystem {
     return std::make_unique<PosixWritableFile>(path, fd);
   }
 
+  std::unique_ptr<WritableFile> open_for_append(const std::string& path) override {
+    int fd = open_retrying(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) throw IoError("open for append", path, errno);
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+
   std::unique_ptr<ReadableFile> open_for_reading(const std::string& path) override {
     int fd = open_retrying(path, O_RDONLY);
     if (fd < 0) throw IoError("open", path, errno);
@@ -233,6 +243,15 @@ class PosixFileSystem final : public FileSystem {
     ::close(fd);
     // Some file systems do not support fsync on directories; that is not a failure.
     if (rc != 0 && saved != EINVAL && saved != ENOTSUP) throw IoError("fsync directory", path, saved);
+  }
+
+  void sync_file(const std::string& path) override {
+    int fd = open_retrying(path, O_RDONLY);
+    if (fd < 0) throw IoError("open", path, errno);
+    int rc = ::fsync(fd);
+    int saved = errno;
+    ::close(fd);
+    if (rc != 0) throw IoError("fsync", path, saved);
   }
 
   std::unique_ptr<FileLock> try_lock(const std::string& path, bool create) override {

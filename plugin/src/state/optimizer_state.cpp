@@ -16,6 +16,7 @@
 #include <typeinfo>
 
 #include "autosnap/errors.h"
+#include "state/restore_plan.h"
 
 namespace autosnap {
 namespace {
@@ -426,7 +427,9 @@ c10::impl::GenericDict optimizer_state_dict(const Optimizer& optimizer) {
   return result;
 }
 
-void load_optimizer_state_dict(Optimizer& optimizer, const IValue& value) {
+namespace state {
+
+Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
   const Codec& codec = codec_for(kind_of(optimizer));
   Reader top(value, "(top level)");
   const IValue& groups_value = top.get("param_groups");
@@ -477,9 +480,21 @@ void load_optimizer_state_dict(Optimizer& optimizer, const IValue& value) {
     if (state) new_state.emplace_back(param_key(param->second), std::move(state));
   }
 
-  for (size_t g = 0; g < live_groups.size(); ++g) live_groups[g].set_options(std::move(new_options[g]));
-  optimizer.state().clear();
-  for (auto& [key, state] : new_state) optimizer.state()[key] = std::move(state);
+  auto options = std::make_shared<decltype(new_options)>(std::move(new_options));
+  auto states = std::make_shared<decltype(new_state)>(std::move(new_state));
+  return [&optimizer, options, states] {
+    auto& groups = optimizer.param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) groups[g].set_options(std::move((*options)[g]));
+    optimizer.state().clear();
+    for (auto& [key, state] : *states) optimizer.state()[key] = std::move(state);
+  };
 }
+
+}  // namespace state
+
+void load_optimizer_state_dict(Optimizer& optimizer, const IValue& value) {
+  state::prepare_optimizer_restore(optimizer, value)();
+}
+
 
 }  // namespace autosnap

@@ -257,7 +257,7 @@ std::optional<SnapshotInfo> SnapshotStore::latest_valid(
   return std::nullopt;
 }
 
-c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device& device) const {
+c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device& device, bool verify) const {
   SnapshotInfo info = inspect_committed(step, directory_name(step));
   if (info.status != SnapshotStatus::kValid) {
     throw CorruptSnapshot("snapshot '" + info.path + "' is not valid: " + info.problem);
@@ -271,10 +271,12 @@ c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device&
   const std::string path = join_path(info.path, name);
   auto file = fs_.open_for_reading(path);
   // Verify first, then parse: a damaged shard never reaches live objects.
-  auto digest = format::digest_file(*file);
-  if (digest.size != expected->size || digest.xxh3 != expected->xxh3) {
-    throw CorruptSnapshot("checksum mismatch in '" + path + "' (expected " + format::to_hex(expected->xxh3) +
-                          ", found " + format::to_hex(digest.xxh3) + ")");
+  if (verify) {
+    auto digest = format::digest_file(*file);
+    if (digest.size != expected->size || digest.xxh3 != expected->xxh3) {
+      throw CorruptSnapshot("checksum mismatch in '" + path + "' (expected " + format::to_hex(expected->xxh3) +
+                            ", found " + format::to_hex(digest.xxh3) + ")");
+    }
   }
   return format::read_shard(*file, device, /*check_crc=*/false);
 }
@@ -302,6 +304,15 @@ void SnapshotStore::remove(int64_t step) {
   remove_tree(fs_, doomed);
 }
 
+void SnapshotStore::sync_snapshot(int64_t step) {
+  SnapshotInfo info = inspect_committed(step, directory_name(step));
+  if (!info.manifest) throw CorruptSnapshot("snapshot '" + info.path + "' is not valid: " + info.problem);
+  for (const auto& file : info.manifest->files) fs_.sync_file(join_path(info.path, file.name));
+  fs_.sync_file(join_path(info.path, kManifestName));
+  fs_.sync_directory(info.path);
+  fs_.sync_directory(directory_);
+}
+
 std::string SnapshotStore::quarantine(int64_t step) {
   require_writable("quarantine a snapshot");
   const std::string base = directory_name(step);
@@ -322,14 +333,20 @@ SnapshotWriter::~SnapshotWriter() {
 }
 
 ManifestFile SnapshotWriter::write_shard(int rank, const c10::IValue& value) {
-  ManifestFile record;
-  record.name = shard_file_name(rank);
-  auto file = store_.fs_.create_exclusive(join_path(tmp_path_, record.name));
-  auto digest = format::write_shard(value, *file);
+  return write_file(shard_file_name(rank), [&](WritableFile& out) { format::write_shard(value, out); });
+}
+
+ManifestFile SnapshotWriter::write_file(const std::string& name, const std::function<void(WritableFile&)>& write) {
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." || name == kManifestName) {
+    throw Error("'" + name + "' is not a valid snapshot file name");
+  }
+  auto file = store_.fs_.create_exclusive(join_path(tmp_path_, name));
+  format::HashingWritableFile hashing(*file);
+  write(hashing);
   if (store_.options_.durable) file->sync();
   file->close();
-  record.size = digest.size;
-  record.xxh3 = digest.xxh3;
+  const auto digest = hashing.digest();
+  ManifestFile record{name, digest.size, digest.xxh3};
   files_.push_back(record);
   return record;
 }

@@ -1,0 +1,111 @@
+#pragma once
+
+/// The snapshot daemon's configuration, read from YAML. Every key is
+/// documented, with its default, in config/autosnap.yaml.
+///
+/// String values may use `${VAR}` and `${VAR:-default}` (environment
+/// variables; `$$` is a literal `$`). Bad input throws ConfigError naming
+/// file:line:column, the key and what was expected; an unknown key names the
+/// closest known one.
+
+#include <csignal>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace autosnap {
+
+enum class ResumeMode { kAuto, kNever, kRequired };
+enum class FlushMode { kAsync, kSync };
+enum class WhenBusy { kWait, kSkip };
+enum class OnError { kWarn, kAbort };
+enum class AfterStop { kExit, kRequeue };
+enum class DistributedBackend { kAuto, kNone, kGloo };
+
+struct TriggerConfig {
+  int64_t every_steps = 0;   ///< 0: off. Fires after step s when s % every_steps == 0.
+  double every_seconds = 0;  ///< 0: off. Wall clock since the last snapshot (or the start).
+  bool on_epoch_end = false;
+  bool on_train_end = true;
+};
+
+struct RetentionConfig {
+  int64_t keep_last = 3;         ///< newest valid snapshots always kept; 0: keep all
+  int64_t keep_every_steps = 0;  ///< also keep steps with step % K == 0; 0: off
+};
+
+struct FlushConfig {
+  FlushMode mode = FlushMode::kAsync;
+  int max_pending = 1;  ///< snapshots staged or being written at once
+  WhenBusy when_busy = WhenBusy::kWait;
+  /// Bytes of reusable host staging buffers allowed (0: no limit). A snapshot
+  /// that does not fit is written synchronously from the live tensors instead.
+  uint64_t staging_memory_limit = 0;
+  bool fsync = true;
+  /// Stage in the background during the next forward/backward;
+  /// before_optimizer_step() waits for it (CheckFreq's pipelining).
+  bool overlap = false;
+  int threads = 2;  ///< background threads (writes, socket, signals)
+};
+
+struct SignalConfig {
+  std::vector<int> snapshot = {SIGUSR1};  ///< snapshot at the next step boundary
+  std::vector<int> snapshot_and_stop = {SIGTERM};  ///< snapshot, then should_stop() is true
+  AfterStop after_stop = AfterStop::kExit;
+  int exit_code = 0;  ///< suggested exit status after a stop (see Snapshotter::exit_code)
+};
+
+struct ControlConfig {
+  bool socket = true;
+  std::string socket_path;  ///< empty: DIR/control.sock
+};
+
+struct CaptureConfig {
+  bool rng = true;  ///< default CPU generator, and CUDA generators when present
+};
+
+struct RestoreConfig {
+  /// A tracked object missing from the snapshot, or an entry nothing tracks,
+  /// is an error (false: log it and restore what matches).
+  bool strict = true;
+  /// Restores that crash the process this many times in a row quarantine the snapshot.
+  int max_attempts = 3;
+};
+
+struct DistributedConfig {
+  DistributedBackend backend = DistributedBackend::kAuto;
+  int64_t timeout_seconds = 300;
+};
+
+struct Config {
+  std::string directory;  ///< required
+  std::string device = "cpu";
+  ResumeMode resume = ResumeMode::kAuto;
+  TriggerConfig triggers;
+  RetentionConfig retention;
+  FlushConfig flush;
+  SignalConfig signals;
+  ControlConfig control;
+  CaptureConfig capture;
+  RestoreConfig restore;
+  OnError on_error = OnError::kWarn;
+  DistributedConfig distributed;
+  std::string log_level = "info";  ///< debug | info | warn | error | off
+
+  std::string source;  ///< the file it came from, for messages
+
+  /// Reads and validates a YAML file; also checks that `device` exists here
+  /// and that `directory` can be created and written.
+  static Config from_file(const std::string& path);
+  /// The same for YAML text; `source` names it in errors.
+  static Config from_string(const std::string& yaml, const std::string& source = "<config>",
+                            bool check_environment = true);
+
+  /// Control socket path: socket_path, or DIR/control.sock.
+  std::string control_socket_path() const;
+};
+
+/// "SIGUSR1" for 10, etc.
+std::string signal_name(int signal_number);
+
+}  // namespace autosnap

@@ -1,0 +1,143 @@
+#pragma once
+
+/// The snapshot daemon. A training loop adds a few lines once; from then on
+/// the YAML configuration decides when snapshots are taken, and a rerun after
+/// a crash continues where the last valid snapshot left off.
+///
+///   auto snap = autosnap::Snapshotter::from_env();      // or from_config(path)
+///   snap.track("model_state_dict", *model);
+///   snap.track("optimizer_state_dict", optimizer);
+///   snap.track("epoch", epoch);
+///   auto resumed = snap.on_train_start();                // restores when resume says so
+///   for (int64_t step = resumed ? resumed->step + 1 : 0; step < total; ++step) {
+///     ... forward, backward ...
+///     snap.before_optimizer_step();
+///     optimizer.step();
+///     snap.on_step_end(step);
+///     if (snap.should_stop()) break;
+///   }
+///   snap.close();
+///
+/// Thread-safety: the hooks, track() and restore are called from the training
+/// thread. request_snapshot() and should_stop() may be called from any thread.
+/// Tracked objects are held by reference and must outlive the Snapshotter.
+
+#include <ATen/core/ivalue.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autosnap/callback.h"
+#include "autosnap/config.h"
+#include "autosnap/fs.h"
+
+namespace torch {
+namespace nn {
+class Module;
+template <typename Contained>
+class ModuleHolder;
+}  // namespace nn
+namespace optim {
+class Optimizer;
+}  // namespace optim
+namespace jit {
+struct Module;
+}  // namespace jit
+}  // namespace torch
+
+namespace autosnap {
+
+/// Counters for tests and the benchmark.
+struct SnapshotterStats {
+  int64_t committed = 0;
+  int64_t skipped = 0;
+  int64_t failed = 0;
+  uint64_t staging_bytes = 0;        ///< host staging buffers held now
+  int64_t staging_allocations = 0;   ///< buffers allocated since the start
+  double last_stall_ms = 0;          ///< training-thread time of the last snapshot
+};
+
+class Snapshotter final : public Callback {
+ public:
+  /// Reads the YAML file (ConfigError on bad input), opens and locks the
+  /// snapshot directory.
+  static Snapshotter from_config(const std::string& path);
+  /// The config file named by $AUTOSNAP_CONFIG; when it is unset, a disabled
+  /// snapshotter that logs one line and does nothing.
+  static Snapshotter from_env();
+  /// A snapshotter that does nothing.
+  static Snapshotter disabled();
+
+  explicit Snapshotter(Config config, FileSystem& fs = default_file_system());
+  Snapshotter(Snapshotter&&) noexcept;
+  Snapshotter& operator=(Snapshotter&&) noexcept;
+  Snapshotter(const Snapshotter&) = delete;
+  Snapshotter& operator=(const Snapshotter&) = delete;
+  /// Closes (see close()); errors are logged, not thrown.
+  ~Snapshotter() override;
+
+  bool enabled() const { return impl_ != nullptr; }
+  const Config& config() const;
+
+  // ---- what is saved; names become the keys of each rank's shard dict ----
+  void track(const std::string& name, torch::nn::Module& module);
+  template <typename M>
+  void track(const std::string& name, torch::nn::ModuleHolder<M>& module) {
+    track(name, static_cast<torch::nn::Module&>(*module));
+  }
+  /// Structure + weights: the snapshot also holds a TorchScript archive
+  /// `rank-NNNNN.<name>.torchscript.pt` that loads without the C++ class.
+  void track(const std::string& name, torch::jit::Module& module);
+  void track(const std::string& name, torch::optim::Optimizer& optimizer);
+  void track(const std::string& name, int64_t& value);
+  void track(const std::string& name, double& value);
+  void track(const std::string& name, bool& value);
+  void track(const std::string& name, std::string& value);
+  /// Restored in place when shape and dtype match; assigned when undefined.
+  void track(const std::string& name, at::Tensor& tensor);
+  /// User state: `save` is called on the training thread at each snapshot,
+  /// `load` with the saved value on restore.
+  void track(const std::string& name, std::function<c10::IValue()> save, std::function<void(const c10::IValue&)> load);
+
+  // ---- hooks ----
+  std::optional<ResumePoint> on_train_start() override;
+  void before_optimizer_step() override;
+  void on_step_end(int64_t step) override;
+  void on_epoch_end(int64_t epoch) override;
+  void on_train_end() override;
+  void on_exception(const std::exception& error) override;
+
+  /// Takes a snapshot now, at the last completed step.
+  void snapshot_now(const std::string& reason = "manual");
+  /// Asks for a snapshot at the next step boundary (any thread).
+  void request_snapshot(const std::string& reason);
+  /// Restores the newest valid snapshot into the tracked objects (after
+  /// verifying it fully; corrupt ones are quarantined and skipped).
+  std::optional<ResumePoint> restore_latest();
+
+  /// Blocks until every queued snapshot is committed or has failed.
+  void wait_until_finished();
+  /// Throws the oldest background failure not reported yet.
+  void check_for_errors();
+  /// Newest valid snapshot step in the directory.
+  std::optional<int64_t> latest_step() const;
+  std::vector<int64_t> all_steps() const;
+  /// True once a stop was requested (snapshot_and_stop signal).
+  bool should_stop() const;
+  /// Finishes: runs on_train_end() if it was not called, waits for queued
+  /// snapshots, stops the background threads, releases the directory lock.
+  void close();
+
+  SnapshotterStats stats() const;
+
+  class Impl;
+
+ private:
+  Snapshotter() = default;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace autosnap

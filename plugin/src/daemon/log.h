@@ -1,0 +1,18 @@
+#pragma once
+
+// autosnap's human-readable log: one spdlog logger, "[autosnap] ..." on stderr.
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <string>
+
+namespace autosnap {
+namespace daemon {
+
+std::shared_ptr<spdlog::logger> log();
+/// debug | info | warn | error | off
+void set_log_level(const std::string& level);
+
+}  // namespace daemon
+}  // namespace autosnap

@@ -1,0 +1,65 @@
+#pragma once
+
+// One snapshot on its way from the training thread to disk.
+
+#include <ATen/core/ivalue.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "daemon/staging.h"
+
+namespace autosnap {
+namespace daemon {
+
+using Clock = std::chrono::steady_clock;
+
+inline double milliseconds_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+/// With flush.overlap the writer may only commit once the training thread
+/// confirms that the deferred copies finished before optimizer.step() ran.
+class CommitGate {
+ public:
+  void open(bool commit) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (decided_) return;
+    decided_ = true;
+    commit_ = commit;
+    changed_.notify_all();
+  }
+  /// Blocks until decided; true: commit, false: discard.
+  bool wait() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return decided_; });
+    return commit_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool decided_ = false;
+  bool commit_ = false;
+};
+
+struct SnapshotJob {
+  int64_t step = 0;
+  std::string reason;
+  std::optional<int64_t> epoch;
+  c10::IValue value;        ///< the shard dict: staged copies, or live tensors for a synchronous write
+  uint64_t bytes = 0;       ///< tensor storage bytes
+  int slot = -1;            ///< staging slot held until the job ends (-1: none)
+  std::shared_ptr<DeferredCopies> deferred;  ///< flush.overlap copies still to run
+  std::shared_ptr<CommitGate> gate;          ///< flush.overlap only
+  Clock::time_point started = Clock::now();
+  std::atomic<double> stall_ms{0};           ///< training-thread time spent on this snapshot
+};
+
+}  // namespace daemon
+}  // namespace autosnap

@@ -1,0 +1,714 @@
+#include <boost/asio/post.hpp>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <future>
+#include <set>
+
+#include "autosnap/device.h"
+#include "autosnap/errors.h"
+#include "daemon/log.h"
+#include "daemon/snapshotter_impl.h"
+#include "state/rng_state.h"
+
+namespace autosnap {
+
+using daemon::Clock;
+using daemon::log;
+using daemon::milliseconds_since;
+using daemon::SnapshotJob;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kRngEntry = "rng_state";
+
+bool valid_track_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+std::string describe(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Construction and shutdown
+// ---------------------------------------------------------------------------
+
+Snapshotter::Impl::Impl(Config config, FileSystem& fs)
+    : config_(std::move(config)),
+      fs_(fs),
+      device_(resolve_device(config_.device, "device")),
+      store_(SnapshotStore::open_for_writing(config_.directory, StoreOptions{config_.flush.fsync}, fs)),
+      events_(fs, join_path(config_.directory, "events.jsonl")),
+      work_(boost::asio::make_work_guard(io_)),
+      strand_(boost::asio::make_strand(io_)),
+      slots_(static_cast<size_t>(config_.flush.max_pending)),
+      overlap_(config_.flush.overlap && config_.flush.mode == FlushMode::kAsync) {
+  daemon::set_log_level(config_.log_level);
+  for (int i = 0; i < config_.flush.threads; ++i) threads_.emplace_back([this] { io_.run(); });
+  log()->info("snapshots go to {} (config {})", config_.directory, config_.source.empty() ? "in code" : config_.source);
+}
+
+Snapshotter::Impl::~Impl() { shutdown(); }
+
+void Snapshotter::Impl::shutdown() {
+  if (threads_.empty()) return;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return in_flight_ == 0; });
+  }
+  work_.reset();
+  io_.stop();
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+}
+
+void Snapshotter::Impl::track(const std::string& name, std::unique_ptr<daemon::TrackedState> state) {
+  if (!valid_track_name(name)) {
+    throw Error("cannot track '" + name + "': names may use letters, digits, '_', '-' and '.' only");
+  }
+  if (name == kRngEntry) throw Error("cannot track '" + name + "': the name is reserved for the random generator state");
+  for (const auto& [existing, _] : tracked_) {
+    if (existing == name) throw Error("cannot track '" + name + "': the name is already tracked");
+  }
+  tracked_.emplace_back(name, std::move(state));
+}
+
+// ---------------------------------------------------------------------------
+// Hooks (training thread)
+// ---------------------------------------------------------------------------
+
+std::optional<ResumePoint> Snapshotter::Impl::on_train_start() {
+  check_policy();
+  if (config_.resume == ResumeMode::kNever) return std::nullopt;
+  auto resumed = restore_latest();
+  if (!resumed && config_.resume == ResumeMode::kRequired) {
+    throw Error("resume: required, but '" + config_.directory + "' holds no valid snapshot to resume from");
+  }
+  if (!resumed) log()->info("no snapshot to resume from; starting fresh");
+  return resumed;
+}
+
+void Snapshotter::Impl::before_optimizer_step() {
+  check_policy();
+  settle_overlap(/*commit=*/true);
+}
+
+void Snapshotter::Impl::on_step_end(int64_t step) {
+  check_policy();
+  if (overlap_job_) {
+    // A new step ended while a pipelined copy was still unconfirmed: the
+    // optimizer may have run during the copy, so that snapshot is unsafe.
+    log()->warn("flush.overlap needs before_optimizer_step() before optimizer.step(); discarding the snapshot of "
+                "step {} and staging synchronously from now on",
+                overlap_job_->step);
+    settle_overlap(/*commit=*/false);
+    overlap_ = false;
+  }
+  last_step_ = step;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    current_step_ = step;
+  }
+  std::vector<OutcomeCallback> waiters;
+  std::string reason;
+  {
+    std::lock_guard<std::mutex> lock(request_mutex_);
+    if (!requested_reasons_.empty()) {
+      reason = requested_reasons_.front();
+      requested_reasons_.clear();
+      waiters.swap(request_waiters_);
+    }
+  }
+  if (reason.empty()) reason = due_reason(step);
+  if (!reason.empty()) take_snapshot(step, reason, std::move(waiters));
+}
+
+void Snapshotter::Impl::on_epoch_end(int64_t epoch) {
+  check_policy();
+  epoch_ = epoch;
+  if (!config_.triggers.on_epoch_end) return;
+  if (!last_step_) {
+    log()->warn("on_epoch_end({}) before any on_step_end: no step to snapshot", epoch);
+    return;
+  }
+  take_snapshot(*last_step_, "epoch_end");
+}
+
+void Snapshotter::Impl::on_train_end() {
+  train_end_done_ = true;
+  settle_overlap(/*commit=*/true);  // no optimizer step can follow
+  if (config_.triggers.on_train_end && last_step_) take_snapshot(*last_step_, "train_end");
+  wait_until_finished();
+  check_policy();
+}
+
+void Snapshotter::Impl::on_exception(const std::exception& error) {
+  log()->warn("training stopped by an exception: {}; finishing queued snapshots", error.what());
+  settle_overlap(/*commit=*/false);  // the step may have been cut short
+  wait_until_finished();
+}
+
+void Snapshotter::Impl::snapshot_now(const std::string& reason) {
+  check_policy();
+  settle_overlap(/*commit=*/true);
+  take_snapshot(last_step_.value_or(0), reason);
+}
+
+void Snapshotter::Impl::request_snapshot(const std::string& reason, OutcomeCallback done) {
+  std::lock_guard<std::mutex> lock(request_mutex_);
+  requested_reasons_.push_back(reason);
+  if (done) request_waiters_.push_back(std::move(done));
+}
+
+void Snapshotter::Impl::request_stop() { stop_requested_ = true; }
+
+std::string Snapshotter::Impl::due_reason(int64_t step) {
+  const auto& t = config_.triggers;
+  if (t.every_steps > 0 && step % t.every_steps == 0) return "every_steps";
+  if (t.every_seconds > 0 && milliseconds_since(last_snapshot_time_) >= t.every_seconds * 1000) return "every_seconds";
+  return "";
+}
+
+void Snapshotter::Impl::check_policy() {
+  if (config_.on_error == OnError::kAbort) check_for_errors();
+}
+
+void Snapshotter::Impl::check_for_errors() {
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (errors_.empty()) return;
+    error = errors_.front();
+    errors_.pop_front();
+  }
+  std::rethrow_exception(error);
+}
+
+void Snapshotter::Impl::settle_overlap(bool commit) {
+  if (!overlap_job_) return;
+  auto job = std::move(overlap_job_);
+  overlap_job_.reset();
+  const auto start = Clock::now();
+  if (commit) {
+    try {
+      job->deferred->run_or_wait();
+    } catch (const std::exception&) {
+      // The writer reports it as the snapshot's failure.
+    }
+  }
+  job->gate->open(commit);
+  job->stall_ms = job->stall_ms + milliseconds_since(start);
+}
+
+// ---------------------------------------------------------------------------
+// Taking a snapshot (training thread)
+// ---------------------------------------------------------------------------
+
+void Snapshotter::Impl::take_snapshot(int64_t step, const std::string& reason, std::vector<OutcomeCallback> waiters) {
+  if (last_snapshot_step_ && *last_snapshot_step_ == step) {
+    log()->debug("step {} already has a snapshot; '{}' adds nothing", step, reason);
+    SnapshotOutcome outcome;
+    outcome.step = step;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      outcome.committed = last_committed_ == step;
+      outcome.path = outcome.committed ? last_committed_path_ : "";
+    }
+    if (!outcome.committed) outcome.error = "a snapshot of this step was already taken and is not committed (yet)";
+    for (auto& waiter : waiters) waiter(outcome);
+    return;
+  }
+  const auto start = Clock::now();
+  auto job = std::make_shared<SnapshotJob>();
+  job->step = step;
+  job->reason = reason;
+  job->epoch = epoch_;
+  job->started = start;
+
+  // Capture: the live state of everything tracked, no copies yet.
+  c10::impl::GenericDict shard(c10::StringType::get(), c10::AnyType::get());
+  std::unordered_set<const void*> step_only;
+  for (const auto& [name, state] : tracked_) {
+    c10::IValue value = state->capture();
+    if (overlap_) state->step_only_storages(value, step_only);
+    shard.insert(name, std::move(value));
+  }
+  if (config_.capture.rng) shard.insert(kRngEntry, state::capture_rng_state());
+  job->bytes = daemon::storage_bytes(shard);
+
+  bool synchronous = config_.flush.mode == FlushMode::kSync;
+  if (!synchronous) {
+    job->slot = acquire_slot(job->bytes);
+    if (job->slot == kSkip) {
+      log()->info("skipped the snapshot of step {} ({}): {} snapshot(s) still being written and flush.when_busy is skip",
+                  step, reason, config_.flush.max_pending);
+      events_.write("skipped", {{"step", step}, {"reason", reason}, {"why", "busy"}});
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.skipped;
+      return;
+    }
+    if (job->slot == kTooBig) {
+      log()->info("the snapshot of step {} needs {} bytes of staging, more than flush.staging_memory_limit ({}); "
+                  "writing it synchronously",
+                  step, job->bytes, config_.flush.staging_memory_limit);
+      synchronous = true;
+      job->slot = -1;
+    }
+  }
+
+  if (synchronous) {
+    job->value = shard;  // live tensors: the training thread waits until the write is done
+  } else {
+    std::vector<daemon::StorageCopy> copies;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& arena = slots_[static_cast<size_t>(job->slot)].arena;
+      job->value = arena.stage(shard, step_only, copies);
+      arena.trim();
+    }
+    if (overlap_) {
+      std::vector<daemon::StorageCopy> now, later;
+      for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
+      daemon::perform_copies(now);
+      job->deferred = std::make_shared<daemon::DeferredCopies>(std::move(later));
+      job->gate = std::make_shared<daemon::CommitGate>();
+      boost::asio::post(io_, [deferred = job->deferred] {
+        try {
+          deferred->run_or_wait();
+        } catch (const std::exception&) {
+          // Reported by the writer.
+        }
+      });
+      overlap_job_ = job;
+    } else {
+      daemon::perform_copies(copies);
+    }
+  }
+
+  last_snapshot_step_ = step;
+  last_snapshot_time_ = Clock::now();
+  events_.write("started", {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", synchronous}});
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++in_flight_;
+  }
+  if (!synchronous) {
+    job->stall_ms = milliseconds_since(start);
+    boost::asio::post(strand_, [this, job, waiters = std::move(waiters)]() mutable { run_job(job, std::move(waiters)); });
+    return;
+  }
+  // Synchronous: still on the strand (the store has one writer), but wait for it.
+  auto done = std::make_shared<std::promise<void>>();
+  auto finished = done->get_future();
+  boost::asio::post(strand_, [this, job, done, waiters = std::move(waiters)]() mutable {
+    job->stall_ms = milliseconds_since(job->started);
+    run_job(job, std::move(waiters));
+    done->set_value();
+  });
+  finished.wait();
+}
+
+int Snapshotter::Impl::acquire_slot(uint64_t bytes) {
+  const uint64_t limit = config_.flush.staging_memory_limit;
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (true) {
+    int free = -1;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (!slots_[i].busy) {
+        free = static_cast<int>(i);
+        break;
+      }
+    }
+    if (free >= 0) {
+      if (limit == 0) {
+        slots_[static_cast<size_t>(free)].busy = true;
+        return free;
+      }
+      if (bytes > limit) return kTooBig;
+      uint64_t others = 0;
+      for (size_t i = 0; i < slots_.size(); ++i) {
+        if (static_cast<int>(i) == free) continue;
+        if (!slots_[i].busy) slots_[i].arena.release();  // idle buffers give way to the limit
+        others += slots_[i].arena.bytes();
+      }
+      if (others + bytes <= limit) {
+        slots_[static_cast<size_t>(free)].busy = true;
+        return free;
+      }
+    }
+    if (config_.flush.when_busy == WhenBusy::kSkip) return kSkip;
+    changed_.wait(lock);
+  }
+}
+
+void Snapshotter::Impl::release_slot(int slot) {
+  if (slot < 0) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  slots_[static_cast<size_t>(slot)].busy = false;
+}
+
+// ---------------------------------------------------------------------------
+// Writing (strand)
+// ---------------------------------------------------------------------------
+
+void Snapshotter::Impl::run_job(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters) {
+  SnapshotOutcome outcome;
+  outcome.step = job->step;
+  try {
+    if (job->deferred) job->deferred->run_or_wait();
+    SnapshotInfo info = write_job(*job);
+    outcome.committed = true;
+    outcome.path = info.path;
+  } catch (...) {
+    outcome.error = describe(std::current_exception());
+    record_failure(*job, std::current_exception());
+  }
+  release_slot(job->slot);
+  for (auto& waiter : waiters) {
+    try {
+      waiter(outcome);
+    } catch (const std::exception& e) {
+      log()->warn("snapshot notification failed: {}", e.what());
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --in_flight_;
+  }
+  changed_.notify_all();
+}
+
+SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
+  auto writer = store_->begin(job.step);
+  writer->write_shard(rank_, job.value);
+  const auto shard = job.value.toGenericDict();
+  for (const auto& [name, state] : tracked_) state->write_extra_files(name, shard.at(name), *writer, rank_);
+  if (job.gate && !job.gate->wait()) {
+    throw Error("snapshot of step " + std::to_string(job.step) +
+                " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
+  }
+  Manifest manifest;
+  manifest.epoch = job.epoch;
+  manifest.reason = job.reason;
+  manifest.world_size = world_size_;
+  SnapshotInfo info = writer->commit(manifest);
+  const double persist_ms = milliseconds_since(job.started);
+  const uint64_t bytes = info.manifest ? info.manifest->total_bytes() : 0;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.committed;
+    stats_.last_stall_ms = job.stall_ms;
+    last_committed_ = job.step;
+    last_committed_path_ = info.path;
+  }
+  events_.write("committed", {{"step", job.step},
+                              {"reason", job.reason},
+                              {"bytes", bytes},
+                              {"stall_ms", job.stall_ms.load()},
+                              {"persist_ms", persist_ms},
+                              {"path", info.path}});
+  log()->info("committed step {} ({}, {:.1f} MB) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
+              bytes / 1e6, persist_ms, job.stall_ms.load());
+  try {
+    apply_retention(job.step);
+  } catch (...) {
+    SnapshotJob retention_job;
+    retention_job.step = job.step;
+    retention_job.reason = "retention";
+    record_failure(retention_job, std::current_exception());
+  }
+  return info;
+}
+
+void Snapshotter::Impl::apply_retention(int64_t newest) {
+  const auto& r = config_.retention;
+  if (r.keep_last == 0) return;
+  std::vector<int64_t> steps = store_->valid_steps();
+  std::set<int64_t> keep;
+  for (auto it = steps.rbegin(); it != steps.rend() && static_cast<int64_t>(keep.size()) < r.keep_last; ++it) {
+    keep.insert(*it);
+  }
+  std::vector<int64_t> doomed;
+  for (int64_t step : steps) {
+    if (step >= newest || keep.count(step)) continue;  // never the new one, nor anything newer
+    if (r.keep_every_steps > 0 && step % r.keep_every_steps == 0) continue;
+    doomed.push_back(step);
+  }
+  if (doomed.empty()) return;
+  // Only after the newer snapshot is durable may anything older go.
+  if (!config_.flush.fsync) store_->sync_snapshot(newest);
+  for (int64_t step : doomed) {
+    store_->remove(step);
+    events_.write("retention-deleted", {{"step", step}, {"newest", newest}});
+    log()->debug("retention removed step {}", step);
+  }
+}
+
+void Snapshotter::Impl::record_failure(const SnapshotJob& job, std::exception_ptr error) {
+  const std::string message = describe(error);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.failed;
+    errors_.push_back(error);
+    while (errors_.size() > 100) errors_.pop_front();
+  }
+  events_.write("failed", {{"step", job.step}, {"reason", job.reason}, {"error", message}});
+  if (config_.on_error == OnError::kAbort) {
+    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", job.step, message);
+  } else {
+    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn)", job.step, message);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Restore (training thread)
+// ---------------------------------------------------------------------------
+
+std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
+  settle_overlap(/*commit=*/false);
+  wait_until_finished();
+  auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
+    log()->warn("snapshot {} is damaged ({}); quarantined as {}", info.step, problem, info.name);
+    events_.write("quarantined", {{"step", info.step}, {"name", info.name}, {"problem", problem}});
+  };
+  while (true) {
+    const auto start = Clock::now();
+    auto latest = store_->latest_valid(on_quarantine);
+    if (!latest) return std::nullopt;
+    c10::IValue value;
+    try {
+      value = store_->read_shard(latest->step, rank_, device_, /*verify=*/false);  // latest_valid verified it
+    } catch (const CorruptSnapshot& e) {
+      SnapshotInfo quarantined = *latest;
+      quarantined.name = store_->quarantine(latest->step);
+      on_quarantine(quarantined, e.what());
+      continue;
+    }
+    if (!value.isGenericDict()) {
+      throw StateMismatch("snapshot " + latest->path + " does not hold a dict of tracked objects");
+    }
+    const auto shard = value.toGenericDict();
+
+    std::vector<std::string> missing, untracked;
+    for (const auto& [name, state] : tracked_) {
+      if (!shard.contains(name)) missing.push_back(name);
+    }
+    for (const auto& entry : shard) {
+      const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
+      const bool known = key == kRngEntry || std::any_of(tracked_.begin(), tracked_.end(),
+                                                         [&](const auto& t) { return t.first == key; });
+      if (!known) untracked.push_back(key);
+    }
+    if (!missing.empty() || !untracked.empty()) {
+      std::string problem = "snapshot " + latest->path + " does not match what is tracked:";
+      if (!missing.empty()) problem += " tracked but not in the snapshot: " + join(missing) + ";";
+      if (!untracked.empty()) problem += " in the snapshot but not tracked: " + join(untracked) + ";";
+      if (config_.restore.strict) throw StateMismatch(problem + " (set restore.strict: false to restore what matches)");
+      log()->warn("{} restoring what matches (restore.strict: false)", problem);
+    }
+
+    // Check everything first; change the live objects only when all of it fits.
+    std::vector<state::Commit> commits;
+    for (const auto& [name, state] : tracked_) {
+      if (shard.contains(name)) commits.push_back(state->prepare_restore(shard.at(name), config_.restore.strict, name));
+    }
+    if (config_.capture.rng && shard.contains(kRngEntry)) commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
+    for (auto& commit : commits) commit();
+
+    ResumePoint point;
+    point.step = latest->step;
+    point.epoch = latest->manifest ? latest->manifest->epoch : std::nullopt;
+    point.reason = latest->manifest ? latest->manifest->reason : "";
+    point.path = latest->path;
+    last_step_ = point.step;
+    last_snapshot_step_ = point.step;
+    epoch_ = point.epoch;
+    last_snapshot_time_ = Clock::now();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      current_step_ = point.step;
+      last_committed_ = point.step;
+      last_committed_path_ = point.path;
+    }
+    const double load_ms = milliseconds_since(start);
+    events_.write("restored", {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}});
+    log()->info("resumed from step {} ({}), restored in {:.0f} ms", point.step, point.path, load_ms);
+    return point;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Waiting, status, closing
+// ---------------------------------------------------------------------------
+
+void Snapshotter::Impl::wait_until_finished() {
+  settle_overlap(/*commit=*/true);
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return in_flight_ == 0; });
+}
+
+std::vector<int64_t> Snapshotter::Impl::all_steps() const { return store_->valid_steps(); }
+
+SnapshotterStats Snapshotter::Impl::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  SnapshotterStats s = stats_;
+  s.staging_bytes = 0;
+  s.staging_allocations = 0;
+  for (const auto& slot : slots_) {
+    s.staging_bytes += slot.arena.bytes();
+    s.staging_allocations += slot.arena.allocations();
+  }
+  return s;
+}
+
+Snapshotter::Impl::Status Snapshotter::Impl::status() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {current_step_, last_committed_, last_committed_path_, in_flight_, stats_.committed};
+}
+
+void Snapshotter::Impl::close() {
+  if (closed_) return;
+  closed_ = true;
+  std::exception_ptr error;
+  try {
+    if (!train_end_done_) on_train_end();
+    wait_until_finished();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  shutdown();
+  store_.reset();  // releases the directory lock
+  if (error) std::rethrow_exception(error);
+}
+
+// ---------------------------------------------------------------------------
+// The public face
+// ---------------------------------------------------------------------------
+
+Snapshotter Snapshotter::from_config(const std::string& path) { return Snapshotter(Config::from_file(path)); }
+
+Snapshotter Snapshotter::from_env() {
+  const char* path = std::getenv("AUTOSNAP_CONFIG");
+  if (path == nullptr || *path == '\0') {
+    log()->info("AUTOSNAP_CONFIG is not set: snapshots are disabled");
+    return disabled();
+  }
+  return from_config(path);
+}
+
+Snapshotter Snapshotter::disabled() { return Snapshotter(); }
+
+Snapshotter::Snapshotter(Config config, FileSystem& fs) : impl_(std::make_unique<Impl>(std::move(config), fs)) {}
+Snapshotter::Snapshotter(Snapshotter&&) noexcept = default;
+Snapshotter& Snapshotter::operator=(Snapshotter&&) noexcept = default;
+
+Snapshotter::~Snapshotter() {
+  if (!impl_) return;
+  try {
+    if (std::uncaught_exceptions() > 0) {
+      impl_->wait_until_finished();  // unwinding: no final snapshot of a broken state
+    } else {
+      impl_->close();
+    }
+  } catch (const std::exception& e) {
+    log()->error("while closing: {}", e.what());
+  }
+}
+
+const Config& Snapshotter::config() const {
+  static const Config none;
+  return impl_ ? impl_->config() : none;
+}
+
+void Snapshotter::track(const std::string& name, torch::nn::Module& module) {
+  if (impl_) impl_->track(name, daemon::track_module(module));
+}
+void Snapshotter::track(const std::string& name, torch::jit::Module& module) {
+  if (impl_) impl_->track(name, daemon::track_script_module(module));
+}
+void Snapshotter::track(const std::string& name, torch::optim::Optimizer& optimizer) {
+  if (impl_) impl_->track(name, daemon::track_optimizer(optimizer));
+}
+void Snapshotter::track(const std::string& name, int64_t& value) {
+  if (impl_) impl_->track(name, daemon::track_int(value));
+}
+void Snapshotter::track(const std::string& name, double& value) {
+  if (impl_) impl_->track(name, daemon::track_double(value));
+}
+void Snapshotter::track(const std::string& name, bool& value) {
+  if (impl_) impl_->track(name, daemon::track_bool(value));
+}
+void Snapshotter::track(const std::string& name, std::string& value) {
+  if (impl_) impl_->track(name, daemon::track_string(value));
+}
+void Snapshotter::track(const std::string& name, at::Tensor& tensor) {
+  if (impl_) impl_->track(name, daemon::track_tensor(tensor));
+}
+void Snapshotter::track(const std::string& name, std::function<c10::IValue()> save,
+                        std::function<void(const c10::IValue&)> load) {
+  if (impl_) impl_->track(name, daemon::track_callbacks(std::move(save), std::move(load)));
+}
+
+std::optional<ResumePoint> Snapshotter::on_train_start() { return impl_ ? impl_->on_train_start() : std::nullopt; }
+void Snapshotter::before_optimizer_step() {
+  if (impl_) impl_->before_optimizer_step();
+}
+void Snapshotter::on_step_end(int64_t step) {
+  if (impl_) impl_->on_step_end(step);
+}
+void Snapshotter::on_epoch_end(int64_t epoch) {
+  if (impl_) impl_->on_epoch_end(epoch);
+}
+void Snapshotter::on_train_end() {
+  if (impl_) impl_->on_train_end();
+}
+void Snapshotter::on_exception(const std::exception& error) {
+  if (impl_) impl_->on_exception(error);
+}
+void Snapshotter::snapshot_now(const std::string& reason) {
+  if (impl_) impl_->snapshot_now(reason);
+}
+void Snapshotter::request_snapshot(const std::string& reason) {
+  if (impl_) impl_->request_snapshot(reason);
+}
+std::optional<ResumePoint> Snapshotter::restore_latest() { return impl_ ? impl_->restore_latest() : std::nullopt; }
+void Snapshotter::wait_until_finished() {
+  if (impl_) impl_->wait_until_finished();
+}
+void Snapshotter::check_for_errors() {
+  if (impl_) impl_->check_for_errors();
+}
+std::optional<int64_t> Snapshotter::latest_step() const {
+  if (!impl_) return std::nullopt;
+  auto steps = impl_->all_steps();
+  if (steps.empty()) return std::nullopt;
+  return steps.back();
+}
+std::vector<int64_t> Snapshotter::all_steps() const { return impl_ ? impl_->all_steps() : std::vector<int64_t>{}; }
+bool Snapshotter::should_stop() const { return impl_ && impl_->should_stop(); }
+void Snapshotter::close() {
+  if (impl_) impl_->close();
+}
+SnapshotterStats Snapshotter::stats() const { return impl_ ? impl_->stats() : SnapshotterStats{}; }
+
+}  // namespace autosnap

@@ -1,0 +1,142 @@
+#pragma once
+
+// The Snapshotter's engine. The training thread captures and stages; a
+// Boost.Asio thread pool writes, commits and applies retention, ordered on
+// one strand so the store sees one writer.
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "autosnap/snapshotter.h"
+#include "autosnap/store.h"
+#include "daemon/event_log.h"
+#include "daemon/snapshot_job.h"
+#include "daemon/staging.h"
+#include "daemon/tracked.h"
+
+namespace autosnap {
+
+/// The outcome of a snapshot asked for from outside the training thread.
+struct SnapshotOutcome {
+  bool committed = false;
+  int64_t step = 0;
+  std::string path;
+  std::string error;  ///< when not committed
+};
+using OutcomeCallback = std::function<void(const SnapshotOutcome&)>;
+
+class Snapshotter::Impl {
+ public:
+  Impl(Config config, FileSystem& fs);
+  ~Impl();
+
+  void track(const std::string& name, std::unique_ptr<daemon::TrackedState> state);
+
+  std::optional<ResumePoint> on_train_start();
+  void before_optimizer_step();
+  void on_step_end(int64_t step);
+  void on_epoch_end(int64_t epoch);
+  void on_train_end();
+  void on_exception(const std::exception& error);
+  void snapshot_now(const std::string& reason);
+  /// Thread-safe: a snapshot at the next step boundary; `done` (optional) is
+  /// called from a background thread once it is committed or has failed.
+  void request_snapshot(const std::string& reason, OutcomeCallback done = {});
+  void request_stop();
+  std::optional<ResumePoint> restore_latest();
+  void wait_until_finished();
+  void check_for_errors();
+  std::vector<int64_t> all_steps() const;
+  bool should_stop() const { return stop_requested_; }
+  void close();
+  SnapshotterStats stats() const;
+
+  const Config& config() const { return config_; }
+  SnapshotStore& store() { return *store_; }
+  daemon::EventLog& events() { return events_; }
+  boost::asio::io_context& io() { return io_; }
+
+  /// For status queries from other threads.
+  struct Status {
+    std::optional<int64_t> step;            ///< last completed step
+    std::optional<int64_t> last_committed;  ///< newest snapshot committed by this process
+    std::string last_committed_path;
+    int in_flight = 0;
+    int64_t committed = 0;
+  };
+  Status status() const;
+
+ private:
+  struct Slot {
+    daemon::StagingArena arena;
+    bool busy = false;
+  };
+  static constexpr int kSkip = -1;
+  static constexpr int kTooBig = -2;
+
+  void check_policy();
+  std::string due_reason(int64_t step);
+  void take_snapshot(int64_t step, const std::string& reason, std::vector<OutcomeCallback> waiters = {});
+  int acquire_slot(uint64_t bytes);
+  void release_slot(int slot);
+  void settle_overlap(bool commit);
+  void run_job(const std::shared_ptr<daemon::SnapshotJob>& job, std::vector<OutcomeCallback> waiters);
+  SnapshotInfo write_job(daemon::SnapshotJob& job);
+  void apply_retention(int64_t newest);
+  void record_failure(const daemon::SnapshotJob& job, std::exception_ptr error);
+  void shutdown();
+
+  Config config_;
+  FileSystem& fs_;
+  c10::Device device_;
+  std::unique_ptr<SnapshotStore> store_;
+  daemon::EventLog events_;
+  int rank_ = 0;
+  int world_size_ = 1;
+  std::vector<std::pair<std::string, std::unique_ptr<daemon::TrackedState>>> tracked_;
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand_;
+  std::vector<std::thread> threads_;
+
+  mutable std::mutex mutex_;  // guards everything below up to the training-thread section
+  std::condition_variable changed_;
+  std::vector<Slot> slots_;
+  int in_flight_ = 0;
+  std::deque<std::exception_ptr> errors_;
+  SnapshotterStats stats_;
+  std::optional<int64_t> last_committed_;
+  std::string last_committed_path_;
+  std::optional<int64_t> current_step_;  // mirror of last_step_ for status()
+
+  // Requests from other threads (signals, control socket).
+  std::mutex request_mutex_;
+  std::vector<std::string> requested_reasons_;
+  std::vector<OutcomeCallback> request_waiters_;
+  std::atomic<bool> stop_requested_{false};
+
+  // Training-thread state.
+  std::optional<int64_t> last_step_;
+  std::optional<int64_t> last_snapshot_step_;
+  std::optional<int64_t> epoch_;
+  daemon::Clock::time_point last_snapshot_time_ = daemon::Clock::now();
+  std::shared_ptr<daemon::SnapshotJob> overlap_job_;
+  bool overlap_ = false;
+  bool train_end_done_ = false;
+  bool closed_ = false;
+};
+
+}  // namespace autosnap

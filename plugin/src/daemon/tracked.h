@@ -1,0 +1,59 @@
+#pragma once
+
+// What the Snapshotter tracks: each tracked object knows how to show its
+// current state as an IValue (tensors referencing live memory, no copies)
+// and how to check and install a saved one.
+
+#include <ATen/core/ivalue.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+#include "autosnap/store.h"
+#include "state/restore_plan.h"
+
+namespace torch {
+namespace jit {
+struct Module;
+}  // namespace jit
+}  // namespace torch
+
+namespace autosnap {
+namespace daemon {
+
+class TrackedState {
+ public:
+  virtual ~TrackedState() = default;
+  /// "module", "optimizer Adam", "int", ... for messages.
+  virtual std::string kind() const = 0;
+  /// The current state; tensors are the live ones.
+  virtual c10::IValue capture() = 0;
+  /// Storages in `captured` that only optimizer.step() modifies, so flush.overlap
+  /// may copy them while the next forward/backward runs.
+  virtual void step_only_storages(const c10::IValue& captured, std::unordered_set<const void*>& out) const {}
+  /// Checks a saved value against the live object (StateMismatch if it does
+  /// not fit); the returned commit installs it.
+  virtual state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) = 0;
+  /// Writes files besides the shard entry (TorchScript archives) from the
+  /// staged value, on a background thread.
+  virtual void write_extra_files(const std::string& name, const c10::IValue& staged, SnapshotWriter& writer, int rank) {}
+};
+
+std::unique_ptr<TrackedState> track_module(torch::nn::Module& module);
+std::unique_ptr<TrackedState> track_script_module(torch::jit::Module& module);
+std::unique_ptr<TrackedState> track_optimizer(torch::optim::Optimizer& optimizer);
+std::unique_ptr<TrackedState> track_int(int64_t& value);
+std::unique_ptr<TrackedState> track_double(double& value);
+std::unique_ptr<TrackedState> track_bool(bool& value);
+std::unique_ptr<TrackedState> track_string(std::string& value);
+std::unique_ptr<TrackedState> track_tensor(at::Tensor& tensor);
+std::unique_ptr<TrackedState> track_callbacks(std::function<c10::IValue()> save,
+                                              std::function<void(const c10::IValue&)> load);
+
+/// File name of a tracked TorchScript module's archive inside a snapshot.
+std::string torchscript_file_name(int rank, const std::string& name);
+
+}  // namespace daemon
+}  // namespace autosnap

@@ -1,0 +1,44 @@
+#pragma once
+
+// Two-phase restores: `prepare_*` checks saved state against live objects
+// and throws StateMismatch without touching anything; the returned Commit
+// then copies it in. The snapshotter prepares every tracked object first
+// and commits only when all of them fit, so a mismatch never leaves a
+// half-restored training state.
+
+#include <ATen/core/ivalue.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "autosnap/state_dict.h"
+
+namespace torch {
+namespace optim {
+class Optimizer;
+}  // namespace optim
+}  // namespace torch
+
+namespace autosnap {
+namespace state {
+
+using Commit = std::function<void()>;
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+/// Parameters and buffers in Python's state_dict order (module's own
+/// parameters, own buffers, then each child), detached, without copies.
+NamedTensors named_state(const torch::nn::Module& module);
+
+/// Checks `saved` (name -> tensor dict) against `live`. Fills `result`; with
+/// `strict` any problem throws StateMismatch whose text is
+/// result.message(owner). The commit copies every entry that fits.
+Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict, const std::string& owner,
+                             LoadStateDictResult& result);
+
+/// Converts and checks a Python-layout optimizer state; the commit installs it.
+Commit prepare_optimizer_restore(torch::optim::Optimizer& optimizer, const c10::IValue& saved);
+
+}  // namespace state
+}  // namespace autosnap
