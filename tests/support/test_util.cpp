@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -67,6 +69,70 @@ std::optional<std::string> python_torch_unavailable_reason() {
 }
 
 std::string tool_path(const std::string& name) { return std::string(AUTOSNAP_TEST_TOOLS_DIR) + "/" + name; }
+
+std::string example_path(const std::string& name) { return std::string(AUTOSNAP_EXAMPLES_DIR) + "/" + name; }
+
+ChildProcess::ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env) {
+  int out[2];
+  if (::pipe(out) != 0) throw std::runtime_error("pipe failed");
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::dup2(out[1], STDOUT_FILENO);
+    ::dup2(out[1], STDERR_FILENO);
+    ::close(out[0]);
+    ::close(out[1]);
+    for (const auto& assignment : env) ::putenv(const_cast<char*>(assignment.c_str()));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  fd_ = out[0];
+}
+
+ChildProcess::~ChildProcess() {
+  if (!reaped_) {
+    ::kill(pid_, SIGKILL);
+    wait();
+  }
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool ChildProcess::wait_for_line(const std::string& text) {
+  char buffer[4096];
+  while (true) {
+    size_t newline;
+    while ((newline = pending_.find('\n')) != std::string::npos) {
+      std::string line = pending_.substr(0, newline + 1);
+      pending_.erase(0, newline + 1);
+      output_ += line;
+      if (line.find(text) != std::string::npos) return true;
+    }
+    ssize_t n = ::read(fd_, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      output_ += pending_;
+      pending_.clear();
+      return false;
+    }
+    pending_.append(buffer, static_cast<size_t>(n));
+  }
+}
+
+void ChildProcess::read_all() { wait_for_line(std::string(1, '\0')); }
+
+void ChildProcess::kill(int signal) { ::kill(pid_, signal); }
+
+int ChildProcess::wait() {
+  if (!reaped_) {
+    ::waitpid(pid_, &status_, 0);
+    reaped_ = true;
+  }
+  return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_);
+}
 
 std::vector<std::string> list_names(const std::string& directory) {
   std::vector<std::string> names;

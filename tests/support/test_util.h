@@ -3,6 +3,8 @@
 // Helpers shared by autosnap's tests: temp directories, running commands,
 // finding Debian's python3 with torch.
 
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,6 +46,38 @@ std::string python_script(const std::string& name);
 std::optional<std::string> python_torch_unavailable_reason();
 /// Path of a helper program built next to the tests.
 std::string tool_path(const std::string& name);
+
+/// Path of an example program.
+std::string example_path(const std::string& name);
+
+/// A child process whose stdout (and stderr) we read line by line.
+class ChildProcess {
+ public:
+  /// Starts `argv` with `env` added to the environment.
+  ChildProcess(const std::vector<std::string>& argv, const std::vector<std::string>& env = {});
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  /// Reads lines until one contains `text` (true) or the output ends (false).
+  /// Every line read is appended to output().
+  bool wait_for_line(const std::string& text);
+  /// Reads everything until the child closes its output.
+  void read_all();
+  void kill(int signal);
+  /// Waits for exit; returns the exit code, or 128 + signal.
+  int wait();
+  pid_t pid() const { return pid_; }
+  const std::string& output() const { return output_; }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string output_;
+  std::string pending_;
+  bool reaped_ = false;
+  int status_ = 0;
+};
 
 /// Names of the entries in a directory.
 std::vector<std::string> list_names(const std::string& directory);

@@ -427,8 +427,8 @@ SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
                               {"stall_ms", job.stall_ms.load()},
                               {"persist_ms", persist_ms},
                               {"path", info.path}});
-  log()->info("committed step {} ({}, {:.1f} MB) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
-              bytes / 1e6, persist_ms, job.stall_ms.load());
+  log()->info("committed step {} ({}, {}) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
+              daemon::human_bytes(bytes), persist_ms, job.stall_ms.load());
   try {
     apply_retention(job.step);
   } catch (...) {
