@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
                        out_path);
       }
     }
-    return snap.should_stop() ? snap.config().signals.exit_code : 0;
+    return snap.exit_code();
   } catch (const std::exception& e) {
     std::cerr << "train_mlp: " << e.what() << std::endl;
     return 1;

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace autosnap {
@@ -30,6 +31,9 @@ struct Manifest {
   std::string library_version;
   std::string libtorch_version;
   std::vector<ManifestFile> files;
+  /// What each shard entry is ("model_state_dict" -> "module Net",
+  /// "optimizer_state_dict" -> "optimizer Adam", "epoch" -> "int"), in order.
+  std::vector<std::pair<std::string, std::string>> entries;
 
   uint64_t total_bytes() const;
   const ManifestFile* find(const std::string& name) const;

@@ -125,8 +125,12 @@ class Snapshotter final : public Callback {
   /// Newest valid snapshot step in the directory.
   std::optional<int64_t> latest_step() const;
   std::vector<int64_t> all_steps() const;
-  /// True once a stop was requested (snapshot_and_stop signal).
+  /// True once a stop was requested (a snapshot_and_stop signal, SIGTERM by
+  /// default) and its snapshot was taken: leave the loop and close().
   bool should_stop() const;
+  /// The exit status to end the process with: signals.exit_code after a
+  /// stop, else 0.
+  int exit_code() const;
   /// Finishes: runs on_train_end() if it was not called, waits for queued
   /// snapshots, stops the background threads, releases the directory lock.
   void close();

@@ -60,6 +60,12 @@ struct VerifyResult {
 
 class SnapshotWriter;
 
+/// Which committed snapshots retention keeps.
+struct RetentionRule {
+  int64_t keep_last = 3;         ///< newest valid snapshots kept; 0 keeps all
+  int64_t keep_every_steps = 0;  ///< also keep steps with step % K == 0; 0: off
+};
+
 struct StoreOptions {
   /// fsync files and directories on commit (config `flush.fsync`). Without it
   /// a power loss may lose recent snapshots, but never exposes a partial one
@@ -112,6 +118,13 @@ class SnapshotStore {
   std::unique_ptr<SnapshotWriter> begin(int64_t step);
   /// Removes a committed snapshot (rename to tmp, fsync DIR, delete).
   void remove(int64_t step);
+  /// Applies `rule` to the committed snapshots that pass the cheap checks and
+  /// returns the steps it deletes (with `dry_run`: would delete). The newest
+  /// valid snapshot, anything at or above `below` (when given), corrupt,
+  /// quarantined and in-progress ones are never touched. Before deleting,
+  /// the newest snapshot is made durable if the store is not.
+  std::vector<int64_t> prune(const RetentionRule& rule, bool dry_run = false,
+                             std::optional<int64_t> below = std::nullopt);
   /// fsyncs a committed snapshot's files and directories (for stores opened
   /// without `durable`, before retention may delete anything older).
   void sync_snapshot(int64_t step);

@@ -12,6 +12,8 @@
 #include "daemon/snapshotter_impl.h"
 #include "state/rng_state.h"
 
+#include <unistd.h>
+
 namespace autosnap {
 
 using daemon::Clock;
@@ -64,14 +66,117 @@ Snapshotter::Impl::Impl(Config config, FileSystem& fs)
       slots_(static_cast<size_t>(config_.flush.max_pending)),
       overlap_(config_.flush.overlap && config_.flush.mode == FlushMode::kAsync) {
   daemon::set_log_level(config_.log_level);
+  if (config_.control.socket) start_control_socket();
+  start_signal_handling();
   for (int i = 0; i < config_.flush.threads; ++i) threads_.emplace_back([this] { io_.run(); });
   log()->info("snapshots go to {} (config {})", config_.directory, config_.source.empty() ? "in code" : config_.source);
 }
+
+void Snapshotter::Impl::start_control_socket() {
+  auto handler = [this](const json& request, daemon::ControlServer::Reply reply) {
+    const std::string command = request["cmd"].get<std::string>();
+    if (command == "ping") {
+      reply({{"ok", true}, {"pid", static_cast<int>(::getpid())}});
+    } else if (command == "status") {
+      reply(status_json());
+    } else if (command == "snapshot") {
+      std::string reason = "manual";
+      if (request.contains("reason")) {
+        if (!request["reason"].is_string() || request["reason"].get<std::string>().size() > 200) {
+          reply({{"ok", false}, {"error", "\"reason\" must be a string of at most 200 characters"}});
+          return;
+        }
+        reason = request["reason"].get<std::string>();
+      }
+      log()->info("snapshot requested through the control socket ({})", reason);
+      request_snapshot(reason, [reply](const SnapshotOutcome& outcome) {
+        if (outcome.committed) {
+          reply({{"ok", true}, {"step", outcome.step}, {"path", outcome.path}});
+        } else {
+          reply({{"ok", false}, {"step", outcome.step}, {"error", outcome.error}});
+        }
+      });
+    } else {
+      reply({{"ok", false}, {"error", "unknown command '" + command + "'; expected ping, status or snapshot"}});
+    }
+  };
+  try {
+    control_ = std::make_unique<daemon::ControlServer>(io_, config_.control_socket_path(), handler);
+  } catch (const IoError& e) {
+    // Training matters more than the socket: say why and go on without it.
+    log()->warn("control socket disabled: {}", e.what());
+  } catch (const boost::system::system_error& e) {
+    log()->warn("control socket disabled: cannot serve '{}': {}", config_.control_socket_path(), e.what());
+  }
+}
+
+void Snapshotter::Impl::start_signal_handling() {
+  std::vector<int> all = config_.signals.snapshot;
+  all.insert(all.end(), config_.signals.snapshot_and_stop.begin(), config_.signals.snapshot_and_stop.end());
+  if (all.empty()) return;
+  signals_ = std::make_unique<boost::asio::signal_set>(io_);
+  for (int signal_number : all) signals_->add(signal_number);
+  wait_for_signal();
+}
+
+void Snapshotter::Impl::wait_for_signal() {
+  // No work in a signal handler: Asio delivers the signal here, on a pool thread.
+  signals_->async_wait([this](const boost::system::error_code& error, int signal_number) {
+    if (error) return;  // cancelled at shutdown
+    on_signal(signal_number);
+    wait_for_signal();
+  });
+}
+
+void Snapshotter::Impl::on_signal(int signal_number) {
+  const std::string name = signal_name(signal_number);
+  const auto& stop_signals = config_.signals.snapshot_and_stop;
+  const bool stop = std::find(stop_signals.begin(), stop_signals.end(), signal_number) != stop_signals.end();
+  log()->info("{} received: snapshot at the next step boundary{}", name, stop ? ", then stop" : "");
+  events_.write("signal", {{"signal", name}, {"stop", stop}});
+  request_snapshot("signal " + name);
+  if (stop) stop_pending_ = true;
+}
+
+json Snapshotter::Impl::status_json() const {
+  const Status s = status();
+  json last = nullptr;
+  if (s.last_committed) last = {{"step", *s.last_committed}, {"path", s.last_committed_path}};
+  return {{"ok", true},
+          {"pid", static_cast<int>(::getpid())},
+          {"directory", config_.directory},
+          {"step", s.step ? json(*s.step) : json(nullptr)},
+          {"last_committed", last},
+          {"in_flight", s.in_flight},
+          {"committed", s.committed},
+          {"stopping", stop_requested_ || stop_pending_}};
+}
+
+void Snapshotter::Impl::fail_pending_requests(const std::string& why) {
+  std::vector<OutcomeCallback> waiters;
+  {
+    std::lock_guard<std::mutex> lock(request_mutex_);
+    waiters.swap(request_waiters_);
+    requested_reasons_.clear();
+  }
+  SnapshotOutcome outcome;
+  outcome.step = last_step_.value_or(0);
+  outcome.error = why;
+  for (auto& waiter : waiters) waiter(outcome);
+}
+
+int Snapshotter::Impl::exit_code() const { return stop_requested_ ? config_.signals.exit_code : 0; }
 
 Snapshotter::Impl::~Impl() { shutdown(); }
 
 void Snapshotter::Impl::shutdown() {
   if (threads_.empty()) return;
+  if (control_) control_->stop();
+  if (signals_) {
+    boost::system::error_code ignored;
+    signals_->cancel(ignored);
+  }
+  fail_pending_requests("the job ended before the next step boundary");
   {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [&] { return in_flight_ == 0; });
@@ -80,6 +185,8 @@ void Snapshotter::Impl::shutdown() {
   io_.stop();
   for (auto& thread : threads_) thread.join();
   threads_.clear();
+  control_.reset();  // after the threads: no handler can reach it any more
+  signals_.reset();
 }
 
 void Snapshotter::Impl::track(const std::string& name, std::unique_ptr<daemon::TrackedState> state) {
@@ -129,18 +236,26 @@ void Snapshotter::Impl::on_step_end(int64_t step) {
     std::lock_guard<std::mutex> lock(mutex_);
     current_step_ = step;
   }
+  const bool stop = stop_pending_.exchange(false);
+  if (!take_requested_snapshot(step)) {
+    const std::string reason = due_reason(step);
+    if (!reason.empty()) take_snapshot(step, reason);
+  }
+  if (stop) stop_requested_ = true;  // the stop signal's snapshot is taken: the loop may leave now
+}
+
+bool Snapshotter::Impl::take_requested_snapshot(int64_t step) {
   std::vector<OutcomeCallback> waiters;
   std::string reason;
   {
     std::lock_guard<std::mutex> lock(request_mutex_);
-    if (!requested_reasons_.empty()) {
-      reason = requested_reasons_.front();
-      requested_reasons_.clear();
-      waiters.swap(request_waiters_);
-    }
+    if (requested_reasons_.empty()) return false;
+    reason = requested_reasons_.front();
+    requested_reasons_.clear();
+    waiters.swap(request_waiters_);
   }
-  if (reason.empty()) reason = due_reason(step);
-  if (!reason.empty()) take_snapshot(step, reason, std::move(waiters));
+  take_snapshot(step, reason, std::move(waiters));
+  return true;
 }
 
 void Snapshotter::Impl::on_epoch_end(int64_t epoch) {
@@ -157,7 +272,10 @@ void Snapshotter::Impl::on_epoch_end(int64_t epoch) {
 void Snapshotter::Impl::on_train_end() {
   train_end_done_ = true;
   settle_overlap(/*commit=*/true);  // no optimizer step can follow
-  if (config_.triggers.on_train_end && last_step_) take_snapshot(*last_step_, "train_end");
+  // A request that arrived after the last step boundary is served now.
+  if (last_step_ && !take_requested_snapshot(*last_step_) && config_.triggers.on_train_end) {
+    take_snapshot(*last_step_, "train_end");
+  }
   wait_until_finished();
   check_policy();
 }
@@ -180,7 +298,6 @@ void Snapshotter::Impl::request_snapshot(const std::string& reason, OutcomeCallb
   if (done) request_waiters_.push_back(std::move(done));
 }
 
-void Snapshotter::Impl::request_stop() { stop_requested_ = true; }
 
 std::string Snapshotter::Impl::due_reason(int64_t step) {
   const auto& t = config_.triggers;
@@ -411,6 +528,8 @@ SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
   manifest.epoch = job.epoch;
   manifest.reason = job.reason;
   manifest.world_size = world_size_;
+  for (const auto& [name, state] : tracked_) manifest.entries.emplace_back(name, state->kind());
+  if (config_.capture.rng) manifest.entries.emplace_back(kRngEntry, "random generator states");
   SnapshotInfo info = writer->commit(manifest);
   const double persist_ms = milliseconds_since(job.started);
   const uint64_t bytes = info.manifest ? info.manifest->total_bytes() : 0;
@@ -441,24 +560,8 @@ SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
 }
 
 void Snapshotter::Impl::apply_retention(int64_t newest) {
-  const auto& r = config_.retention;
-  if (r.keep_last == 0) return;
-  std::vector<int64_t> steps = store_->valid_steps();
-  std::set<int64_t> keep;
-  for (auto it = steps.rbegin(); it != steps.rend() && static_cast<int64_t>(keep.size()) < r.keep_last; ++it) {
-    keep.insert(*it);
-  }
-  std::vector<int64_t> doomed;
-  for (int64_t step : steps) {
-    if (step >= newest || keep.count(step)) continue;  // never the new one, nor anything newer
-    if (r.keep_every_steps > 0 && step % r.keep_every_steps == 0) continue;
-    doomed.push_back(step);
-  }
-  if (doomed.empty()) return;
-  // Only after the newer snapshot is durable may anything older go.
-  if (!config_.flush.fsync) store_->sync_snapshot(newest);
-  for (int64_t step : doomed) {
-    store_->remove(step);
+  const RetentionRule rule{config_.retention.keep_last, config_.retention.keep_every_steps};
+  for (int64_t step : store_->prune(rule, /*dry_run=*/false, /*below=*/newest)) {
     events_.write("retention-deleted", {{"step", step}, {"newest", newest}});
     log()->debug("retention removed step {}", step);
   }
@@ -706,6 +809,7 @@ std::optional<int64_t> Snapshotter::latest_step() const {
 }
 std::vector<int64_t> Snapshotter::all_steps() const { return impl_ ? impl_->all_steps() : std::vector<int64_t>{}; }
 bool Snapshotter::should_stop() const { return impl_ && impl_->should_stop(); }
+int Snapshotter::exit_code() const { return impl_ ? impl_->exit_code() : 0; }
 void Snapshotter::close() {
   if (impl_) impl_->close();
 }

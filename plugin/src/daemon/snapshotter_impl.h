@@ -6,6 +6,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/asio/strand.hpp>
 
 #include <condition_variable>
@@ -21,6 +22,7 @@
 
 #include "autosnap/snapshotter.h"
 #include "autosnap/store.h"
+#include "daemon/control_server.h"
 #include "daemon/event_log.h"
 #include "daemon/snapshot_job.h"
 #include "daemon/staging.h"
@@ -54,7 +56,7 @@ class Snapshotter::Impl {
   /// Thread-safe: a snapshot at the next step boundary; `done` (optional) is
   /// called from a background thread once it is committed or has failed.
   void request_snapshot(const std::string& reason, OutcomeCallback done = {});
-  void request_stop();
+  int exit_code() const;
   std::optional<ResumePoint> restore_latest();
   void wait_until_finished();
   void check_for_errors();
@@ -97,6 +99,13 @@ class Snapshotter::Impl {
   void apply_retention(int64_t newest);
   void record_failure(const daemon::SnapshotJob& job, std::exception_ptr error);
   void shutdown();
+  void start_control_socket();
+  void start_signal_handling();
+  void wait_for_signal();
+  bool take_requested_snapshot(int64_t step);
+  void on_signal(int signal_number);
+  nlohmann::json status_json() const;
+  void fail_pending_requests(const std::string& why);
 
   Config config_;
   FileSystem& fs_;
@@ -111,6 +120,8 @@ class Snapshotter::Impl {
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   std::vector<std::thread> threads_;
+  std::unique_ptr<daemon::ControlServer> control_;
+  std::unique_ptr<boost::asio::signal_set> signals_;
 
   mutable std::mutex mutex_;  // guards everything below up to the training-thread section
   std::condition_variable changed_;
@@ -126,7 +137,8 @@ class Snapshotter::Impl {
   std::mutex request_mutex_;
   std::vector<std::string> requested_reasons_;
   std::vector<OutcomeCallback> request_waiters_;
-  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> stop_pending_{false};    // a stop signal arrived; honoured at the next step boundary
+  std::atomic<bool> stop_requested_{false};  // should_stop()
 
   // Training-thread state.
   std::optional<int64_t> last_step_;

@@ -26,10 +26,17 @@ void add_storages(const state::NamedTensors& tensors, std::unordered_set<const v
   }
 }
 
+// "MLPImpl" rather than "(anonymous namespace)::MLPImpl".
+std::string readable_type_name(std::string name) {
+  const std::string anonymous = "(anonymous namespace)::";
+  for (size_t at; (at = name.find(anonymous)) != std::string::npos;) name.erase(at, anonymous.size());
+  return name;
+}
+
 class ModuleState final : public TrackedState {
  public:
   explicit ModuleState(torch::nn::Module& module) : module_(module) {}
-  std::string kind() const override { return "module " + module_.name(); }
+  std::string kind() const override { return "module " + readable_type_name(module_.name()); }
   c10::IValue capture() override { return named_tensors_to_dict(state::named_state(module_)); }
   void step_only_storages(const c10::IValue&, std::unordered_set<const void*>& out) const override {
     // Parameters change only in optimizer.step(); buffers (e.g. BatchNorm

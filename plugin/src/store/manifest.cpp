@@ -65,6 +65,11 @@ std::string Manifest::to_yaml() const {
     out << YAML::EndMap;
   }
   out << YAML::EndSeq;
+  if (!entries.empty()) {
+    out << YAML::Key << "entries" << YAML::Value << YAML::BeginMap;
+    for (const auto& [name, kind] : entries) out << YAML::Key << name << YAML::Value << YAML::DoubleQuoted << kind;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
@@ -112,6 +117,16 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
       throw CorruptSnapshot("manifest '" + source + "' lists '" + file.name + "' twice");
     }
     m.files.push_back(std::move(file));
+  }
+  if (const YAML::Node entries = root["entries"]) {
+    if (!entries.IsMap()) throw CorruptSnapshot("manifest '" + source + "': 'entries' must be a mapping");
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+      try {
+        m.entries.emplace_back(it->first.as<std::string>(), it->second.as<std::string>());
+      } catch (const YAML::Exception&) {
+        throw CorruptSnapshot("manifest '" + source + "': 'entries' must map names to strings");
+      }
+    }
   }
   for (int rank = 0; rank < m.world_size; ++rank) {
     if (!m.find(shard_file_name(rank))) {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <mutex>
 #include <random>
+#include <set>
 
 #include "autosnap/errors.h"
 #include "autosnap/version.h"
@@ -302,6 +303,26 @@ void SnapshotStore::remove(int64_t step) {
   fs_.rename(path, doomed);
   if (options_.durable) fs_.sync_directory(directory_);
   remove_tree(fs_, doomed);
+}
+
+std::vector<int64_t> SnapshotStore::prune(const RetentionRule& rule, bool dry_run, std::optional<int64_t> below) {
+  if (!dry_run) require_writable("prune snapshots");
+  std::vector<int64_t> doomed;
+  if (rule.keep_last == 0) return doomed;
+  const std::vector<int64_t> steps = valid_steps();
+  if (steps.empty()) return doomed;
+  // keep_last >= 1 here, so the newest valid snapshot is always kept.
+  std::set<int64_t> keep(steps.end() - std::min<size_t>(steps.size(), static_cast<size_t>(rule.keep_last)), steps.end());
+  for (int64_t step : steps) {
+    if (keep.count(step) || (below && step >= *below)) continue;
+    if (rule.keep_every_steps > 0 && step % rule.keep_every_steps == 0) continue;
+    doomed.push_back(step);
+  }
+  if (dry_run || doomed.empty()) return doomed;
+  // Only after a newer snapshot is durable may anything older go.
+  if (!options_.durable) sync_snapshot(steps.back());
+  for (int64_t step : doomed) remove(step);
+  return doomed;
 }
 
 void SnapshotStore::sync_snapshot(int64_t step) {
