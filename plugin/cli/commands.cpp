@@ -29,7 +29,7 @@ std::optional<SnapshotInfo> newest(const SnapshotStore& store, bool valid_only) 
   auto entries = store.list();
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->status == SnapshotStatus::kValid) return *it;
-    if (!valid_only && (it->status == SnapshotStatus::kCorrupt || it->status == SnapshotStatus::kUnsupported)) return *it;
+    if (!valid_only && it->status != SnapshotStatus::kInProgress && it->status != SnapshotStatus::kQuarantined) return *it;
   }
   return std::nullopt;
 }

@@ -95,8 +95,9 @@ class FileSystem {
 /// The process-wide POSIX implementation.
 FileSystem& default_file_system();
 
-/// Creates `path` and its missing parents.
-void create_directories(FileSystem& fs, const std::string& path);
+/// Creates `path` and its missing parents. With `durable`, each new
+/// directory's entry is fsynced in its parent, so it survives a power loss.
+void create_directories(FileSystem& fs, const std::string& path, bool durable = false);
 
 /// Removes a file or a directory tree. Missing paths are not an error.
 void remove_tree(FileSystem& fs, const std::string& path);

@@ -37,6 +37,7 @@ enum class SnapshotStatus {
   kInProgress,   ///< a tmp dir (being written, or left by a crash)
   kQuarantined,  ///< renamed step-….corrupt-N after failing verification
   kUnsupported,  ///< committed in a format version this build cannot read; skipped, not quarantined
+  kUnreadable,   ///< an I/O error (not bad content) stopped the checks; never quarantined
 };
 
 const char* to_string(SnapshotStatus status);
@@ -54,6 +55,7 @@ struct SnapshotInfo {
 struct VerifyResult {
   bool ok = false;
   std::string problem;  ///< empty when ok
+  bool io_error = false;  ///< the files could not be read (as opposed to: they are damaged)
   std::optional<Manifest> manifest;
   uint64_t bytes_checked = 0;
 };
@@ -105,7 +107,9 @@ class SnapshotStore {
 
   /// The newest snapshot that passes full verification. In a writable store,
   /// each newer one that fails is quarantined (`on_quarantine` is told its
-  /// new name and the problem); a read-only store only skips them.
+  /// new name and the problem); a read-only store only skips them. An I/O
+  /// error while checking one throws IoError: that snapshot may be fine, so
+  /// neither quarantining it nor silently resuming an older one is right.
   std::optional<SnapshotInfo> latest_valid(
       const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine = {});
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "autosnap/device.h"
@@ -55,10 +56,14 @@ class Parser {
     throw ConfigError(out.str());
   }
 
-  // Rejects keys outside `known`, suggesting the closest one.
+  // Rejects keys outside `known` (suggesting the closest one) and keys given twice.
   void check_keys(const YAML::Node& map, const std::string& section, const std::vector<std::string>& known) const {
+    std::set<std::string> seen;
     for (auto it = map.begin(); it != map.end(); ++it) {
       const std::string key = it->first.as<std::string>();
+      if (!seen.insert(key).second) {
+        fail(it->first.Mark(), section.empty() ? key : section + "." + key, "given twice; each key may appear once");
+      }
       if (std::find(known.begin(), known.end(), key) != known.end()) continue;
       std::string best;
       size_t best_distance = std::string::npos;

@@ -30,6 +30,7 @@ class EventLog {
   std::mutex mutex_;
   std::unique_ptr<WritableFile> file_;
   bool failed_ = false;
+  bool start_new_line_ = false;  // a failed write may have left half a line
 };
 
 }  // namespace daemon

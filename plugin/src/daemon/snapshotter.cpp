@@ -10,6 +10,7 @@
 #include "autosnap/errors.h"
 #include "daemon/log.h"
 #include "daemon/snapshotter_impl.h"
+#include "fs/atomic_file.h"
 #include "state/rng_state.h"
 
 #include <unistd.h>
@@ -40,6 +41,21 @@ std::string describe(std::exception_ptr error) {
     return e.what();
   } catch (...) {
     return "unknown error";
+  }
+}
+
+// DIR/restore-attempts.json remembers restores that have not yet been
+// followed by a completed step, so a snapshot whose restore keeps crashing
+// the process is quarantined instead of crashing it forever.
+constexpr const char* kAttemptsFile = "restore-attempts.json";
+
+std::pair<int64_t, int> read_restore_attempts(FileSystem& fs, const std::string& path) {
+  try {
+    if (!fs.status(path).exists) return {-1, 0};
+    auto j = json::parse(fs.read_small_file(path, 4096));
+    return {j.at("step").get<int64_t>(), j.at("attempts").get<int>()};
+  } catch (const std::exception&) {
+    return {-1, 0};  // unreadable: start counting afresh
   }
 }
 
@@ -235,6 +251,15 @@ void Snapshotter::Impl::on_step_end(int64_t step) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     current_step_ = step;
+  }
+  if (restore_pending_confirmation_) {
+    // A step completed after the restore: it did not crash us.
+    restore_pending_confirmation_ = false;
+    try {
+      fs_.remove_file(join_path(config_.directory, kAttemptsFile));
+    } catch (const IoError& e) {
+      log()->warn("cannot clear the restore attempt record: {}", e.what());
+    }
   }
   const bool stop = stop_pending_.exchange(false);
   if (!take_requested_snapshot(step)) {
@@ -594,55 +619,55 @@ std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
     log()->warn("snapshot {} is damaged ({}); quarantined as {}", info.step, problem, info.name);
     events_.write("quarantined", {{"step", info.step}, {"name", info.name}, {"problem", problem}});
   };
+  auto quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
+    SnapshotInfo quarantined = info;
+    quarantined.name = store_->quarantine(info.step);
+    on_quarantine(quarantined, problem);
+  };
+  const std::string attempts_path = join_path(config_.directory, kAttemptsFile);
   while (true) {
     const auto start = Clock::now();
     auto latest = store_->latest_valid(on_quarantine);
     if (!latest) return std::nullopt;
-    c10::IValue value;
-    try {
-      value = store_->read_shard(latest->step, rank_, device_, /*verify=*/false);  // latest_valid verified it
-    } catch (const CorruptSnapshot& e) {
-      SnapshotInfo quarantined = *latest;
-      quarantined.name = store_->quarantine(latest->step);
-      on_quarantine(quarantined, e.what());
+    if (latest->manifest->world_size != world_size_) {
+      throw StateMismatch("snapshot " + latest->path + " was written by " + std::to_string(latest->manifest->world_size) +
+                          " rank(s); this job runs " + std::to_string(world_size_) +
+                          "; resume it with the same number of ranks");
+    }
+    const auto [attempted_step, attempts] = read_restore_attempts(fs_, attempts_path);
+    if (attempted_step == latest->step && attempts >= config_.restore.max_attempts) {
+      quarantine(*latest, "restoring it crashed the process " + std::to_string(attempts) +
+                              " times in a row (restore.max_attempts)");
+      try {
+        fs_.remove_file(attempts_path);
+      } catch (const IoError&) {
+        // It names a quarantined step now; the next restore overwrites it.
+      }
       continue;
     }
-    if (!value.isGenericDict()) {
-      throw StateMismatch("snapshot " + latest->path + " does not hold a dict of tracked objects");
+    // Count this attempt durably before touching anything: if it crashes us, the next start knows.
+    const std::string record =
+        json{{"step", latest->step}, {"attempts", attempted_step == latest->step ? attempts + 1 : 1}}.dump() + "\n";
+    try {
+      write_file_atomically(fs_, attempts_path, [&](WritableFile& out) { out.append(record.data(), record.size()); });
+    } catch (const IoError& e) {
+      log()->warn("cannot record the restore attempt ({}); crash-loop protection is off for this start", e.what());
     }
-    const auto shard = value.toGenericDict();
-
-    std::vector<std::string> missing, untracked;
-    for (const auto& [name, state] : tracked_) {
-      if (!shard.contains(name)) missing.push_back(name);
+    try {
+      const c10::IValue value = store_->read_shard(latest->step, rank_, device_, /*verify=*/false);  // verified above
+      apply_snapshot(*latest, value);
+    } catch (const CorruptSnapshot& e) {
+      quarantine(*latest, e.what());
+      continue;
+    } catch (const Error&) {
+      try {
+        fs_.remove_file(attempts_path);  // an error, not a crash: do not count it
+      } catch (const IoError&) {
+      }
+      throw;
     }
-    for (const auto& entry : shard) {
-      const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
-      const bool known = key == kRngEntry || std::any_of(tracked_.begin(), tracked_.end(),
-                                                         [&](const auto& t) { return t.first == key; });
-      if (!known) untracked.push_back(key);
-    }
-    if (!missing.empty() || !untracked.empty()) {
-      std::string problem = "snapshot " + latest->path + " does not match what is tracked:";
-      if (!missing.empty()) problem += " tracked but not in the snapshot: " + join(missing) + ";";
-      if (!untracked.empty()) problem += " in the snapshot but not tracked: " + join(untracked) + ";";
-      if (config_.restore.strict) throw StateMismatch(problem + " (set restore.strict: false to restore what matches)");
-      log()->warn("{} restoring what matches (restore.strict: false)", problem);
-    }
-
-    // Check everything first; change the live objects only when all of it fits.
-    std::vector<state::Commit> commits;
-    for (const auto& [name, state] : tracked_) {
-      if (shard.contains(name)) commits.push_back(state->prepare_restore(shard.at(name), config_.restore.strict, name));
-    }
-    if (config_.capture.rng && shard.contains(kRngEntry)) commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
-    for (auto& commit : commits) commit();
-
-    ResumePoint point;
-    point.step = latest->step;
-    point.epoch = latest->manifest ? latest->manifest->epoch : std::nullopt;
-    point.reason = latest->manifest ? latest->manifest->reason : "";
-    point.path = latest->path;
+    restore_pending_confirmation_ = true;
+    ResumePoint point{latest->step, latest->manifest->epoch, latest->manifest->reason, latest->path};
     last_step_ = point.step;
     last_snapshot_step_ = point.step;
     epoch_ = point.epoch;
@@ -658,6 +683,35 @@ std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
     log()->info("resumed from step {} ({}), restored in {:.0f} ms", point.step, point.path, load_ms);
     return point;
   }
+}
+
+void Snapshotter::Impl::apply_snapshot(const SnapshotInfo& info, const c10::IValue& value) {
+  if (!value.isGenericDict()) throw StateMismatch("snapshot " + info.path + " does not hold a dict of tracked objects");
+  const auto shard = value.toGenericDict();
+  std::vector<std::string> missing, untracked;
+  for (const auto& [name, state] : tracked_) {
+    if (!shard.contains(name)) missing.push_back(name);
+  }
+  for (const auto& entry : shard) {
+    const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
+    const bool known = key == kRngEntry ||
+                       std::any_of(tracked_.begin(), tracked_.end(), [&](const auto& t) { return t.first == key; });
+    if (!known) untracked.push_back(key);
+  }
+  if (!missing.empty() || !untracked.empty()) {
+    std::string problem = "snapshot " + info.path + " does not match what is tracked:";
+    if (!missing.empty()) problem += " tracked but not in the snapshot: " + join(missing) + ";";
+    if (!untracked.empty()) problem += " in the snapshot but not tracked: " + join(untracked) + ";";
+    if (config_.restore.strict) throw StateMismatch(problem + " (set restore.strict: false to restore what matches)");
+    log()->warn("{} restoring what matches (restore.strict: false)", problem);
+  }
+  // Check everything first; change the live objects only when all of it fits.
+  std::vector<state::Commit> commits;
+  for (const auto& [name, state] : tracked_) {
+    if (shard.contains(name)) commits.push_back(state->prepare_restore(shard.at(name), config_.restore.strict, name));
+  }
+  if (config_.capture.rng && shard.contains(kRngEntry)) commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
+  for (auto& commit : commits) commit();
 }
 
 // ---------------------------------------------------------------------------

@@ -98,6 +98,7 @@ class Snapshotter::Impl {
   SnapshotInfo write_job(daemon::SnapshotJob& job);
   void apply_retention(int64_t newest);
   void record_failure(const daemon::SnapshotJob& job, std::exception_ptr error);
+  void apply_snapshot(const SnapshotInfo& info, const c10::IValue& value);
   void shutdown();
   void start_control_socket();
   void start_signal_handling();
@@ -147,6 +148,7 @@ class Snapshotter::Impl {
   daemon::Clock::time_point last_snapshot_time_ = daemon::Clock::now();
   std::shared_ptr<daemon::SnapshotJob> overlap_job_;
   bool overlap_ = false;
+  bool restore_pending_confirmation_ = false;  // a restore was recorded; the first step end clears it
   bool train_end_done_ = false;
   bool closed_ = false;
 };

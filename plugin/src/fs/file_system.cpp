@@ -42,15 +42,16 @@ std::string base_name(const std::string& path) {
                      slash == std::string::npos ? end + 1 : end - slash);
 }
 
-void create_directories(FileSystem& fs, const std::string& path) {
+void create_directories(FileSystem& fs, const std::string& path, bool durable) {
   auto st = fs.status(path);
   if (st.exists) {
     if (!st.is_directory) throw IoError("create directory", path, ENOTDIR);
     return;
   }
   auto parent = parent_path(path);
-  if (parent != path && parent != "." && parent != "/") create_directories(fs, parent);
+  if (parent != path && parent != "." && parent != "/") create_directories(fs, parent, durable);
   fs.create_directory(path);
+  if (durable) fs.sync_directory(parent);
 }
 
 void remove_tree(FileSystem& fs, const std::string& path) {

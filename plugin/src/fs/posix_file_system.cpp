@@ -72,9 +72,11 @@ class PosixWritableFile final : public WritableFile {
     buffer_.clear();
   }
 
+  // pwrite at our own offset: short writes resume where they stopped. (On
+  // Linux a file opened with O_APPEND appends whatever the offset.)
   void write_all(const char* data, size_t size) {
     while (size > 0) {
-      ssize_t n = ::write(fd_, data, size);
+      ssize_t n = ::pwrite(fd_, data, size, static_cast<off_t>(offset_));
       if (n < 0) {
         if (errno == EINTR) continue;
         throw IoError("write", path_, errno);
@@ -82,11 +84,13 @@ class PosixWritableFile final : public WritableFile {
       if (n == 0) throw IoError("write", path_, ENOSPC);
       data += n;
       size -= static_cast<size_t>(n);
+      offset_ += static_cast<uint64_t>(n);
     }
   }
 
   std::string path_;
   int fd_;
+  uint64_t offset_ = 0;
   std::vector<char> buffer_;
 };
 

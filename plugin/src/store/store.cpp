@@ -71,6 +71,7 @@ const char* to_string(SnapshotStatus status) {
     case SnapshotStatus::kInProgress: return "in-progress";
     case SnapshotStatus::kQuarantined: return "quarantined";
     case SnapshotStatus::kUnsupported: return "unsupported";
+    case SnapshotStatus::kUnreadable: return "unreadable";
   }
   return "unknown";
 }
@@ -83,7 +84,7 @@ SnapshotStore::~SnapshotStore() = default;
 
 std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string& directory, StoreOptions options,
                                                                FileSystem& fs) {
-  create_directories(fs, directory);
+  create_directories(fs, directory, options.durable);
   const std::string lock_path = join_path(directory, kLockName);
   auto lock = fs.try_lock(lock_path, /*create=*/true);
   if (!lock) {
@@ -162,8 +163,11 @@ SnapshotInfo SnapshotStore::inspect_committed(int64_t step, const std::string& n
   } catch (const UnsupportedFormat& e) {
     info.status = SnapshotStatus::kUnsupported;
     info.problem = e.what();
-  } catch (const Error& e) {  // CorruptSnapshot, or IoError reading the manifest
+  } catch (const CorruptSnapshot& e) {
     info.status = SnapshotStatus::kCorrupt;
+    info.problem = e.what();
+  } catch (const IoError& e) {
+    info.status = SnapshotStatus::kUnreadable;
     info.problem = e.what();
   }
   return info;
@@ -206,6 +210,7 @@ VerifyResult SnapshotStore::verify(int64_t step, const std::function<void(uint64
   result.manifest = info.manifest;
   if (info.status != SnapshotStatus::kValid) {
     result.problem = info.problem;
+    result.io_error = info.status == SnapshotStatus::kUnreadable;
     return result;
   }
   const uint64_t total = info.manifest->total_bytes();
@@ -223,8 +228,9 @@ VerifyResult SnapshotStore::verify(int64_t step, const std::function<void(uint64
                          ", found " + format::to_hex(digest.xxh3) + ")";
         return result;
       }
-    } catch (const Error& e) {
+    } catch (const IoError& e) {
       result.problem = e.what();
+      result.io_error = true;
       return result;
     }
   }
@@ -240,10 +246,14 @@ std::optional<SnapshotInfo> SnapshotStore::latest_valid(
         it->status == SnapshotStatus::kUnsupported) {
       continue;
     }
+    if (it->status == SnapshotStatus::kUnreadable) {
+      throw IoError("check snapshot", it->path, it->problem);
+    }
     std::string problem = it->problem;
     if (it->status == SnapshotStatus::kValid) {
       VerifyResult verified = verify(it->step);
       if (verified.ok) return *it;
+      if (verified.io_error) throw IoError("verify snapshot", it->path, verified.problem);
       problem = verified.problem;
     }
     if (writable()) {
