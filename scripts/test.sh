@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The test command: install what is missing, configure, build (ccache), run the tests.
+# The test command: install what is missing, configure, build (ccache), run the
+# tests, then the ASan+UBSan build of the suite and 60 s of each fuzz target
+# (scripts/sanitize.sh address). The TSan build and the 1000-kill soak run in
+# scripts/crash-soak.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,5 +11,8 @@ build_dir=${AUTOSNAP_BUILD_DIR:-build}
 jobs=$(nproc)
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DAUTOSNAP_BUILD_TESTS=ON -DAUTOSNAP_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build_dir" -j "$jobs"
-cd "$build_dir"
-ctest --output-on-failure -j "$jobs"
+(cd "$build_dir" && ctest --output-on-failure -j "$jobs")
+
+if [ "${AUTOSNAP_SKIP_SANITIZERS:-0}" != 1 ]; then
+  scripts/sanitize.sh address
+fi

@@ -94,7 +94,7 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
     }
     std::weak_ptr<Session> weak = shared_from_this();
     auto answered = std::make_shared<std::atomic<bool>>(false);
-    server_.handler_(request, [weak, answered](const json& reply) {
+    dispatch_control_request(request, server_.target_, [weak, answered](const json& reply) {
       if (answered->exchange(true)) return;
       if (auto self = weak.lock()) {
         boost::asio::post(self->strand_, [self, reply] { self->send(reply, false); });
@@ -171,8 +171,29 @@ void clear_stale_socket(boost::asio::io_context& io, const std::string& path) {
 
 }  // namespace
 
-ControlServer::ControlServer(boost::asio::io_context& io, std::string path, Handler handler)
-    : io_(io), path_(std::move(path)), handler_(std::move(handler)), acceptor_(io) {
+void dispatch_control_request(const json& request, const ControlTarget& target, ControlReply reply) {
+  const std::string command = request["cmd"].get<std::string>();
+  if (command == "ping") {
+    reply({{"ok", true}, {"pid", static_cast<int>(::getpid())}});
+  } else if (command == "status") {
+    reply(target.status());
+  } else if (command == "snapshot") {
+    std::string reason = "manual";
+    if (request.contains("reason")) {
+      if (!request["reason"].is_string() || request["reason"].get<std::string>().size() > 200) {
+        reply({{"ok", false}, {"error", "\"reason\" must be a string of at most 200 characters"}});
+        return;
+      }
+      reason = request["reason"].get<std::string>();
+    }
+    target.snapshot(reason, std::move(reply));
+  } else {
+    reply({{"ok", false}, {"error", "unknown command '" + command + "'; expected ping, status or snapshot"}});
+  }
+}
+
+ControlServer::ControlServer(boost::asio::io_context& io, std::string path, ControlTarget target)
+    : io_(io), path_(std::move(path)), target_(std::move(target)), acceptor_(io) {
   if (path_.size() >= sizeof(sockaddr_un::sun_path)) {
     throw Error("the control socket path '" + path_ + "' is longer than " +
                 std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes; set control.socket_path to a shorter one");

@@ -17,17 +17,25 @@
 namespace autosnap {
 namespace daemon {
 
+using ControlReply = std::function<void(const nlohmann::json&)>;
+
+/// What a control client may ask of the job. Both are called on a background
+/// thread; `snapshot`'s reply may come later, from any thread, exactly once.
+struct ControlTarget {
+  std::function<nlohmann::json()> status;
+  std::function<void(const std::string& reason, ControlReply reply)> snapshot;
+};
+
+/// Answers one request object (ping, status, snapshot; anything else is an
+/// error reply) against `target`.
+void dispatch_control_request(const nlohmann::json& request, const ControlTarget& target, ControlReply reply);
+
 class ControlServer {
  public:
-  using Reply = std::function<void(const nlohmann::json&)>;
-  /// Called on a background thread for each well-formed request; `reply`
-  /// may be called later, from any thread, exactly once.
-  using Handler = std::function<void(const nlohmann::json& request, Reply reply)>;
-
   /// Binds `path` (mode 0600). A stale socket file left by a dead process is
   /// replaced; one served by a live process is an Error naming its pid; any
   /// other file at `path` is an Error and is left alone.
-  ControlServer(boost::asio::io_context& io, std::string path, Handler handler);
+  ControlServer(boost::asio::io_context& io, std::string path, ControlTarget target);
   ~ControlServer();
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
@@ -45,7 +53,7 @@ class ControlServer {
 
   boost::asio::io_context& io_;
   std::string path_;
-  Handler handler_;
+  ControlTarget target_;
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::mutex mutex_;
   std::set<std::shared_ptr<Session>> sessions_;

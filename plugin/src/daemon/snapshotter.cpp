@@ -89,35 +89,20 @@ Snapshotter::Impl::Impl(Config config, FileSystem& fs)
 }
 
 void Snapshotter::Impl::start_control_socket() {
-  auto handler = [this](const json& request, daemon::ControlServer::Reply reply) {
-    const std::string command = request["cmd"].get<std::string>();
-    if (command == "ping") {
-      reply({{"ok", true}, {"pid", static_cast<int>(::getpid())}});
-    } else if (command == "status") {
-      reply(status_json());
-    } else if (command == "snapshot") {
-      std::string reason = "manual";
-      if (request.contains("reason")) {
-        if (!request["reason"].is_string() || request["reason"].get<std::string>().size() > 200) {
-          reply({{"ok", false}, {"error", "\"reason\" must be a string of at most 200 characters"}});
-          return;
-        }
-        reason = request["reason"].get<std::string>();
+  daemon::ControlTarget target;
+  target.status = [this] { return status_json(); };
+  target.snapshot = [this](const std::string& reason, daemon::ControlReply reply) {
+    log()->info("snapshot requested through the control socket ({})", reason);
+    request_snapshot(reason, [reply](const SnapshotOutcome& outcome) {
+      if (outcome.committed) {
+        reply({{"ok", true}, {"step", outcome.step}, {"path", outcome.path}});
+      } else {
+        reply({{"ok", false}, {"step", outcome.step}, {"error", outcome.error}});
       }
-      log()->info("snapshot requested through the control socket ({})", reason);
-      request_snapshot(reason, [reply](const SnapshotOutcome& outcome) {
-        if (outcome.committed) {
-          reply({{"ok", true}, {"step", outcome.step}, {"path", outcome.path}});
-        } else {
-          reply({{"ok", false}, {"step", outcome.step}, {"error", outcome.error}});
-        }
-      });
-    } else {
-      reply({{"ok", false}, {"error", "unknown command '" + command + "'; expected ping, status or snapshot"}});
-    }
+    });
   };
   try {
-    control_ = std::make_unique<daemon::ControlServer>(io_, config_.control_socket_path(), handler);
+    control_ = std::make_unique<daemon::ControlServer>(io_, config_.control_socket_path(), std::move(target));
   } catch (const IoError& e) {
     // Training matters more than the socket: say why and go on without it.
     log()->warn("control socket disabled: {}", e.what());

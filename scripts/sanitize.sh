@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Sanitizer runs, called by scripts/test.sh (address) and scripts/crash-soak.sh (both).
+#
+#   scripts/sanitize.sh address   clang ASan+UBSan build: the whole test suite and every
+#                                 libFuzzer target for $AUTOSNAP_FUZZ_SECONDS (60) each. Left
+#                                 out: the SIGKILL loops (they restart uninstrumented-speed
+#                                 processes hundreds of times; test.sh runs them), the libfiu
+#                                 run (its LD_PRELOAD cannot come before ASan's runtime) and
+#                                 the install test (it links the instrumented library into an
+#                                 uninstrumented program).
+#   scripts/sanitize.sh thread    TSan build: the daemon and concurrency tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-address}
+jobs=$(nproc)
+fuzz_seconds=${AUTOSNAP_FUZZ_SECONDS:-60}
+scripts/setup.sh
+
+# Debian's LibTorch is not instrumented: leaks and races inside it are not ours.
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1"
+export LSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/lsan.supp:print_suppressions=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$PWD/tests/sanitizers/ubsan.supp"
+export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/sanitizers/tsan.supp"
+
+case "$mode" in
+  address)
+    build=${AUTOSNAP_ASAN_BUILD_DIR:-build-asan}
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+      -DAUTOSNAP_SANITIZE=address -DAUTOSNAP_BUILD_FUZZERS=ON -DAUTOSNAP_BUILD_TESTS=ON >/dev/null
+    cmake --build "$build" -j "$jobs"
+    (cd "$build" && ctest --output-on-failure -j "$jobs" -E 'ResumeAfterKill|AtomicSave|Libfiu|InstallConsumer')
+    summary="$build/fuzz-summary.txt"
+    : > "$summary"
+    for target in shard_reader manifest config control; do
+      corpus="$build/fuzz-corpus/$target"
+      mkdir -p "$corpus"
+      cp -n tests/fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
+      max_len=4096
+      [ "$target" = control ] && max_len=9000
+      [ "$target" = shard_reader ] && max_len=16384
+      echo "fuzzing $target for ${fuzz_seconds}s"
+      "$build/tests/fuzz/fuzz_$target" "$corpus" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=10 \
+        -max_len="$max_len" -print_final_stats=1 -close_fd_mask=3 > "$build/fuzz-$target.log" 2>&1 || {
+        tail -n 60 "$build/fuzz-$target.log"
+        echo "fuzz_$target found a problem; the input is in $build/ (crash-*/leak-*/timeout-*)" >&2
+        exit 1
+      }
+      runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$build/fuzz-$target.log" | grep -o '[0-9]*$')
+      echo "fuzz_$target: $runs executions in ${fuzz_seconds}s, no crash, leak, hang or excessive allocation" | tee -a "$summary"
+    done
+    ;;
+  thread)
+    build=${AUTOSNAP_TSAN_BUILD_DIR:-build-tsan}
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+      -DAUTOSNAP_SANITIZE=thread -DAUTOSNAP_BUILD_TESTS=ON >/dev/null
+    cmake --build "$build" -j "$jobs" --target autosnap_tests save_loop restore_crasher train_mlp autosnap_cli
+    (cd "$build" && ctest --output-on-failure -j "$jobs" -R 'Snapshotter|Control|CrashPoints|FaultInjection|Store')
+    ;;
+  *)
+    echo "usage: scripts/sanitize.sh address|thread" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,15 @@
+// libFuzzer target: the YAML configuration parser. Anything but ConfigError is a bug.
+#include <cstdint>
+#include <string>
+
+#include "autosnap/config.h"
+#include "autosnap/errors.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  try {
+    autosnap::Config::from_string(text, "fuzz.yaml", /*check_environment=*/false);
+  } catch (const autosnap::ConfigError&) {
+  }
+  return 0;
+}
