@@ -259,6 +259,33 @@ TEST(CorruptionMatrix, MissingFilesAndTamperedManifests) {
   expect_detected("unknown format version", edit("format_version: 1", "format_version: 2"), /*quarantined=*/false);
 }
 
+TEST(CorruptionMatrix, ReadErrorsAreNotCorruption) {
+  MemoryFileSystem fs;
+  two_snapshots(fs);
+  fs.fail_reads(EIO);
+  {
+    MatrixState state;
+    Snapshotter snap(matrix_config(), fs);
+    snap.track("weights", state.weights);
+    snap.track("counter", state.counter);
+    try {
+      snap.on_train_start();
+      ADD_FAILURE() << "an unreadable snapshot must stop the restore";
+    } catch (const IoError& e) {
+      EXPECT_NE(std::string(e.what()).find("Input/output error"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(state.counter, 0) << "nothing restored, and no silent fallback to the older snapshot";
+  }
+  fs.fail_reads(0);
+  EXPECT_FALSE(fs.status(kDir + "/step-000000000020.corrupt-1").exists) << "an I/O error is not corruption";
+  MatrixState state;
+  Snapshotter snap(matrix_config(), fs);
+  snap.track("weights", state.weights);
+  snap.track("counter", state.counter);
+  ASSERT_TRUE(snap.on_train_start().has_value());
+  EXPECT_EQ(state.counter, 20) << "once the disk reads again, the newest snapshot is restored";
+}
+
 TEST(CorruptionMatrix, ASnapshotOfAnotherWorldSizeIsAClearError) {
   MemoryFileSystem fs;
   {

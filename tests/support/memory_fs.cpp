@@ -116,6 +116,11 @@ void MemoryFileSystem::set_capacity(uint64_t bytes) {
   capacity_ = bytes;
 }
 
+void MemoryFileSystem::fail_reads(int error_number) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  read_errno_ = error_number;
+}
+
 void MemoryFileSystem::power_loss() {
   std::lock_guard<std::mutex> lock(mutex_);
   std::function<void(Node&)> revert = [&](Node& node) {
@@ -246,6 +251,10 @@ std::unique_ptr<WritableFile> MemoryFileSystem::open_for_append(const std::strin
 std::unique_ptr<ReadableFile> MemoryFileSystem::open_for_reading(const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (crashed_) throw SimulatedCrash();
+  if (read_errno_ != 0) {
+    ++faults_;
+    throw IoError("open", path, read_errno_);
+  }
   auto node = find(path);
   if (!node) throw IoError("open", path, ENOENT);
   if (node->directory) throw IoError("open", path, EISDIR);

@@ -45,6 +45,8 @@ class MemoryFileSystem final : public FileSystem {
   void short_write_at(int64_t n);
   /// Total file bytes allowed; beyond it appends write what fits and fail with ENOSPC. 0: unlimited.
   void set_capacity(uint64_t bytes);
+  /// When non-zero, opening or reading any file fails with this errno (a dying disk).
+  void fail_reads(int error_number);
   /// Forgets everything not durable, releases locks, clears faults.
   void power_loss();
 
@@ -96,6 +98,7 @@ class MemoryFileSystem final : public FileSystem {
   std::vector<std::string> log_;
   int64_t crash_at_ = 0, fail_at_ = 0, short_write_at_ = 0;
   int fail_errno_ = 0;
+  int read_errno_ = 0;
   int64_t appends_ = 0;
   bool crashed_ = false;
   uint64_t capacity_ = 0;
