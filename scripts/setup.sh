@@ -4,10 +4,10 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake make ccache git pkg-config
+  g++ cmake make ccache
   libtorch-dev python3-torch python3-numpy
   libboost-dev libboost-filesystem-dev
-  libyaml-cpp-dev libgtest-dev libgmock-dev
+  libyaml-cpp-dev libgtest-dev libgmock-dev zlib1g-dev
   libxxhash-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   clang libclang-rt-14-dev
   fiu-utils libfiu-dev

@@ -68,13 +68,16 @@ struct RunningJob {
 TEST(Control, SnapshotCommandCommitsWithinAStepAndStatusReportsProgress) {
   TempDir dir;
   RunningJob run(dir);
-  // The protocol: the reply comes once the snapshot is committed, at the next step boundary.
+  // The protocol: the reply comes once the snapshot is committed, taken at the
+  // first step boundary after the request arrived.
   const int64_t before = run.step();
   ASSERT_GE(before, 0);
   auto reply = run.request({{"cmd", "snapshot"}, {"reason", "protocol"}});
   ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
-  EXPECT_GE(reply["step"].get<int64_t>(), before);
-  EXPECT_LE(reply["step"].get<int64_t>(), before + 2) << "the snapshot should land at the next step boundary";
+  ASSERT_TRUE(reply["requested_after_step"].is_number()) << reply.dump();
+  EXPECT_GE(reply["requested_after_step"].get<int64_t>(), before);
+  EXPECT_EQ(reply["step"].get<int64_t>(), reply["requested_after_step"].get<int64_t>() + 1)
+      << "the snapshot must be taken within one step of the request: " << reply.dump();
 
   // The command (its own start-up takes a while, so only the output is checked).
   auto result = testing::run_command(cli() + " snapshot " + testing::shell_quote(run.directory) +
@@ -264,6 +267,19 @@ TEST(Control, StaleSocketIsReplacedAndALiveOneIsAnError) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
+  TempDir dir;
+  const std::string long_path = dir.path() + "/" + std::string(120, 'x') + ".sock";
+  Snapshotter snap(Config::from_string("directory: " + dir.file("snaps") + "\ntriggers: {every_steps: 1}\n"
+                                       "control: {socket_path: " + long_path + "}\nlog_level: error\n",
+                                       "t.yaml"));
+  int64_t value = 3;
+  snap.track("value", value);
+  snap.on_step_end(0);
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{0});
 }
 
 }  // namespace

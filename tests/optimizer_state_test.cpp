@@ -77,14 +77,6 @@ testing::CommandResult run_python(const std::string& arguments) {
                               testing::shell_quote(testing::python_script("optimizer_interop.py")) + " " + arguments);
 }
 
-#define REQUIRE_PYTHON_TORCH()                                      \
-  do {                                                              \
-    if (auto reason = testing::python_torch_unavailable_reason()) { \
-      std::cout << *reason << std::endl;                            \
-      GTEST_SKIP() << *reason;                                      \
-    }                                                               \
-  } while (0)
-
 TEST(OptimizerState, CppResumeIsBitwiseExact) {
   TempDir dir;
   for (const auto& kind : kKinds) {
@@ -111,7 +103,7 @@ TEST(OptimizerState, CppResumeIsBitwiseExact) {
 }
 
 TEST(OptimizerState, PythonContinuesWhatCppStarted) {
-  REQUIRE_PYTHON_TORCH();
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
   std::map<std::string, MLP> models;
   std::map<std::string, std::unique_ptr<torch::optim::Optimizer>> optimizers;
@@ -140,7 +132,7 @@ TEST(OptimizerState, PythonContinuesWhatCppStarted) {
 }
 
 TEST(OptimizerState, CppContinuesWhatPythonStarted) {
-  REQUIRE_PYTHON_TORCH();
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
   auto result = run_python("start " + testing::shell_quote(dir.path()) + " " + std::to_string(kSteps));
   ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -170,7 +162,7 @@ TEST(OptimizerState, CppContinuesWhatPythonStarted) {
 
 // Same keys and value kinds as Python's own state_dict (ints and floats both count as numbers).
 TEST(OptimizerState, LayoutMatchesPython) {
-  REQUIRE_PYTHON_TORCH();
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
   auto result = run_python("start " + testing::shell_quote(dir.path()) + " 1");
   ASSERT_EQ(result.exit_code, 0) << result.output;

@@ -12,21 +12,13 @@ namespace {
 
 using testing::TempDir;
 
-#define REQUIRE_PYTHON_TORCH()                                              \
-  do {                                                                      \
-    if (auto reason = testing::python_torch_unavailable_reason()) {         \
-      std::cout << *reason << std::endl;                                    \
-      GTEST_SKIP() << *reason;                                              \
-    }                                                                       \
-  } while (0)
-
 testing::CommandResult run_python(const std::string& script, const std::string& arguments) {
   return testing::run_command(testing::shell_quote(testing::python()) + " " +
                               testing::shell_quote(testing::python_script(script)) + " " + arguments);
 }
 
 TEST(PythonInterop, PythonLoadsWhatCppSaved) {
-  REQUIRE_PYTHON_TORCH();
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
   for (const auto& [name, value] : testing::interop_cases()) save(value, dir.file(name + ".pt"));
   auto result = run_python("interop.py", "check " + testing::shell_quote(dir.path()));
@@ -35,7 +27,7 @@ TEST(PythonInterop, PythonLoadsWhatCppSaved) {
 }
 
 TEST(PythonInterop, CppLoadsWhatPythonSaved) {
-  REQUIRE_PYTHON_TORCH();
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
   auto result = run_python("interop.py", "write " + testing::shell_quote(dir.path()));
   ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -63,7 +55,7 @@ TEST(PythonInterop, CppLoadsWhatPythonSaved) {
 }
 
 TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
-  REQUIRE_PYTHON_TORCH();
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
   auto result = testing::run_command(
       testing::shell_quote(testing::python()) + " -c " +

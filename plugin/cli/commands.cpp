@@ -44,6 +44,16 @@ std::optional<SnapshotInfo> find_step(const SnapshotStore& store, int64_t step) 
 // Verified newest, read-only: damaged snapshots are skipped (not quarantined).
 std::optional<SnapshotInfo> newest_verified(SnapshotStore& store) { return store.latest_valid(); }
 
+// STEP when given, else the newest verified snapshot; says on stderr when there is none.
+std::optional<SnapshotInfo> chosen_snapshot(SnapshotStore& store, std::optional<int64_t> step) {
+  std::optional<SnapshotInfo> info = step ? find_step(store, *step) : newest_verified(store);
+  if (!info) {
+    std::cerr << "autosnap: " << (step ? "no snapshot step " + std::to_string(*step) : "no valid snapshot") << " in "
+              << store.directory() << std::endl;
+  }
+  return info;
+}
+
 std::string shape_of(const at::Tensor& t) {
   std::ostringstream out;
   out << c10::toString(t.scalar_type()) << t.sizes();
@@ -209,12 +219,8 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
 
 int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, int rank) {
   auto store = SnapshotStore::open_read_only(directory);
-  std::optional<SnapshotInfo> info = step ? find_step(*store, *step) : newest_verified(*store);
-  if (!info) {
-    std::cerr << "autosnap: " << (step ? "no snapshot step " + std::to_string(*step) : "no valid snapshot") << " in "
-              << directory << std::endl;
-    return kExitBad;
-  }
+  const std::optional<SnapshotInfo> info = chosen_snapshot(*store, step);
+  if (!info) return kExitBad;
   if (!info->manifest) {
     std::cout << "step " << info->step << ": " << to_string(info->status) << ": " << info->problem << std::endl;
     return kExitBad;
@@ -337,12 +343,8 @@ int prune_snapshots(const std::string& directory, int64_t keep_last, int64_t kee
 
 int export_snapshot(const std::string& directory, std::optional<int64_t> step, const std::string& out) {
   auto store = SnapshotStore::open_read_only(directory);
-  std::optional<SnapshotInfo> info = step ? find_step(*store, *step) : newest_verified(*store);
-  if (!info) {
-    std::cerr << "autosnap: " << (step ? "no snapshot step " + std::to_string(*step) : "no valid snapshot") << " in "
-              << directory << std::endl;
-    return kExitBad;
-  }
+  const std::optional<SnapshotInfo> info = chosen_snapshot(*store, step);
+  if (!info) return kExitBad;
   const auto value = store->read_shard(info->step, 0, c10::Device(c10::kCPU));  // checksum-verified
   save(value, out);
   std::cout << "exported step " << info->step << " (rank 0) to " << out;

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <iostream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -44,6 +45,15 @@ std::string python();
 std::string python_script(const std::string& name);
 /// Why Python interop tests cannot run here, or nullopt when they can.
 std::optional<std::string> python_torch_unavailable_reason();
+/// Skips the current test, saying why, when Debian's python3 with torch is missing.
+#define AUTOSNAP_REQUIRE_PYTHON_TORCH()                                              \
+  do {                                                                               \
+    if (auto reason = ::autosnap::testing::python_torch_unavailable_reason()) {      \
+      std::cout << *reason << std::endl;                                             \
+      GTEST_SKIP() << *reason;                                                       \
+    }                                                                                \
+  } while (0)
+
 /// Path of a helper program built next to the tests.
 std::string tool_path(const std::string& name);
 

@@ -11,7 +11,8 @@
 //   ping     -> {"ok": true, "pid": 1234}
 //   status   -> {"ok": true, "pid", "directory", "step", "last_committed": {"step", "path"} | null,
 //                "in_flight", "committed", "stopping"}
-//   snapshot -> sent once the snapshot is committed: {"ok": true, "step": 1200, "path": "..."}
+//   snapshot -> sent once the snapshot is committed:
+//               {"ok": true, "step": 1200, "path": "...", "requested_after_step": 1199}
 // Requests longer than kMaxRequestBytes are refused and the connection closed.
 // A client of another uid (unless root) is refused.
 

@@ -195,8 +195,9 @@ void dispatch_control_request(const json& request, const ControlTarget& target, 
 ControlServer::ControlServer(boost::asio::io_context& io, std::string path, ControlTarget target)
     : io_(io), path_(std::move(path)), target_(std::move(target)), acceptor_(io) {
   if (path_.size() >= sizeof(sockaddr_un::sun_path)) {
-    throw Error("the control socket path '" + path_ + "' is longer than " +
-                std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes; set control.socket_path to a shorter one");
+    throw IoError("serve control socket", path_,
+                  "the path is longer than " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                      " bytes; set control.socket_path to a shorter one");
   }
   clear_stale_socket(io, path_);
   const stream_protocol::endpoint endpoint(path_);

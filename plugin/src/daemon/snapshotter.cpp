@@ -93,12 +93,16 @@ void Snapshotter::Impl::start_control_socket() {
   target.status = [this] { return status_json(); };
   target.snapshot = [this](const std::string& reason, daemon::ControlReply reply) {
     log()->info("snapshot requested through the control socket ({})", reason);
-    request_snapshot(reason, [reply](const SnapshotOutcome& outcome) {
+    const auto asked_at = status().step;  // the last completed step when the request arrived
+    request_snapshot(reason, [reply, asked_at](const SnapshotOutcome& outcome) {
+      json answer = {{"ok", outcome.committed}, {"step", outcome.step}};
+      answer["requested_after_step"] = asked_at ? json(*asked_at) : json(nullptr);
       if (outcome.committed) {
-        reply({{"ok", true}, {"step", outcome.step}, {"path", outcome.path}});
+        answer["path"] = outcome.path;
       } else {
-        reply({{"ok", false}, {"step", outcome.step}, {"error", outcome.error}});
+        answer["error"] = outcome.error;
       }
+      reply(answer);
     });
   };
   try {
@@ -245,6 +249,10 @@ void Snapshotter::Impl::on_step_end(int64_t step) {
     } catch (const IoError& e) {
       log()->warn("cannot clear the restore attempt record: {}", e.what());
     }
+  }
+  if (stop_requested_ && !stop_ignored_warned_) {
+    stop_ignored_warned_ = true;
+    log()->warn("a stop was requested but training goes on: check should_stop() after on_step_end() and leave the loop");
   }
   const bool stop = stop_pending_.exchange(false);
   if (!take_requested_snapshot(step)) {

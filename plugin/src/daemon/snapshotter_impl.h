@@ -148,7 +148,8 @@ class Snapshotter::Impl {
   daemon::Clock::time_point last_snapshot_time_ = daemon::Clock::now();
   std::shared_ptr<daemon::SnapshotJob> overlap_job_;
   bool overlap_ = false;
-  bool restore_pending_confirmation_ = false;  // a restore was recorded; the first step end clears it
+  bool restore_pending_confirmation_ = false;
+  bool stop_ignored_warned_ = false;  // a restore was recorded; the first step end clears it
   bool train_end_done_ = false;
   bool closed_ = false;
 };
