@@ -40,7 +40,8 @@ case "$mode" in
       [ "$target" = shard_reader ] && max_len=16384
       echo "fuzzing $target for ${fuzz_seconds}s"
       "$build/tests/fuzz/fuzz_$target" "$corpus" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 -timeout=10 \
-        -max_len="$max_len" -print_final_stats=1 -close_fd_mask=3 > "$build/fuzz-$target.log" 2>&1 || {
+        -max_len="$max_len" -print_final_stats=1 -close_fd_mask=3 -artifact_prefix="$build/" \
+        > "$build/fuzz-$target.log" 2>&1 || {
         tail -n 60 "$build/fuzz-$target.log"
         echo "fuzz_$target found a problem; the input is in $build/ (crash-*/leak-*/timeout-*)" >&2
         exit 1

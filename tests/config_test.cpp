@@ -110,6 +110,7 @@ TEST(Config, EveryKindOfBadInputHasAClearError) {
       {d + "retension: {keep_last: 2}\n", {"test.yaml:2:1: retension: unknown key; did you mean `retention`?"}},
       {d + "flush: {mode: sync}\nflush: {fsync: false}\n", {"test.yaml:3:1: flush: given twice"}},
       {d + "triggers: {every_steps: 1, every_steps: 2}\n", {"triggers.every_steps: given twice"}},
+      {d + "? [a, b]\n: 1\n", {"test.yaml:2:3: keys must be plain names"}},
       {d + "colour: blue\n", {"test.yaml:2:1: colour: unknown key; expected one of: directory, device"}},
       {d + "triggers: {every_steps: -5}\n", {"test.yaml:2:25: triggers.every_steps: expected a positive number of steps, got '-5'"}},
       {d + "triggers: {every_steps: 0}\n", {"triggers.every_steps: expected a positive number of steps, got '0'"}},

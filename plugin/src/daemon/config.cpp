@@ -60,7 +60,10 @@ class Parser {
   void check_keys(const YAML::Node& map, const std::string& section, const std::vector<std::string>& known) const {
     std::set<std::string> seen;
     for (auto it = map.begin(); it != map.end(); ++it) {
-      const std::string key = it->first.as<std::string>();
+      if (!it->first.IsScalar()) {
+        fail(it->first.Mark(), section, "keys must be plain names, not lists or mappings");
+      }
+      const std::string key = it->first.Scalar();
       if (!seen.insert(key).second) {
         fail(it->first.Mark(), section.empty() ? key : section + "." + key, "given twice; each key may appear once");
       }
@@ -254,7 +257,9 @@ Config Config::from_file(const std::string& path) {
   return from_string(text.str(), path, /*check_environment=*/true);
 }
 
-Config Config::from_string(const std::string& yaml, const std::string& source, bool check_environment) {
+namespace {
+
+Config parse_config(const std::string& yaml, const std::string& source, bool check_environment) {
   Parser p(source);
   YAML::Node root;
   try {
@@ -385,6 +390,16 @@ Config Config::from_string(const std::string& yaml, const std::string& source, b
 
   if (check_environment) check_directory_writable(p, root["directory"].Mark(), c.directory);
   return c;
+}
+
+}  // namespace
+
+Config Config::from_string(const std::string& yaml, const std::string& source, bool check_environment) {
+  try {
+    return parse_config(yaml, source, check_environment);
+  } catch (const YAML::Exception& e) {  // a shape no check above anticipated: still a clear error
+    Parser(source).fail(e.mark, "", "cannot read the configuration: " + e.msg);
+  }
 }
 
 }  // namespace autosnap
