@@ -24,6 +24,8 @@ TEST(PythonInterop, PythonLoadsWhatCppSaved) {
   auto result = run_python("interop.py", "check " + testing::shell_quote(dir.path()));
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("all cases match"), std::string::npos) << result.output;
+  std::cout << result.output;  // how many cases the restricted (weights_only) loader took too
+  EXPECT_NE(result.output.find("cases also load with weights_only=True"), std::string::npos) << result.output;
 }
 
 TEST(PythonInterop, CppLoadsWhatPythonSaved) {

@@ -104,6 +104,21 @@ TEST(Serialize, CheckpointDictLikeTheSeed) {
   EXPECT_NE(error_of<Error>([&] { dict_at(checkpoint, "acc"); }).find("key 'acc' is missing"), std::string::npos);
 }
 
+// PyTorch >= 2.6 loads with weights_only=True by default, which refuses
+// torch.jit._pickle.build_intlist & co.: typed lists must be written as plain lists.
+TEST(Serialize, TypedListsAreWrittenAsPlainPythonLists) {
+  TempDir dir;
+  c10::List<int64_t> ints({1, 2, 3});
+  c10::List<at::Tensor> tensors({torch::ones({1}), torch::zeros({2})});
+  c10::List<double> doubles({0.5});
+  save(dict({{"ints", ints}, {"tensors", tensors}, {"nested", tuple({doubles, list({ints})})}}), dir.file("x.pt"));
+  const std::string bytes = default_file_system().read_small_file(dir.file("x.pt"), 1 << 20);
+  EXPECT_EQ(bytes.find("torch.jit._pickle"), std::string::npos) << "a LibTorch-only global was written";
+  auto loaded = load(dir.file("x.pt"));
+  EXPECT_EQ(dict_at(loaded, "ints").toIntVector(), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(dict_at(loaded, "tensors").toListRef().size(), 2u);
+}
+
 TEST(Serialize, MapLocation) {
   TempDir dir;
   save(torch::ones({2}), dir.file("x.pt"));

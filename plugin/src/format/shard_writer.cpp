@@ -80,6 +80,54 @@ void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
   }
 }
 
+bool is_specialized_list(const c10::IValue& v) {
+  return v.isIntList() || v.isDoubleList() || v.isBoolList() || v.isTensorList();
+}
+
+// LibTorch's Pickler writes typed lists (List[int], List[Tensor], ...) as
+// calls to torch.jit._pickle.build_intlist & co., which PyTorch >= 2.6's
+// default torch.load (weights_only=True) refuses. Plain lists load
+// everywhere, so typed lists are written as plain ones; containers without
+// any are passed through untouched (keeping their identity).
+c10::IValue with_plain_lists(const c10::IValue& v) {
+  if (v.isList()) {
+    const auto list = v.toList();
+    std::vector<c10::IValue> items;
+    bool changed = is_specialized_list(v);
+    for (const auto& item : list) {
+      items.push_back(with_plain_lists(item));
+      changed = changed || !items.back().isSameIdentity(item);
+    }
+    if (!changed) return v;
+    c10::impl::GenericList plain(c10::AnyType::get());
+    for (auto& item : items) plain.push_back(std::move(item));
+    return plain;
+  }
+  if (v.isTuple()) {
+    std::vector<c10::IValue> items;
+    bool changed = false;
+    for (const auto& item : v.toTupleRef().elements()) {
+      items.push_back(with_plain_lists(item));
+      changed = changed || !items.back().isSameIdentity(item);
+    }
+    return changed ? c10::IValue(c10::ivalue::Tuple::create(std::move(items))) : v;
+  }
+  if (v.isGenericDict()) {
+    const auto dict = v.toGenericDict();
+    std::vector<std::pair<c10::IValue, c10::IValue>> items;
+    bool changed = false;
+    for (const auto& entry : dict) {
+      items.emplace_back(entry.key(), with_plain_lists(entry.value()));
+      changed = changed || !items.back().second.isSameIdentity(entry.value());
+    }
+    if (!changed) return v;
+    c10::impl::GenericDict copy(dict.keyType(), c10::AnyType::get());
+    for (auto& [key, value] : items) copy.insert(key, std::move(value));
+    return copy;
+  }
+  return v;
+}
+
 }  // namespace
 
 void check_saveable(const c10::IValue& value) { check_value(value, "value", 0); }
@@ -95,7 +143,7 @@ void write_shard(const c10::IValue& value, WritableFile& out) {
                               /*memoized_class_types=*/nullptr, /*get_tensor_id=*/nullptr,
                               /*tag_aggregates=*/false);
   pickler.protocol();
-  pickler.pushIValue(value);
+  pickler.pushIValue(with_plain_lists(value));
   pickler.stop();
 
   Sink sink(out);
