@@ -77,6 +77,26 @@ testing::CommandResult run_python(const std::string& arguments) {
                               testing::shell_quote(testing::python_script("optimizer_interop.py")) + " " + arguments);
 }
 
+// For each kind: load DIR/py-start-<kind>.pt, train kSteps more in C++ and
+// compare with DIR/py-continued-<kind>.pt (Python's own continuation).
+void expect_cpp_continues_python(const std::string& dir, const std::string& label, double tolerance) {
+  for (const auto& kind : kKinds) {
+    MLP model;
+    auto optimizer = make_optimizer(kind, model->parameters());
+    auto checkpoint = load(dir + "/py-start-" + kind + ".pt");
+    load_state_dict(*model, dict_at(checkpoint, "model_state_dict"));
+    load_optimizer_state_dict(*optimizer, dict_at(checkpoint, "optimizer_state_dict"));
+    train(model, *optimizer, kSteps);
+    EXPECT_GT(max_difference(state_dict(*model), dict_at(checkpoint, "model_state_dict")), 1e-4)
+        << kind << ": training must have changed the parameters";
+    auto python = load(dir + "/py-continued-" + kind + ".pt");
+    const double difference = max_difference(state_dict(*model), dict_at(python, "model_state_dict"));
+    std::cout << label << " " << std::setw(8) << kind << ": max |difference| after " << kSteps
+              << " more steps = " << difference << std::endl;
+    EXPECT_LE(difference, tolerance) << label << " " << kind;
+  }
+}
+
 TEST(OptimizerState, CppResumeIsBitwiseExact) {
   TempDir dir;
   for (const auto& kind : kKinds) {
@@ -143,21 +163,16 @@ TEST(OptimizerState, CppContinuesWhatPythonStarted) {
   }
   result = run_python("continue " + testing::shell_quote(dir.path()) + " " + std::to_string(kSteps));
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  for (const auto& kind : kKinds) {
-    MLP model;
-    auto optimizer = make_optimizer(kind, model->parameters());
-    auto checkpoint = load(dir.file("py-start-" + kind + ".pt"));
-    load_state_dict(*model, dict_at(checkpoint, "model_state_dict"));
-    load_optimizer_state_dict(*optimizer, dict_at(checkpoint, "optimizer_state_dict"));
-    train(model, *optimizer, kSteps);
-    EXPECT_GT(max_difference(state_dict(*model), dict_at(checkpoint, "model_state_dict")), 1e-4)
-        << kind << ": training must have changed the parameters";
-    auto python = load(dir.file("py-continued-" + kind + ".pt"));
-    const double difference = max_difference(state_dict(*model), dict_at(python, "model_state_dict"));
-    std::cout << "Python -> C++ " << std::setw(8) << kind << ": max |difference| after " << kSteps
-              << " more steps = " << difference << std::endl;
-    EXPECT_LE(difference, kCrossLanguageTolerance) << kind;
-  }
+  expect_cpp_continues_python(dir.path(), "Python -> C++", kCrossLanguageTolerance);
+}
+
+// Checkpoints written by PyTorch 2.11 (tests/data/pytorch-2.11, see make.sh
+// there): newer param_group keys (foreach, fused, decoupled_weight_decay, ...)
+// and the newer zip layout load, and training continues. Across releases the
+// kernels differ in the last bits; LBFGS's line search amplifies that to
+// ~1.4e-5 after 3 steps (measured), the others stay below 1e-7.
+TEST(OptimizerState, CppContinuesWhatPyTorch211Started) {
+  expect_cpp_continues_python(testing::test_data("pytorch-2.11"), "PyTorch 2.11 -> C++", 1e-4);
 }
 
 // Same keys and value kinds as Python's own state_dict (ints and floats both count as numbers).

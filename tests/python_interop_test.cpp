@@ -56,6 +56,23 @@ TEST(PythonInterop, CppLoadsWhatPythonSaved) {
   EXPECT_EQ(typed.at("x").sizes(), (std::vector<int64_t>{2, 2}));
 }
 
+// Files written by PyTorch 2.11's torch.save (tests/data/pytorch-2.11, see
+// make.sh there): its zip holds .format_version, .storage_alignment, byteorder
+// and 64-byte aligned records that LibTorch 1.13 never writes.
+TEST(PythonInterop, CppLoadsWhatPyTorch211Saved) {
+  const std::string dir = testing::test_data("pytorch-2.11");
+  for (const auto& [name, value] : testing::interop_cases()) {
+    EXPECT_EQ(testing::describe_difference(load(dir + "/" + name + ".pt"), value, name), "");
+  }
+  auto shared = load(dir + "/shared.pt").toList();
+  shared.get(0).toTensor()[0] = 100;
+  EXPECT_EQ(shared.get(1).toTensor()[0].item<float>(), 100.0f);
+  testing::Net net;
+  load_state_dict(*net, load(dir + "/state_dict.pt"));
+  // A state dict saved from cuda:0 tensors loads onto the CPU with the same values.
+  EXPECT_EQ(testing::describe_difference(load(dir + "/cuda_state_dict.pt", "cpu"), load(dir + "/cuda_state_dict_cpu.pt")), "");
+}
+
 TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
   AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;

@@ -58,6 +58,8 @@ std::string python() {
 
 std::string python_script(const std::string& name) { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/python/" + name; }
 
+std::string test_data(const std::string& name) { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/data/" + name; }
+
 std::optional<std::string> python_torch_unavailable_reason() {
   static const std::optional<std::string> reason = []() -> std::optional<std::string> {
     auto result = run_command(shell_quote(python()) + " -c 'import torch; print(torch.__version__)'");

@@ -43,6 +43,8 @@ std::string shell_quote(const std::string& text);
 std::string python();
 /// Path of a helper script in tests/python/.
 std::string python_script(const std::string& name);
+/// Path of a committed fixture in tests/data/.
+std::string test_data(const std::string& name);
 /// Why Python interop tests cannot run here, or nullopt when they can.
 std::optional<std::string> python_torch_unavailable_reason();
 /// Skips the current test, saying why, when Debian's python3 with torch is missing.
