@@ -14,6 +14,7 @@ namespace autosnap {
 namespace {
 
 using testing::TempDir;
+using testing::error_of;
 using namespace std::string_literals;
 
 // Writes a zip in torch.save layout whose data.pkl is `pickle` (hand-made).
@@ -21,16 +22,6 @@ void write_raw_archive(const std::string& path, const std::string& pickle) {
   caffe2::serialize::PyTorchStreamWriter writer(path);
   writer.writeRecord("data.pkl", pickle.data(), pickle.size());
   writer.writeEndOfFile();
-}
-
-template <typename E, typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no exception>";
 }
 
 TEST(Serialize, EveryValueKindRoundTrips) {

@@ -5,12 +5,15 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "autosnap/autosnap.h"
 #include "autosnap/snapshotter.h"
 #include "autosnap/torchscript.h"
+#include "daemon/control_client.h"
 #include "support/fault_fs.h"
 #include "support/test_util.h"
 
@@ -18,10 +21,25 @@ namespace autosnap {
 namespace {
 
 using testing::TempDir;
+using testing::error_of;
+using namespace std::chrono_literals;
 
 Config make_config(const std::string& directory, const std::string& extra = "") {
   return Config::from_string("directory: " + directory + "\ncontrol: {socket: false}\nlog_level: warn\n" + extra,
                              "test.yaml");
+}
+
+Config make_config_with_socket(const std::string& directory, const std::string& extra) {
+  return Config::from_string("directory: " + directory + "\nlog_level: warn\n" + extra, "test.yaml");
+}
+
+// What `autosnap snapshot` does, from another thread; a client-side failure (timeout) becomes {"client_error": ...}.
+nlohmann::json request_snapshot(const std::string& directory, const std::string& reason) {
+  try {
+    return control::send_request(directory + "/control.sock", {{"cmd", "snapshot"}, {"reason", reason}}, 30s);
+  } catch (const std::exception& e) {
+    return {{"client_error", e.what()}};
+  }
 }
 
 struct Model : torch::nn::Module {
@@ -198,6 +216,95 @@ TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
   EXPECT_EQ(count_events(dir.path(), "skipped"), stats.skipped);
 }
 
+// when_busy: skip drops automatic snapshots, never one somebody asked for:
+// the request waits for a free slot and is answered.
+TEST(Snapshotter, RequestsAreTakenAndAnsweredEvenWhenBusyWithSkip) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  fs.append_delay_ms = 20;
+  Model model;
+  Snapshotter snap(make_config_with_socket(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\n"
+                                                       "retention: {keep_last: 0}\n"
+                                                       "flush: {max_pending: 1, when_busy: skip}\n"),
+                   fs);
+  snap.track("model", model);
+  snap.on_step_end(0);
+  std::atomic<bool> answered{false};
+  nlohmann::json reply;
+  std::thread client([&] {
+    reply = request_snapshot(dir.path(), "by hand");
+    answered = true;
+  });
+  for (int64_t step = 1; !answered && step < 5000; ++step) {
+    snap.on_step_end(step);
+    std::this_thread::sleep_for(2ms);
+  }
+  client.join();
+  snap.wait_until_finished();
+  ASSERT_TRUE(reply.value("ok", false)) << reply.dump();
+  const auto step = reply["step"].get<int64_t>();
+  EXPECT_EQ(step, reply["requested_after_step"].get<int64_t>() + 1) << reply.dump();
+  EXPECT_GT(snap.stats().skipped, 0) << "automatic snapshots were skipped meanwhile";
+  std::string reason;
+  for (const auto& info : SnapshotStore::open_read_only(dir.path())->list()) {
+    if (info.step == step && info.manifest) reason = info.manifest->reason;
+  }
+  EXPECT_EQ(reason, "by hand");
+}
+
+// A request that arrives after the last step, while that step's snapshot is
+// still being written, is answered with that snapshot once it is committed.
+TEST(Snapshotter, RequestAfterTheLastStepIsAnsweredOnceItsSnapshotCommits) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  fs.append_delay_ms = 200;
+  Model model;
+  Snapshotter snap(make_config_with_socket(dir.path(), "triggers: {every_steps: 1}\n"), fs);
+  snap.track("model", model);
+  snap.on_step_end(0);  // its snapshot is written slowly
+  nlohmann::json reply;
+  std::thread client([&] { reply = request_snapshot(dir.path(), "by hand"); });
+  std::this_thread::sleep_for(100ms);  // the request is queued while step 0 is still being written
+  snap.on_train_end();
+  client.join();
+  ASSERT_TRUE(reply.value("ok", false)) << reply.dump();
+  EXPECT_EQ(reply["step"], 0) << reply.dump();
+  EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0}));
+}
+
+// Before any step there is no completed step: step 0 would claim training
+// that did not happen, and resume would skip it.
+TEST(Snapshotter, SnapshotNowBeforeAnyStepTakesNothing) {
+  TempDir dir;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {on_train_end: false, every_steps: 100}\n"));
+  snap.track("model", model);
+  EXPECT_FALSE(snap.on_train_start().has_value());
+  EXPECT_NO_THROW(snap.snapshot_now("init"));
+  snap.wait_until_finished();
+  EXPECT_TRUE(snap.all_steps().empty());
+  snap.on_step_end(0);  // every_steps fires at step 0
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0}));
+}
+
+TEST(Snapshotter, EverySecondsTriggerFollowsTheWallClock) {
+  TempDir dir;
+  int64_t value = 0;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_seconds: 1, on_train_end: false}\nretention: {keep_last: 0}\n"));
+  snap.track("value", value);
+  EXPECT_FALSE(snap.on_train_start().has_value());
+  snap.on_step_end(0);  // under a second since the start
+  snap.wait_until_finished();
+  EXPECT_TRUE(snap.all_steps().empty());
+  std::this_thread::sleep_for(1100ms);
+  snap.on_step_end(1);
+  snap.on_step_end(2);  // just after a snapshot
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{1}));
+  EXPECT_EQ(read_events(dir.path()).back()["reason"], "every_seconds");
+}
+
 TEST(Snapshotter, RetentionKeepsTheNewestAndEveryKth) {
   TempDir dir;
   Model model;
@@ -218,12 +325,17 @@ TEST(Snapshotter, FailedWritesWarnAndTrainingContinues) {
   snap.track("model", model);
   snap.on_step_end(0);
   snap.wait_until_finished();
-  fs.fail_writes_errno = EROFS;  // the directory became read-only
+  fs.fail_writes_errno = EROFS;  // the directory became read-only: not even the tmp dir can be made
   EXPECT_NO_THROW(snap.on_step_end(1));
   snap.wait_until_finished();
+  fs.fail_writes_errno = ENOSPC;  // the disk filled up while the shard was being written into the tmp dir
+  fs.fail_only = "write";
+  const int64_t appends_before = fs.appends;
   EXPECT_NO_THROW(snap.on_step_end(2));
   snap.wait_until_finished();
+  EXPECT_GT(fs.appends, appends_before) << "the shard write must have started";
   fs.fail_writes_errno = 0;
+  fs.fail_only = nullptr;
   EXPECT_NO_THROW(snap.on_step_end(3));  // the next trigger tries again
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0, 3}));
@@ -373,10 +485,21 @@ TEST(Snapshotter, ResumeModes) {
     snap.on_step_end(0);
   }
   value = 0;
-  Snapshotter snap(make_config(dir.path(), "resume: never\n"));
+  {
+    // A new run would collide with the earlier run's steps: refused, nothing touched.
+    Snapshotter snap(make_config(dir.path(), "resume: never\n"));
+    snap.track("value", value);
+    const auto message = error_of<Error>([&] { snap.on_train_start(); });
+    EXPECT_NE(message.find("resume: never, but '" + dir.path() + "' already holds snapshots of an earlier run (newest: step 0)"),
+              std::string::npos)
+        << message;
+    EXPECT_EQ(value, 0);
+  }
+  EXPECT_EQ(SnapshotStore::open_read_only(dir.path())->valid_steps(), (std::vector<int64_t>{0}));
+  TempDir fresh;
+  Snapshotter snap(make_config(fresh.path(), "resume: never\n"));
   snap.track("value", value);
   EXPECT_FALSE(snap.on_train_start().has_value());
-  EXPECT_EQ(value, 0);
 }
 
 TEST(Snapshotter, StrictRestoreNamesWhatDoesNotMatchAndChangesNothing) {

@@ -24,6 +24,8 @@ class FaultInjectingFileSystem : public FileSystem {
   std::atomic<int> append_delay_ms{0};
   /// When non-zero, every call that creates, writes, renames or syncs fails with this errno.
   std::atomic<int> fail_writes_errno{0};
+  /// When set, only this operation fails ("write", "fsync", "rename", "create", "create directory", ...).
+  std::atomic<const char*> fail_only{nullptr};
   std::atomic<int64_t> appends{0};
 
   std::unique_ptr<WritableFile> create_exclusive(const std::string& path) override {
@@ -62,6 +64,8 @@ class FaultInjectingFileSystem : public FileSystem {
 
  private:
   void check(const char* operation, const std::string& path) {
+    const char* only = fail_only.load();
+    if (only && std::string(only) != operation) return;
     if (int e = fail_writes_errno.load()) throw IoError(operation, path, e);
   }
 
@@ -69,8 +73,8 @@ class FaultInjectingFileSystem : public FileSystem {
    public:
     File(FaultInjectingFileSystem& fs, std::unique_ptr<WritableFile> inner) : fs_(fs), inner_(std::move(inner)) {}
     void append(const void* data, size_t size) override {
+      ++fs_.appends;  // attempted ones, failed ones included
       fs_.check("write", inner_->path());
-      ++fs_.appends;
       if (int ms = fs_.append_delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
       inner_->append(data, size);
     }

@@ -33,6 +33,17 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
+/// The message of the E that f throws, or "<no exception>".
+template <typename E, typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
+
 /// Runs a shell command and captures its output.
 CommandResult run_command(const std::string& command);
 

@@ -55,6 +55,7 @@ struct SnapshotJob {
   c10::IValue value;        ///< the shard dict: staged copies, or live tensors for a synchronous write
   uint64_t bytes = 0;       ///< tensor storage bytes
   int slot = -1;            ///< staging slot held until the job ends (-1: none)
+  bool synchronous = false; ///< written while the training thread waits (flush.mode sync, or too big to stage)
   std::shared_ptr<DeferredCopies> deferred;  ///< flush.overlap copies still to run
   std::shared_ptr<CommitGate> gate;          ///< flush.overlap only
   Clock::time_point started = Clock::now();

@@ -93,10 +93,9 @@ void Snapshotter::Impl::start_control_socket() {
   target.status = [this] { return status_json(); };
   target.snapshot = [this](const std::string& reason, daemon::ControlReply reply) {
     log()->info("snapshot requested through the control socket ({})", reason);
-    const auto asked_at = status().step;  // the last completed step when the request arrived
-    request_snapshot(reason, [reply, asked_at](const SnapshotOutcome& outcome) {
+    request_snapshot(reason, [reply](const SnapshotOutcome& outcome) {
       json answer = {{"ok", outcome.committed}, {"step", outcome.step}};
-      answer["requested_after_step"] = asked_at ? json(*asked_at) : json(nullptr);
+      answer["requested_after_step"] = outcome.requested_after_step ? json(*outcome.requested_after_step) : json(nullptr);
       if (outcome.committed) {
         answer["path"] = outcome.path;
       } else {
@@ -211,7 +210,21 @@ void Snapshotter::Impl::track(const std::string& name, std::unique_ptr<daemon::T
 
 std::optional<ResumePoint> Snapshotter::Impl::on_train_start() {
   check_policy();
-  if (config_.resume == ResumeMode::kNever) return std::nullopt;
+  if (config_.resume == ResumeMode::kNever) {
+    // A new run must not share a directory with an earlier run's snapshots:
+    // their step numbers would collide and they would count toward this run's
+    // retention.
+    std::optional<int64_t> newest;
+    for (const auto& info : store_->list()) {
+      if (info.status != SnapshotStatus::kInProgress && info.status != SnapshotStatus::kQuarantined) newest = info.step;
+    }
+    if (newest) {
+      throw Error("resume: never, but '" + config_.directory + "' already holds snapshots of an earlier run (newest: step " +
+                  std::to_string(*newest) +
+                  "); a new run would collide with them: use another directory, remove them, or set resume: auto");
+    }
+    return std::nullopt;
+  }
   auto resumed = restore_latest();
   if (!resumed && config_.resume == ResumeMode::kRequired) {
     throw Error("resume: required, but '" + config_.directory + "' holds no valid snapshot to resume from");
@@ -237,10 +250,6 @@ void Snapshotter::Impl::on_step_end(int64_t step) {
     overlap_ = false;
   }
   last_step_ = step;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    current_step_ = step;
-  }
   if (restore_pending_confirmation_) {
     // A step completed after the restore: it did not crash us.
     restore_pending_confirmation_ = false;
@@ -255,24 +264,31 @@ void Snapshotter::Impl::on_step_end(int64_t step) {
     log()->warn("a stop was requested but training goes on: check should_stop() after on_step_end() and leave the loop");
   }
   const bool stop = stop_pending_.exchange(false);
-  if (!take_requested_snapshot(step)) {
+  if (!take_requested_snapshot(step, /*step_just_ended=*/true)) {
     const std::string reason = due_reason(step);
-    if (!reason.empty()) take_snapshot(step, reason);
+    if (!reason.empty()) take_snapshot(step, reason, Urgency::kMaySkip);
   }
   if (stop) stop_requested_ = true;  // the stop signal's snapshot is taken: the loop may leave now
 }
 
-bool Snapshotter::Impl::take_requested_snapshot(int64_t step) {
+bool Snapshotter::Impl::take_requested_snapshot(int64_t step, bool step_just_ended) {
   std::vector<OutcomeCallback> waiters;
   std::string reason;
   {
+    // Publishing the step and claiming the requests in one critical section:
+    // a request queued before is served by this step, one queued after
+    // already sees this step as the last completed one.
     std::lock_guard<std::mutex> lock(request_mutex_);
+    if (step_just_ended) {
+      std::lock_guard<std::mutex> status_lock(mutex_);
+      current_step_ = step;
+    }
     if (requested_reasons_.empty()) return false;
     reason = requested_reasons_.front();
     requested_reasons_.clear();
     waiters.swap(request_waiters_);
   }
-  take_snapshot(step, reason, std::move(waiters));
+  take_snapshot(step, reason, Urgency::kMustTake, std::move(waiters));
   return true;
 }
 
@@ -284,15 +300,15 @@ void Snapshotter::Impl::on_epoch_end(int64_t epoch) {
     log()->warn("on_epoch_end({}) before any on_step_end: no step to snapshot", epoch);
     return;
   }
-  take_snapshot(*last_step_, "epoch_end");
+  take_snapshot(*last_step_, "epoch_end", Urgency::kMaySkip);
 }
 
 void Snapshotter::Impl::on_train_end() {
   train_end_done_ = true;
   settle_overlap(/*commit=*/true);  // no optimizer step can follow
   // A request that arrived after the last step boundary is served now.
-  if (last_step_ && !take_requested_snapshot(*last_step_) && config_.triggers.on_train_end) {
-    take_snapshot(*last_step_, "train_end");
+  if (last_step_ && !take_requested_snapshot(*last_step_, /*step_just_ended=*/false) && config_.triggers.on_train_end) {
+    take_snapshot(*last_step_, "train_end", Urgency::kMustTake);
   }
   wait_until_finished();
   check_policy();
@@ -307,13 +323,28 @@ void Snapshotter::Impl::on_exception(const std::exception& error) {
 void Snapshotter::Impl::snapshot_now(const std::string& reason) {
   check_policy();
   settle_overlap(/*commit=*/true);
-  take_snapshot(last_step_.value_or(0), reason);
+  if (!last_step_) {
+    // Step 0 would claim a trained step 0 that resume then skips.
+    log()->warn("snapshot_now('{}') before any on_step_end: no completed step to snapshot", reason);
+    return;
+  }
+  take_snapshot(*last_step_, reason, Urgency::kMustTake);
 }
 
 void Snapshotter::Impl::request_snapshot(const std::string& reason, OutcomeCallback done) {
   std::lock_guard<std::mutex> lock(request_mutex_);
   requested_reasons_.push_back(reason);
-  if (done) request_waiters_.push_back(std::move(done));
+  if (!done) return;
+  std::optional<int64_t> asked_at;
+  {
+    std::lock_guard<std::mutex> status_lock(mutex_);
+    asked_at = current_step_;
+  }
+  request_waiters_.push_back([done = std::move(done), asked_at](const SnapshotOutcome& outcome) {
+    SnapshotOutcome answered = outcome;
+    answered.requested_after_step = asked_at;
+    done(answered);
+  });
 }
 
 
@@ -359,96 +390,35 @@ void Snapshotter::Impl::settle_overlap(bool commit) {
 // Taking a snapshot (training thread)
 // ---------------------------------------------------------------------------
 
-void Snapshotter::Impl::take_snapshot(int64_t step, const std::string& reason, std::vector<OutcomeCallback> waiters) {
+void Snapshotter::Impl::take_snapshot(int64_t step, const std::string& reason, Urgency urgency,
+                                      std::vector<OutcomeCallback> waiters) {
   if (last_snapshot_step_ && *last_snapshot_step_ == step) {
     log()->debug("step {} already has a snapshot; '{}' adds nothing", step, reason);
-    SnapshotOutcome outcome;
-    outcome.step = step;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      outcome.committed = last_committed_ == step;
-      outcome.path = outcome.committed ? last_committed_path_ : "";
-    }
-    if (!outcome.committed) outcome.error = "a snapshot of this step was already taken and is not committed (yet)";
-    for (auto& waiter : waiters) waiter(outcome);
+    answer_after_pending_writes(step, std::move(waiters));
     return;
   }
-  const auto start = Clock::now();
-  auto job = std::make_shared<SnapshotJob>();
-  job->step = step;
-  job->reason = reason;
-  job->epoch = epoch_;
-  job->started = start;
-
-  // Capture: the live state of everything tracked, no copies yet.
-  c10::impl::GenericDict shard(c10::StringType::get(), c10::AnyType::get());
-  std::unordered_set<const void*> step_only;
-  for (const auto& [name, state] : tracked_) {
-    c10::IValue value = state->capture();
-    if (overlap_) state->step_only_storages(value, step_only);
-    shard.insert(name, std::move(value));
+  std::shared_ptr<SnapshotJob> job;
+  try {
+    job = stage_job(step, reason, urgency);
+  } catch (const std::exception& e) {
+    // Whoever asked hears about it; the training loop gets the exception.
+    SnapshotOutcome outcome;
+    outcome.step = step;
+    outcome.error = e.what();
+    for (auto& waiter : waiters) waiter(outcome);
+    throw;
   }
-  if (config_.capture.rng) shard.insert(kRngEntry, state::capture_rng_state());
-  job->bytes = daemon::storage_bytes(shard);
-
-  bool synchronous = config_.flush.mode == FlushMode::kSync;
-  if (!synchronous) {
-    job->slot = acquire_slot(job->bytes);
-    if (job->slot == kSkip) {
-      log()->info("skipped the snapshot of step {} ({}): {} snapshot(s) still being written and flush.when_busy is skip",
-                  step, reason, config_.flush.max_pending);
-      events_.write("skipped", {{"step", step}, {"reason", reason}, {"why", "busy"}});
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.skipped;
-      return;
-    }
-    if (job->slot == kTooBig) {
-      log()->info("the snapshot of step {} needs {} bytes of staging, more than flush.staging_memory_limit ({}); "
-                  "writing it synchronously",
-                  step, job->bytes, config_.flush.staging_memory_limit);
-      synchronous = true;
-      job->slot = -1;
-    }
-  }
-
-  if (synchronous) {
-    job->value = shard;  // live tensors: the training thread waits until the write is done
-  } else {
-    std::vector<daemon::StorageCopy> copies;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto& arena = slots_[static_cast<size_t>(job->slot)].arena;
-      job->value = arena.stage(shard, step_only, copies);
-      arena.trim();
-    }
-    if (overlap_) {
-      std::vector<daemon::StorageCopy> now, later;
-      for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
-      daemon::perform_copies(now);
-      job->deferred = std::make_shared<daemon::DeferredCopies>(std::move(later));
-      job->gate = std::make_shared<daemon::CommitGate>();
-      boost::asio::post(io_, [deferred = job->deferred] {
-        try {
-          deferred->run_or_wait();
-        } catch (const std::exception&) {
-          // Reported by the writer.
-        }
-      });
-      overlap_job_ = job;
-    } else {
-      daemon::perform_copies(copies);
-    }
-  }
+  if (!job) return;  // skipped (never with waiters: requests are kMustTake)
 
   last_snapshot_step_ = step;
   last_snapshot_time_ = Clock::now();
-  events_.write("started", {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", synchronous}});
+  events_.write("started", {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}});
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++in_flight_;
   }
-  if (!synchronous) {
-    job->stall_ms = milliseconds_since(start);
+  if (!job->synchronous) {
+    job->stall_ms = milliseconds_since(job->started);
     boost::asio::post(strand_, [this, job, waiters = std::move(waiters)]() mutable { run_job(job, std::move(waiters)); });
     return;
   }
@@ -463,7 +433,106 @@ void Snapshotter::Impl::take_snapshot(int64_t step, const std::string& reason, s
   finished.wait();
 }
 
-int Snapshotter::Impl::acquire_slot(uint64_t bytes) {
+std::shared_ptr<SnapshotJob> Snapshotter::Impl::stage_job(int64_t step, const std::string& reason, Urgency urgency) {
+  auto job = std::make_shared<SnapshotJob>();
+  job->step = step;
+  job->reason = reason;
+  job->epoch = epoch_;
+
+  // Capture: the live state of everything tracked, no copies yet.
+  c10::impl::GenericDict shard(c10::StringType::get(), c10::AnyType::get());
+  std::unordered_set<const void*> step_only;
+  for (const auto& [name, state] : tracked_) {
+    c10::IValue value = state->capture();
+    if (overlap_) state->step_only_storages(value, step_only);
+    shard.insert(name, std::move(value));
+  }
+  if (config_.capture.rng) shard.insert(kRngEntry, state::capture_rng_state());
+  job->bytes = daemon::storage_bytes(shard);
+
+  job->synchronous = config_.flush.mode == FlushMode::kSync;
+  if (!job->synchronous) {
+    job->slot = acquire_slot(job->bytes, urgency);
+    if (job->slot == kSkip) {
+      log()->info("skipped the snapshot of step {} ({}): {} snapshot(s) still being written and flush.when_busy is skip",
+                  step, reason, config_.flush.max_pending);
+      events_.write("skipped", {{"step", step}, {"reason", reason}, {"why", "busy"}});
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.skipped;
+      return nullptr;
+    }
+    if (job->slot == kTooBig) {
+      log()->info("the snapshot of step {} needs {} bytes of staging, more than flush.staging_memory_limit ({}); "
+                  "writing it synchronously",
+                  step, job->bytes, config_.flush.staging_memory_limit);
+      job->synchronous = true;
+      job->slot = -1;
+    }
+  }
+  if (job->synchronous) {
+    job->value = shard;  // live tensors: the training thread waits until the write is done
+    return job;
+  }
+  try {
+    std::vector<daemon::StorageCopy> copies;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto& arena = slots_[static_cast<size_t>(job->slot)].arena;
+      job->value = arena.stage(shard, step_only, copies);
+      arena.trim();
+    }
+    if (!overlap_) {
+      daemon::perform_copies(copies);
+      return job;
+    }
+    std::vector<daemon::StorageCopy> now, later;
+    for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
+    daemon::perform_copies(now);
+    job->deferred = std::make_shared<daemon::DeferredCopies>(std::move(later));
+    job->gate = std::make_shared<daemon::CommitGate>();
+    boost::asio::post(io_, [deferred = job->deferred] {
+      try {
+        deferred->run_or_wait();
+      } catch (const std::exception&) {
+        // Reported by the writer.
+      }
+    });
+    overlap_job_ = job;
+    return job;
+  } catch (...) {
+    release_slot(job->slot);  // e.g. out of host memory for staging: the slot must not stay taken
+    changed_.notify_all();
+    throw;
+  }
+}
+
+// A second snapshot of a step adds nothing; its requesters get the first
+// one's outcome once the writes queued before them are done.
+void Snapshotter::Impl::answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters) {
+  if (waiters.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++in_flight_;  // wait_until_finished() covers the answer too
+  }
+  boost::asio::post(strand_, [this, step, waiters = std::move(waiters)] {
+    SnapshotOutcome outcome;
+    outcome.step = step;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      outcome.committed = last_committed_ == step;
+      outcome.path = outcome.committed ? last_committed_path_ : "";
+    }
+    if (!outcome.committed) outcome.error = "the snapshot of step " + std::to_string(step) + " failed (see events.jsonl)";
+    for (auto& waiter : waiters) waiter(outcome);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --in_flight_;
+    }
+    changed_.notify_all();
+  });
+}
+
+int Snapshotter::Impl::acquire_slot(uint64_t bytes, Urgency urgency) {
   const uint64_t limit = config_.flush.staging_memory_limit;
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
@@ -491,7 +560,7 @@ int Snapshotter::Impl::acquire_slot(uint64_t bytes) {
         return free;
       }
     }
-    if (config_.flush.when_busy == WhenBusy::kSkip) return kSkip;
+    if (config_.flush.when_busy == WhenBusy::kSkip && urgency == Urgency::kMaySkip) return kSkip;
     changed_.wait(lock);
   }
 }

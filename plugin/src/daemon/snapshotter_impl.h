@@ -36,6 +36,10 @@ struct SnapshotOutcome {
   int64_t step = 0;
   std::string path;
   std::string error;  ///< when not committed
+  /// For requests: the last completed step when the request was queued (the
+  /// snapshot is of the first step that ends after it, or of that step itself
+  /// when training has ended).
+  std::optional<int64_t> requested_after_step;
 };
 using OutcomeCallback = std::function<void(const SnapshotOutcome&)>;
 
@@ -90,8 +94,14 @@ class Snapshotter::Impl {
 
   void check_policy();
   std::string due_reason(int64_t step);
-  void take_snapshot(int64_t step, const std::string& reason, std::vector<OutcomeCallback> waiters = {});
-  int acquire_slot(uint64_t bytes);
+  /// Automatic triggers may be skipped when busy (flush.when_busy: skip);
+  /// requested ones (command, signal, snapshot_now, train end) never are.
+  enum class Urgency { kMaySkip, kMustTake };
+  void take_snapshot(int64_t step, const std::string& reason, Urgency urgency,
+                     std::vector<OutcomeCallback> waiters = {});
+  std::shared_ptr<daemon::SnapshotJob> stage_job(int64_t step, const std::string& reason, Urgency urgency);
+  void answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters);
+  int acquire_slot(uint64_t bytes, Urgency urgency);
   void release_slot(int slot);
   void settle_overlap(bool commit);
   void run_job(const std::shared_ptr<daemon::SnapshotJob>& job, std::vector<OutcomeCallback> waiters);
@@ -103,7 +113,7 @@ class Snapshotter::Impl {
   void start_control_socket();
   void start_signal_handling();
   void wait_for_signal();
-  bool take_requested_snapshot(int64_t step);
+  bool take_requested_snapshot(int64_t step, bool step_just_ended);
   void on_signal(int signal_number);
   nlohmann::json status_json() const;
   void fail_pending_requests(const std::string& why);
@@ -132,7 +142,7 @@ class Snapshotter::Impl {
   SnapshotterStats stats_;
   std::optional<int64_t> last_committed_;
   std::string last_committed_path_;
-  std::optional<int64_t> current_step_;  // mirror of last_step_ for status()
+  std::optional<int64_t> current_step_;  // mirror of last_step_ for status(); also written under request_mutex_
 
   // Requests from other threads (signals, control socket).
   std::mutex request_mutex_;
