@@ -17,6 +17,7 @@
 
 #include "autosnap/autosnap.h"
 #include "daemon/control_client.h"
+#include "daemon/control_protocol.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -72,6 +73,9 @@ TEST(Control, SnapshotCommandCommitsWithinAStepAndStatusReportsProgress) {
   // first step boundary after the request arrived.
   const int64_t before = run.step();
   ASSERT_GE(before, 0);
+  struct stat socket_status {};
+  ASSERT_EQ(::stat((run.directory + "/control.sock").c_str(), &socket_status), 0);
+  EXPECT_EQ(socket_status.st_mode & 0777, 0600u) << "only the owner may connect";
   auto reply = run.request({{"cmd", "snapshot"}, {"reason", "protocol"}});
   ASSERT_TRUE(reply["ok"].get<bool>()) << reply.dump();
   ASSERT_TRUE(reply["requested_after_step"].is_number()) << reply.dump();
@@ -226,6 +230,17 @@ TEST(Control, AFloodOfBadClientsLeavesTrainingAndTheSocketAlive) {
   const double flood_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - flood_began).count();
   const int64_t flood_steps = run.step() - flood_start;
+  // Past the connection limit a client is told so, not silently dropped.
+  std::string over_limit_reply;
+  for (size_t i = idle.size(); i <= control::kMaxSessions + 2 && over_limit_reply.empty(); ++i) {
+    int fd = connect_to(socket);
+    if (fd < 0) continue;
+    ::send(fd, "{\"cmd\": \"ping\"}\n", 16, MSG_NOSIGNAL);
+    const std::string reply = read_reply(fd);
+    if (reply.find("too many control connections") != std::string::npos) over_limit_reply = reply;
+    idle.push_back(fd);
+  }
+  EXPECT_NE(over_limit_reply, "") << "no refusal past " << control::kMaxSessions << " connections";
   for (int fd : idle) ::close(fd);
 
   EXPECT_GT(malformed_replies.load(), 0);

@@ -220,7 +220,15 @@ void ControlServer::accept() {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopped_) return;
       if (sessions_.size() >= control::kMaxSessions) {
+        // Say why before closing. The reply is tiny: a non-blocking write fits the fresh socket's buffer.
+        const std::string busy = json{{"ok", false},
+                                      {"error", "too many control connections (" +
+                                                    std::to_string(control::kMaxSessions) + "); try again later"}}
+                                     .dump() +
+                                 "\n";
         boost::system::error_code ignored;
+        socket.non_blocking(true, ignored);
+        boost::asio::write(socket, boost::asio::buffer(busy), ignored);
         socket.close(ignored);
       } else {
         session = std::make_shared<Session>(*this, std::move(socket));
