@@ -73,6 +73,31 @@ TEST(PythonInterop, CppLoadsWhatPyTorch211Saved) {
   EXPECT_EQ(testing::describe_difference(load(dir + "/cuda_state_dict.pt", "cpu"), load(dir + "/cuda_state_dict_cpu.pt")), "");
 }
 
+// The README's save/load snippets come from examples/seed_cases.cpp: it runs,
+// says what the seed note promises, and Python loads every file it wrote.
+TEST(PythonInterop, SeedCasesExampleRunsAndPythonLoadsItsFiles) {
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
+  TempDir dir;
+  auto run = testing::run_command(testing::shell_quote(testing::example_path("seed_cases")) + " " +
+                                  testing::shell_quote(dir.file("out")));
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  for (const char* line : {"equal: true", "the loaded view starts with 100", "the loaded clone starts with 0",
+                           "loaded 4 tensors into a fresh Net", "resumed at epoch 5", "fc1.weight is on cpu"}) {
+    EXPECT_NE(run.output.find(line), std::string::npos) << line << " missing from:\n" << run.output;
+  }
+  auto python = testing::run_command(
+      testing::shell_quote(testing::python()) + " -c " +
+      testing::shell_quote("import glob, sys, torch\n"
+                           "files = sorted(glob.glob(sys.argv[1] + '/*.pt'))\n"
+                           "for f in files: torch.load(f)\n"
+                           "a, b = torch.load(sys.argv[1] + '/x_and_view.pt'); a[0] = 7\n"
+                           "assert b[0].item() == 7, 'view sharing lost'\n"
+                           "print(len(files), 'files loaded')\n") +
+      " " + testing::shell_quote(dir.file("out")));
+  EXPECT_EQ(python.exit_code, 0) << python.output;
+  EXPECT_NE(python.output.find("8 files loaded"), std::string::npos) << python.output;
+}
+
 TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
   AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
