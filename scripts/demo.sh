@@ -25,10 +25,16 @@ say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
 say "1. A reference run, never interrupted, no snapshots:"
 AUTOSNAP_CONFIG= "$train" "${args[@]}" --out "$work/reference.pt" | sed 's/^/   /'
 
-say "2. The same training with snapshots every 25 steps; we kill it with SIGKILL after 2 seconds:"
+say "2. The same training with snapshots every 25 steps; we kill it with SIGKILL mid-run:"
 "$train" "${args[@]}" --config "$work/autosnap.yaml" --out "$work/resumed.pt" > "$work/run1.log" 2>&1 &
 pid=$!
-sleep 2
+# Kill it once a few snapshots are committed (at most 60 s), wherever it is then.
+for _ in $(seq 600); do
+  [ "$(grep -c 'committed step' "$work/run1.log" 2>/dev/null)" -ge 3 ] && break
+  kill -0 "$pid" 2>/dev/null || break
+  sleep 0.1
+done
+sleep 0.$((RANDOM % 10))
 kill -KILL "$pid"
 wait "$pid" 2>/dev/null || true
 sed 's/^/   /' "$work/run1.log"
@@ -37,7 +43,12 @@ echo "   The snapshot directory now holds:"
 ls "$work/snapshots" | sed 's/^/     /'
 
 say "3. The same command again: it finds the newest valid snapshot and continues:"
-"$train" "${args[@]}" --config "$work/autosnap.yaml" --out "$work/resumed.pt" 2>&1 | sed 's/^/   /'
+"$train" "${args[@]}" --config "$work/autosnap.yaml" --out "$work/resumed.pt" > "$work/run2.log" 2>&1
+sed 's/^/   /' "$work/run2.log"
+if ! grep -q "^resumed from step" "$work/run2.log"; then
+  echo "   DID NOT RESUME: the second run started from scratch." >&2
+  exit 1
+fi
 
 say "4. Compare the two final checkpoints (model, optimizer, step, loss):"
 if cmp -s "$work/reference.pt" "$work/resumed.pt"; then
