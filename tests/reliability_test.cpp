@@ -62,6 +62,28 @@ TEST(Reliability, ARestoreThatKeepsCrashingIsQuarantined) {
       << "a restore followed by a completed step clears the record";
 }
 
+// Being killed right after a restore (preemption, the OOM killer, scancel)
+// says nothing about the snapshot: however often it happens, it is not a
+// crash loop, and the newest snapshot stays in use.
+TEST(Reliability, KillsRightAfterARestoreAreNotCrashes) {
+  TempDir dir;
+  const std::string tool = testing::tool_path("restore_crasher");
+  ChildProcess writer({tool, dir.path(), "write-healthy"});
+  writer.read_all();
+  ASSERT_EQ(writer.wait(), 0) << writer.output();
+  for (int kill = 1; kill <= 5; ++kill) {
+    ChildProcess killed({tool, dir.path(), "resume-and-wait"});
+    ASSERT_TRUE(killed.wait_for_line("resumed from step 2 with value 2")) << "kill " << kill << ":\n" << killed.output();
+    killed.kill(SIGKILL);
+    EXPECT_EQ(killed.wait(), 128 + SIGKILL);
+  }
+  ChildProcess survivor({tool, dir.path(), "resume"});
+  survivor.read_all();
+  ASSERT_EQ(survivor.wait(), 0) << survivor.output();
+  EXPECT_NE(survivor.output().find("resumed from step 2 with value 2"), std::string::npos) << survivor.output();
+  EXPECT_EQ(count_events(dir.path(), "quarantined"), 0);
+}
+
 // A scope that mounts a small tmpfs (needs root or CAP_SYS_ADMIN).
 struct SmallTmpfs {
   explicit SmallTmpfs(const std::string& where, const std::string& size) : path(where) {

@@ -46,6 +46,11 @@ int64_t resumed_step(const std::string& output) {
   return std::regex_search(output, match, pattern) ? std::stoll(match[1]) : -1;
 }
 
+std::string last_events(const std::string& path) {
+  const std::string text = default_file_system().read_small_file(path, 64 << 20);
+  return text.substr(text.size() > 6000 ? text.size() - 6000 : 0);
+}
+
 TEST(ResumeAfterKill, RandomKillsEndBitwiseEqualToAnUninterruptedRun) {
   const int kills = kill_count();
   TempDir dir;
@@ -70,7 +75,8 @@ TEST(ResumeAfterKill, RandomKillsEndBitwiseEqualToAnUninterruptedRun) {
     run.kill(SIGKILL);
     ASSERT_EQ(run.wait(), 128 + SIGKILL) << "the run ended before it was killed:\n" << run.output();
     const int64_t resumed = resumed_step(run.output());
-    EXPECT_GE(resumed, last_resumed) << "a restart went back to an older snapshot";
+    EXPECT_GE(resumed, last_resumed) << "a restart went back to an older snapshot:\n" << run.output()
+                                     << "\nlast events:\n" << last_events(dir.file("snapshots/events.jsonl"));
     last_resumed = resumed;
     for (const auto& name : testing::list_names(dir.file("snapshots"))) {
       if (name.find(".tmp-") == std::string::npos) continue;

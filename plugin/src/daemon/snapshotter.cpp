@@ -44,21 +44,6 @@ std::string describe(std::exception_ptr error) {
   }
 }
 
-// DIR/restore-attempts.json remembers restores that have not yet been
-// followed by a completed step, so a snapshot whose restore keeps crashing
-// the process is quarantined instead of crashing it forever.
-constexpr const char* kAttemptsFile = "restore-attempts.json";
-
-std::pair<int64_t, int> read_restore_attempts(FileSystem& fs, const std::string& path) {
-  try {
-    if (!fs.status(path).exists) return {-1, 0};
-    auto j = json::parse(fs.read_small_file(path, 4096));
-    return {j.at("step").get<int64_t>(), j.at("attempts").get<int>()};
-  } catch (const std::exception&) {
-    return {-1, 0};  // unreadable: start counting afresh
-  }
-}
-
 std::string join(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
@@ -250,14 +235,14 @@ void Snapshotter::Impl::on_step_end(int64_t step) {
     overlap_ = false;
   }
   last_step_ = step;
-  if (restore_pending_confirmation_) {
+  if (restore_attempts_) {
     // A step completed after the restore: it did not crash us.
-    restore_pending_confirmation_ = false;
     try {
-      fs_.remove_file(join_path(config_.directory, kAttemptsFile));
+      restore_attempts_->end();
     } catch (const IoError& e) {
       log()->warn("cannot clear the restore attempt record: {}", e.what());
     }
+    restore_attempts_.reset();
   }
   if (stop_requested_ && !stop_ignored_warned_) {
     stop_ignored_warned_ = true;
@@ -686,7 +671,7 @@ std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
     quarantined.name = store_->quarantine(info.step);
     on_quarantine(quarantined, problem);
   };
-  const std::string attempts_path = join_path(config_.directory, kAttemptsFile);
+  auto attempts = std::make_unique<daemon::RestoreAttempts>(fs_, config_.directory);
   while (true) {
     const auto start = Clock::now();
     auto latest = store_->latest_valid(on_quarantine);
@@ -696,22 +681,16 @@ std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
                           " rank(s); this job runs " + std::to_string(world_size_) +
                           "; resume it with the same number of ranks");
     }
-    const auto [attempted_step, attempts] = read_restore_attempts(fs_, attempts_path);
-    if (attempted_step == latest->step && attempts >= config_.restore.max_attempts) {
-      quarantine(*latest, "restoring it crashed the process " + std::to_string(attempts) +
+    const int crashes = attempts->crashes(latest->step);
+    if (crashes >= config_.restore.max_attempts) {
+      quarantine(*latest, "restoring it crashed the process " + std::to_string(crashes) +
                               " times in a row (restore.max_attempts)");
-      try {
-        fs_.remove_file(attempts_path);
-      } catch (const IoError&) {
-        // It names a quarantined step now; the next restore overwrites it.
-      }
+      forget_restore_attempt(*attempts);
       continue;
     }
     // Count this attempt durably before touching anything: if it crashes us, the next start knows.
-    const std::string record =
-        json{{"step", latest->step}, {"attempts", attempted_step == latest->step ? attempts + 1 : 1}}.dump() + "\n";
     try {
-      write_file_atomically(fs_, attempts_path, [&](WritableFile& out) { out.append(record.data(), record.size()); });
+      attempts->begin(latest->step);
     } catch (const IoError& e) {
       log()->warn("cannot record the restore attempt ({}); crash-loop protection is off for this start", e.what());
     }
@@ -719,16 +698,14 @@ std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
       const c10::IValue value = store_->read_shard(latest->step, rank_, device_, /*verify=*/false);  // verified above
       apply_snapshot(*latest, value);
     } catch (const CorruptSnapshot& e) {
+      forget_restore_attempt(*attempts);
       quarantine(*latest, e.what());
       continue;
     } catch (const Error&) {
-      try {
-        fs_.remove_file(attempts_path);  // an error, not a crash: do not count it
-      } catch (const IoError&) {
-      }
+      forget_restore_attempt(*attempts);  // an error, not a crash: do not count it
       throw;
     }
-    restore_pending_confirmation_ = true;
+    restore_attempts_ = std::move(attempts);  // confirmed by the first completed step
     ResumePoint point{latest->step, latest->manifest->epoch, latest->manifest->reason, latest->path};
     last_step_ = point.step;
     last_snapshot_step_ = point.step;
@@ -744,6 +721,14 @@ std::optional<ResumePoint> Snapshotter::Impl::restore_latest() {
     events_.write("restored", {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}});
     log()->info("resumed from step {} ({}), restored in {:.0f} ms", point.step, point.path, load_ms);
     return point;
+  }
+}
+
+void Snapshotter::Impl::forget_restore_attempt(daemon::RestoreAttempts& attempts) {
+  try {
+    attempts.end();
+  } catch (const IoError& e) {
+    log()->warn("cannot clear the restore attempt record: {}", e.what());
   }
 }
 

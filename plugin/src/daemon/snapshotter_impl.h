@@ -24,6 +24,7 @@
 #include "autosnap/store.h"
 #include "daemon/control_server.h"
 #include "daemon/event_log.h"
+#include "daemon/restore_attempts.h"
 #include "daemon/snapshot_job.h"
 #include "daemon/staging.h"
 #include "daemon/tracked.h"
@@ -109,6 +110,7 @@ class Snapshotter::Impl {
   void apply_retention(int64_t newest);
   void record_failure(const daemon::SnapshotJob& job, std::exception_ptr error);
   void apply_snapshot(const SnapshotInfo& info, const c10::IValue& value);
+  void forget_restore_attempt(daemon::RestoreAttempts& attempts);
   void shutdown();
   void start_control_socket();
   void start_signal_handling();
@@ -158,8 +160,8 @@ class Snapshotter::Impl {
   daemon::Clock::time_point last_snapshot_time_ = daemon::Clock::now();
   std::shared_ptr<daemon::SnapshotJob> overlap_job_;
   bool overlap_ = false;
-  bool restore_pending_confirmation_ = false;
-  bool stop_ignored_warned_ = false;  // a restore was recorded; the first step end clears it
+  std::unique_ptr<daemon::RestoreAttempts> restore_attempts_;  // a restore not yet followed by a completed step
+  bool stop_ignored_warned_ = false;
   bool train_end_done_ = false;
   bool closed_ = false;
 };
