@@ -142,16 +142,15 @@ TEST(Cli, ExportWritesOnePythonLoadableFile) {
     std::cout << *reason << std::endl;
     return;
   }
-  auto python = testing::run_command(
-      testing::shell_quote(testing::python()) + " -c " +
-      testing::shell_quote("import sys, torch\n"
-                           "c = torch.load(sys.argv[1])\n"
-                           "assert {'model_state_dict', 'optimizer_state_dict', 'epoch', 'loss'} <= set(c), c.keys()\n"
-                           "m = torch.nn.Module(); m.fc1 = torch.nn.Linear(3, 4)\n"
-                           "m.load_state_dict(c['model_state_dict'])\n"
-                           "o = torch.optim.Adam(m.parameters(), lr=0.5); o.load_state_dict(c['optimizer_state_dict'])\n"
-                           "print('python ok', c['epoch'], o.param_groups[0]['lr'])\n") +
-      " " + testing::shell_quote(dir.file("final.pt")));
+  auto python = testing::run_python_code(
+      "import sys, torch\n"
+      "c = torch.load(sys.argv[1])\n"
+      "assert {'model_state_dict', 'optimizer_state_dict', 'epoch', 'loss'} <= set(c), c.keys()\n"
+      "m = torch.nn.Module(); m.fc1 = torch.nn.Linear(3, 4)\n"
+      "m.load_state_dict(c['model_state_dict'])\n"
+      "o = torch.optim.Adam(m.parameters(), lr=0.5); o.load_state_dict(c['optimizer_state_dict'])\n"
+      "print('python ok', c['epoch'], o.param_groups[0]['lr'])\n",
+      dir.file("final.pt"));
   EXPECT_EQ(python.exit_code, 0) << python.output;
   EXPECT_NE(python.output.find("python ok 3 0.01"), std::string::npos) << python.output;
 }

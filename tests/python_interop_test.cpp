@@ -85,15 +85,14 @@ TEST(PythonInterop, SeedCasesExampleRunsAndPythonLoadsItsFiles) {
                            "loaded 4 tensors into a fresh Net", "resumed at epoch 5", "fc1.weight is on cpu"}) {
     EXPECT_NE(run.output.find(line), std::string::npos) << line << " missing from:\n" << run.output;
   }
-  auto python = testing::run_command(
-      testing::shell_quote(testing::python()) + " -c " +
-      testing::shell_quote("import glob, sys, torch\n"
-                           "files = sorted(glob.glob(sys.argv[1] + '/*.pt'))\n"
-                           "for f in files: torch.load(f)\n"
-                           "a, b = torch.load(sys.argv[1] + '/x_and_view.pt'); a[0] = 7\n"
-                           "assert b[0].item() == 7, 'view sharing lost'\n"
-                           "print(len(files), 'files loaded')\n") +
-      " " + testing::shell_quote(dir.file("out")));
+  auto python = testing::run_python_code(
+      "import glob, sys, torch\n"
+      "files = sorted(glob.glob(sys.argv[1] + '/*.pt'))\n"
+      "for f in files: torch.load(f)\n"
+      "a, b = torch.load(sys.argv[1] + '/x_and_view.pt'); a[0] = 7\n"
+      "assert b[0].item() == 7, 'view sharing lost'\n"
+      "print(len(files), 'files loaded')\n",
+      dir.file("out"));
   EXPECT_EQ(python.exit_code, 0) << python.output;
   EXPECT_NE(python.output.find("8 files loaded"), std::string::npos) << python.output;
 }
@@ -101,15 +100,14 @@ TEST(PythonInterop, SeedCasesExampleRunsAndPythonLoadsItsFiles) {
 TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
   AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;
-  auto result = testing::run_command(
-      testing::shell_quote(testing::python()) + " -c " +
-      testing::shell_quote("import torch, sys\n"
-                           "class Secret:\n    pass\n"
-                           "torch.save({'obj': Secret()}, sys.argv[1] + '/object.pt')\n"
-                           "torch.save(torch.ones(2), sys.argv[1] + '/legacy.pt', "
-                           "_use_new_zipfile_serialization=False)\n"
-                           "torch.save(b'bytes', sys.argv[1] + '/bytes.pt')\n") +
-      " " + testing::shell_quote(dir.path()));
+  auto result = testing::run_python_code(
+      "import torch, sys\n"
+      "class Secret:\n    pass\n"
+      "torch.save({'obj': Secret()}, sys.argv[1] + '/object.pt')\n"
+      "torch.save(torch.ones(2), sys.argv[1] + '/legacy.pt', "
+      "_use_new_zipfile_serialization=False)\n"
+      "torch.save(b'bytes', sys.argv[1] + '/bytes.pt')\n",
+      dir.path());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   try {
     load(dir.file("object.pt"));

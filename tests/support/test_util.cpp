@@ -58,6 +58,10 @@ std::string python() {
 
 std::string python_script(const std::string& name) { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/python/" + name; }
 
+CommandResult run_python_code(const std::string& code, const std::string& argument) {
+  return run_command(shell_quote(python()) + " -c " + shell_quote(code) + " " + shell_quote(argument));
+}
+
 std::string test_data(const std::string& name) { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/data/" + name; }
 
 std::optional<std::string> python_torch_unavailable_reason() {

@@ -52,6 +52,8 @@ std::string shell_quote(const std::string& text);
 
 /// Debian's interpreter (python3-torch lives there), overridable with AUTOSNAP_TEST_PYTHON.
 std::string python();
+/// Runs Python source with Debian's interpreter; `argument` becomes sys.argv[1].
+CommandResult run_python_code(const std::string& code, const std::string& argument);
 /// Path of a helper script in tests/python/.
 std::string python_script(const std::string& name);
 /// Path of a committed fixture in tests/data/.
