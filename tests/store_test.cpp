@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "support/fault_fs.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -270,6 +271,23 @@ TEST(Store, ASecondWriterIsRefusedWithTheHoldersPid) {
   }
   first.reset();
   EXPECT_NO_THROW(SnapshotStore::open_for_writing(dir.path())) << "the lock is released with the store";
+}
+
+TEST(Store, TheLockHoldsWhenItsHolderNoteCannotBeWritten) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem failing_writes;
+  failing_writes.fail_only = "write";
+  failing_writes.fail_writes_errno = EIO;
+  std::unique_ptr<SnapshotStore> first;
+  ASSERT_NO_THROW(first = SnapshotStore::open_for_writing(dir.path(), {}, failing_writes))
+      << "the note naming the holder is informational; the flock is the lock";
+  EXPECT_TRUE(first->writable());
+  try {
+    SnapshotStore::open_for_writing(dir.path());
+    ADD_FAILURE() << "a second writer must be refused";
+  } catch (const LockedError& e) {
+    EXPECT_NE(std::string(e.what()).find("holder unknown"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Store, AWriterInAnotherProcessHoldsTheLock) {

@@ -59,7 +59,9 @@ class FaultInjectingFileSystem : public FileSystem {
     base_.sync_file(path);
   }
   std::unique_ptr<FileLock> try_lock(const std::string& path, bool create) override {
-    return base_.try_lock(path, create);
+    auto inner = base_.try_lock(path, create);
+    if (!inner) return nullptr;
+    return std::make_unique<Lock>(*this, std::move(inner), path);
   }
 
  private:
@@ -89,6 +91,21 @@ class FaultInjectingFileSystem : public FileSystem {
    private:
     FaultInjectingFileSystem& fs_;
     std::unique_ptr<WritableFile> inner_;
+  };
+
+  class Lock : public FileLock {
+   public:
+    Lock(FaultInjectingFileSystem& fs, std::unique_ptr<FileLock> inner, std::string path)
+        : fs_(fs), inner_(std::move(inner)), path_(std::move(path)) {}
+    void write_contents(const std::string& contents) override {
+      fs_.check("write", path_);
+      inner_->write_contents(contents);
+    }
+
+   private:
+    FaultInjectingFileSystem& fs_;
+    std::unique_ptr<FileLock> inner_;
+    std::string path_;
   };
 
   FileSystem& base_;

@@ -227,7 +227,9 @@ class Parser {
 void check_directory_writable(const Parser& parser, const YAML::Mark& mark, const std::string& directory) {
   auto& fs = default_file_system();
   try {
-    create_directories(fs, directory);
+    // Durably: the store finds the directory existing and will not create it
+    // again, and committed snapshots must not vanish with its directory entry.
+    create_directories(fs, directory, /*durable=*/true);
     const std::string probe = join_path(directory, ".autosnap-write-probe-" + std::to_string(::getpid()));
     fs.create_exclusive(probe)->close();
     fs.remove_file(probe);
