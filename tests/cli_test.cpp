@@ -106,6 +106,23 @@ TEST(Cli, VerifyCatchesTruncationAndBitFlips) {
   EXPECT_EQ(fast.output, "30\n") << "--fast checks sizes only";
 }
 
+TEST(Cli, VerifyTellsAReadErrorFromABadSnapshot) {
+  if (testing::run_command("command -v fiu-run").exit_code != 0) {
+    std::cout << "skipped: fiu-run is not installed (setup.sh installs fiu-utils)" << std::endl;
+    GTEST_SKIP() << "fiu-run is not installed";
+  }
+  TempDir dir;
+  make_snapshots(dir.path());
+  // Every pread fails (manifests and shards alike): the disk failed, not the data.
+  auto result = testing::run_command("fiu-run -x -c 'enable name=posix/io/rw/pread,failinfo=5' " +
+                                     testing::shell_quote(AUTOSNAP_CLI_PATH) + " verify " +
+                                     testing::shell_quote(dir.path()));
+  EXPECT_EQ(result.exit_code, 6) << "an I/O error says nothing about the data:\n" << result.output;
+  EXPECT_NE(result.output.find("step 30: UNREADABLE:"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("Input/output error"), std::string::npos) << result.output;
+  EXPECT_EQ(autosnap_cli("verify " + testing::shell_quote(dir.path())).exit_code, 0) << "the snapshot itself is fine";
+}
+
 TEST(Cli, LatestAndVerifyOnAnEmptyDirectory) {
   TempDir dir;
   auto latest = autosnap_cli("latest " + testing::shell_quote(dir.path()));

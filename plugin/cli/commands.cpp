@@ -196,7 +196,7 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
     return kExitBad;
   }
   const bool terminal = ::isatty(STDERR_FILENO);
-  int bad = 0;
+  int bad = 0, unreadable = 0;
   for (int64_t s : steps) {
     auto progress = [&](uint64_t done, uint64_t total) {
       if (terminal && total > (32u << 20)) {
@@ -209,12 +209,16 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
     if (result.ok) {
       std::cout << "step " << s << ": OK, " << result.manifest->files.size() << " file(s), "
                 << human_bytes(result.bytes_checked) << ", every checksum matches" << std::endl;
+    } else if (result.io_error) {  // says nothing about the data: the disk or permissions failed
+      ++unreadable;
+      std::cout << "step " << s << ": UNREADABLE: " << result.problem << std::endl;
     } else {
       ++bad;
       std::cout << "step " << s << ": BAD: " << result.problem << std::endl;
     }
   }
-  return bad ? kExitBad : kExitOk;
+  if (bad) return kExitBad;
+  return unreadable ? kExitError : kExitOk;
 }
 
 int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, int rank) {
