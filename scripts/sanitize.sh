@@ -5,7 +5,8 @@
 #                                 libFuzzer target for $AUTOSNAP_FUZZ_SECONDS (60) each. Left
 #                                 out: the SIGKILL loops (they restart uninstrumented-speed
 #                                 processes hundreds of times; test.sh runs them), the libfiu
-#                                 run (its LD_PRELOAD cannot come before ASan's runtime) and
+#                                 runs (LeakSanitizer reports fiu's own preload library, and
+#                                 injected faults break ASan's symbolizer too) and
 #                                 the install test (it links the instrumented library into an
 #                                 uninstrumented program).
 #   scripts/sanitize.sh thread    TSan build: the daemon and concurrency tests

@@ -106,7 +106,7 @@ TEST(Cli, VerifyCatchesTruncationAndBitFlips) {
   EXPECT_EQ(fast.output, "30\n") << "--fast checks sizes only";
 }
 
-TEST(Cli, VerifyTellsAReadErrorFromABadSnapshot) {
+TEST(Cli, VerifyTellsAReadErrorFromABadSnapshotThroughLibfiu) {
   if (testing::run_command("command -v fiu-run").exit_code != 0) {
     std::cout << "skipped: fiu-run is not installed (setup.sh installs fiu-utils)" << std::endl;
     GTEST_SKIP() << "fiu-run is not installed";

@@ -30,6 +30,12 @@
 #include "daemon/tracked.h"
 
 namespace autosnap {
+namespace daemon {
+
+/// The shard entry holding the random generators' state; no tracked object may use the name.
+constexpr const char* kRngEntry = "rng_state";
+
+}  // namespace daemon
 
 /// The outcome of a snapshot asked for from outside the training thread.
 struct SnapshotOutcome {
