@@ -31,14 +31,16 @@ std::string cli() { return testing::shell_quote(AUTOSNAP_CLI_PATH); }
 
 // A train_mlp that runs until it is stopped, with only manual snapshots.
 struct RunningJob {
-  explicit RunningJob(const TempDir& dir, const std::string& extra_config = "") {
+  explicit RunningJob(const TempDir& dir, const std::string& extra_config = "",
+                      const std::vector<std::string>& model_size = {}) {
     testing::write_text(dir.file("autosnap.yaml"), "directory: " + dir.file("snaps") +
                                                        "\ntriggers: {every_steps: 1000000000, on_train_end: false}\n"
                                                        "retention: {keep_last: 0}\n" + extra_config);
     directory = dir.file("snaps");
-    job = std::make_unique<ChildProcess>(std::vector<std::string>{
-        testing::example_path("train_mlp"), "--config", dir.file("autosnap.yaml"), "--steps", "100000000",
-        "--sleep-ms", "20", "--log-every", "1"});
+    std::vector<std::string> argv{testing::example_path("train_mlp"), "--config", dir.file("autosnap.yaml"),
+                                  "--steps", "100000000", "--sleep-ms", "20", "--log-every", "1"};
+    argv.insert(argv.end(), model_size.begin(), model_size.end());
+    job = std::make_unique<ChildProcess>(argv);
     EXPECT_TRUE(job->wait_for_line("step ")) << job->output();
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (step() < 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
@@ -52,6 +54,12 @@ struct RunningJob {
     return s["step"].is_null() ? -1 : s["step"].get<int64_t>();
   }
   std::vector<SnapshotInfo> snapshots() const { return SnapshotStore::open_read_only(directory)->list(); }
+  bool snapshot_in_progress() const {
+    for (const auto& entry : default_file_system().list_directory(directory)) {
+      if (entry.name.find(".tmp-") != std::string::npos) return true;
+    }
+    return false;
+  }
   bool wait_for_reason(const std::string& reason, std::chrono::seconds limit = 20s) const {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -115,16 +123,23 @@ TEST(Control, SnapshotCommandCommitsWithinAStepAndStatusReportsProgress) {
 
 TEST(Control, SignalsSnapshotAndStopCleanly) {
   TempDir dir;
-  RunningJob run(dir, "signals: {exit_code: 7}\n");
+  // A model large enough (4096 x 4096, with Adam: ~200 MB a snapshot) that
+  // its write can be caught in progress.
+  RunningJob run(dir, "signals: {exit_code: 7}\n", {"--input", "4096", "--hidden", "4096"});
   run.job->kill(SIGUSR1);
   ASSERT_TRUE(run.wait_for_reason("signal SIGUSR1")) << run.job->output();
   const int64_t after_usr1 = run.step();
-  std::this_thread::sleep_for(200ms);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (run.step() <= after_usr1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
   EXPECT_GT(run.step(), after_usr1) << "SIGUSR1 must not stop training";
 
   run.job->kill(SIGTERM);
-  std::this_thread::sleep_for(5ms);
-  run.job->kill(SIGTERM);  // a second SIGTERM while the first snapshot is in progress
+  const auto write_deadline = std::chrono::steady_clock::now() + 20s;
+  while (!run.snapshot_in_progress() && std::chrono::steady_clock::now() < write_deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_TRUE(run.snapshot_in_progress()) << "the stop snapshot was not caught while being written";
+  run.job->kill(SIGTERM);  // a second SIGTERM while the first one's snapshot is being written
   run.job->read_all();
   EXPECT_EQ(run.job->wait(), 7) << run.job->output();
   EXPECT_NE(run.job->output().find("stopping after step"), std::string::npos) << run.job->output();
