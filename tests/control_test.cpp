@@ -285,18 +285,17 @@ TEST(Control, StaleSocketIsReplacedAndALiveOneIsAnError) {
   Snapshotter first(config);
   auto reply = testing::run_command(cli() + " status " + testing::shell_quote(directory));
   EXPECT_EQ(reply.exit_code, 0) << "the stale socket was replaced: " << reply.output;
-  // A second process on the same socket path (another directory) is refused, naming the pid.
-  auto other = Config::from_string("directory: " + dir.file("other") + "\ncontrol: {socket_path: " + directory +
-                                       "/control.sock}\nlog_level: warn\n",
-                                   "t.yaml");
-  try {
-    Snapshotter second(other);
-    ADD_FAILURE() << "a live socket of another process must be an error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("served by another running process (pid " + std::to_string(::getpid()) + ")"),
-              std::string::npos)
-        << e.what();
-  }
+  // A second process on the same socket path (another directory) is refused, naming our pid.
+  testing::write_text(dir.file("other.yaml"), "directory: " + dir.file("other") + "\ncontrol: {socket_path: " +
+                                                  directory + "/control.sock}\nlog_level: warn\n");
+  ChildProcess second({testing::example_path("train_mlp"), "--config", dir.file("other.yaml"), "--steps", "5"});
+  second.read_all();
+  EXPECT_NE(second.wait(), 0) << "a live socket of another process must be an error:\n" << second.output();
+  EXPECT_NE(second.output().find("served by another running process (pid " + std::to_string(::getpid()) + ")"),
+            std::string::npos)
+      << second.output();
+  EXPECT_EQ(testing::run_command(cli() + " status " + testing::shell_quote(directory)).exit_code, 0)
+      << "the refused process must leave the live socket alone";
 }
 
 TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
