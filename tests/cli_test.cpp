@@ -107,10 +107,7 @@ TEST(Cli, VerifyCatchesTruncationAndBitFlips) {
 }
 
 TEST(Cli, VerifyTellsAReadErrorFromABadSnapshotThroughLibfiu) {
-  if (testing::run_command("command -v fiu-run").exit_code != 0) {
-    std::cout << "skipped: fiu-run is not installed (setup.sh installs fiu-utils)" << std::endl;
-    GTEST_SKIP() << "fiu-run is not installed";
-  }
+  AUTOSNAP_REQUIRE_FIU_RUN();
   TempDir dir;
   make_snapshots(dir.path());
   // Every pread fails (manifests and shards alike): the disk failed, not the data.

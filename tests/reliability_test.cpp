@@ -127,10 +127,7 @@ TEST(Reliability, AFullDiskFailsSnapshotsCleanlyAndTrainingGoesOn) {
 // autosnap writes file data with pwrite, so failing pwrite hits exactly the
 // snapshot files, not the eventfd writes Asio uses to wake its threads.
 TEST(Reliability, RandomFsyncWriteAndRenameFailuresThroughLibfiu) {
-  if (testing::run_command("command -v fiu-run").exit_code != 0) {
-    std::cout << "skipped: fiu-run is not installed (setup.sh installs fiu-utils)" << std::endl;
-    GTEST_SKIP() << "fiu-run is not installed";
-  }
+  AUTOSNAP_REQUIRE_FIU_RUN();
   TempDir dir;
   const std::string snaps = dir.file("snaps");
   // Created beforehand: a failing fsync while creating the directory is a

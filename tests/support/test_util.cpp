@@ -74,6 +74,8 @@ std::optional<std::string> python_torch_unavailable_reason() {
   return reason;
 }
 
+bool fiu_run_available() { return run_command("command -v fiu-run").exit_code == 0; }
+
 std::string tool_path(const std::string& name) { return std::string(AUTOSNAP_TEST_TOOLS_DIR) + "/" + name; }
 
 std::string example_path(const std::string& name) { return std::string(AUTOSNAP_EXAMPLES_DIR) + "/" + name; }

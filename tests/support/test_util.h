@@ -69,6 +69,18 @@ std::optional<std::string> python_torch_unavailable_reason();
     }                                                                                \
   } while (0)
 
+/// True when libfiu's `fiu-run` is on PATH (setup.sh installs fiu-utils).
+bool fiu_run_available();
+/// Skips the current test, saying why, when `fiu-run` is missing.
+#define AUTOSNAP_REQUIRE_FIU_RUN()                                                \
+  do {                                                                            \
+    if (!::autosnap::testing::fiu_run_available()) {                              \
+      const char* why = "fiu-run is not installed (setup.sh installs fiu-utils)"; \
+      std::cout << "skipped: " << why << std::endl;                               \
+      GTEST_SKIP() << why;                                                        \
+    }                                                                             \
+  } while (0)
+
 /// Path of a helper program built next to the tests.
 std::string tool_path(const std::string& name);
 
