@@ -13,7 +13,7 @@
 #include "autosnap/autosnap.h"
 #include "autosnap/snapshotter.h"
 #include "autosnap/torchscript.h"
-#include "daemon/control_client.h"
+#include "control_client.h"
 #include "daemon/staging.h"
 #include "daemon/tracked.h"
 #include "support/fault_fs.h"

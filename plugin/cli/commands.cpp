@@ -10,18 +10,19 @@
 #include "autosnap/errors.h"
 #include "autosnap/serialize.h"
 #include "autosnap/store.h"
-#include "daemon/control_client.h"
-#include "daemon/log.h"
+#include "control_client.h"
+#include "daemon/control_protocol.h"
+#include "util/human_bytes.h"
 
 namespace autosnap {
 namespace cli {
 namespace {
 
-using daemon::human_bytes;
+using util::human_bytes;
 using nlohmann::json;
 
 std::string default_socket(const std::string& directory, const std::string& socket) {
-  return socket.empty() ? join_path(directory, "control.sock") : socket;
+  return socket.empty() ? control::default_socket_path(directory) : socket;
 }
 
 // The newest committed snapshot (valid or not), or the newest valid one.

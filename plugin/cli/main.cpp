@@ -6,7 +6,7 @@
 
 #include "autosnap/errors.h"
 #include "commands.h"
-#include "daemon/control_client.h"
+#include "control_client.h"
 
 namespace {
 

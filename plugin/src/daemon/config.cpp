@@ -16,6 +16,7 @@
 #include "autosnap/device.h"
 #include "autosnap/errors.h"
 #include "autosnap/fs.h"
+#include "daemon/control_protocol.h"
 
 namespace autosnap {
 namespace {
@@ -248,7 +249,7 @@ std::string signal_name(int signal_number) {
 }
 
 std::string Config::control_socket_path() const {
-  return control.socket_path.empty() ? join_path(directory, "control.sock") : control.socket_path;
+  return control.socket_path.empty() ? control::default_socket_path(directory) : control.socket_path;
 }
 
 Config Config::from_file(const std::string& path) {

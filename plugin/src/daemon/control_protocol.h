@@ -17,9 +17,15 @@
 // A client of another uid (unless root) is refused.
 
 #include <cstddef>
+#include <string>
+
+#include "autosnap/fs.h"
 
 namespace autosnap {
 namespace control {
+
+/// Where a job serves its socket unless control.socket_path says otherwise.
+inline std::string default_socket_path(const std::string& directory) { return join_path(directory, "control.sock"); }
 
 constexpr size_t kMaxRequestBytes = 4096;
 constexpr int kIdleTimeoutSeconds = 30;

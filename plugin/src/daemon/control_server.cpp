@@ -15,10 +15,12 @@
 
 #include "autosnap/errors.h"
 #include "daemon/control_protocol.h"
-#include "daemon/log.h"
+#include "util/log.h"
 
 namespace autosnap {
 namespace daemon {
+
+using util::log;
 
 using boost::asio::local::stream_protocol;
 using nlohmann::json;

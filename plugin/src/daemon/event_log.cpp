@@ -3,10 +3,12 @@
 #include <unistd.h>
 
 #include "autosnap/manifest.h"
-#include "daemon/log.h"
+#include "util/log.h"
 
 namespace autosnap {
 namespace daemon {
+
+using util::log;
 
 EventLog::EventLog(FileSystem& fs, std::string path) : fs_(fs), path_(std::move(path)) {}
 

@@ -9,11 +9,13 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/errors.h"
-#include "daemon/log.h"
+#include "util/log.h"
 #include "fs/atomic_file.h"
 
 namespace autosnap {
 namespace daemon {
+
+using util::log;
 namespace {
 
 constexpr const char* kRecordFile = "restore-attempts.json";

@@ -2,7 +2,7 @@
 // everything tracked, with crash-loop protection. Part of Snapshotter::Impl
 // (snapshotter_impl.h).
 #include "autosnap/errors.h"
-#include "daemon/log.h"
+#include "util/log.h"
 #include "daemon/snapshotter_impl.h"
 #include "state/rng_state.h"
 
@@ -10,7 +10,7 @@ namespace autosnap {
 
 using daemon::Clock;
 using daemon::kRngEntry;
-using daemon::log;
+using util::log;
 using daemon::milliseconds_since;
 
 namespace {

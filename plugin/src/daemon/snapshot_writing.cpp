@@ -6,7 +6,7 @@
 #include <future>
 
 #include "autosnap/errors.h"
-#include "daemon/log.h"
+#include "util/log.h"
 #include "daemon/snapshotter_impl.h"
 #include "state/rng_state.h"
 
@@ -14,7 +14,7 @@ namespace autosnap {
 
 using daemon::Clock;
 using daemon::kRngEntry;
-using daemon::log;
+using util::log;
 using daemon::milliseconds_since;
 using daemon::SnapshotJob;
 
@@ -280,7 +280,7 @@ SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
                               {"persist_ms", persist_ms},
                               {"path", info.path}});
   log()->info("committed step {} ({}, {}) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
-              daemon::human_bytes(bytes), persist_ms, job.stall_ms.load());
+              util::human_bytes(bytes), persist_ms, job.stall_ms.load());
   try {
     apply_retention(job.step);
   } catch (...) {

@@ -6,7 +6,7 @@
 
 #include "autosnap/device.h"
 #include "autosnap/errors.h"
-#include "daemon/log.h"
+#include "util/log.h"
 #include "daemon/snapshotter_impl.h"
 
 #include <unistd.h>
@@ -15,7 +15,7 @@ namespace autosnap {
 
 using daemon::Clock;
 using daemon::kRngEntry;
-using daemon::log;
+using util::log;
 using daemon::milliseconds_since;
 using nlohmann::json;
 
@@ -44,7 +44,7 @@ Snapshotter::Impl::Impl(Config config, FileSystem& fs)
       strand_(boost::asio::make_strand(io_)),
       slots_(static_cast<size_t>(config_.flush.max_pending)),
       overlap_(config_.flush.overlap && config_.flush.mode == FlushMode::kAsync) {
-  daemon::set_log_level(config_.log_level);
+  util::set_log_level(config_.log_level);
   if (config_.control.socket) start_control_socket();
   start_signal_handling();
   for (int i = 0; i < config_.flush.threads; ++i) threads_.emplace_back([this] { io_.run(); });

@@ -12,7 +12,7 @@
 
 #include "autosnap/errors.h"
 #include "autosnap/version.h"
-#include "daemon/log.h"
+#include "util/log.h"
 #include "format/checksum.h"
 #include "format/shard.h"
 
@@ -106,7 +106,7 @@ std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string
     lock->write_contents("pid " + std::to_string(::getpid()) + " on host " + host_name() + "\n");
   } catch (const IoError& e) {
     // The flock is the lock; its text only names the holder in other writers' errors.
-    daemon::log()->warn("cannot record this process in {}: {}", lock_path, e.what());
+    util::log()->warn("cannot record this process in {}: {}", lock_path, e.what());
   }
   std::unique_ptr<SnapshotStore> store(new SnapshotStore(directory, fs, options, std::move(lock)));
   // We hold the lock, so every tmp dir belongs to a writer that died.

@@ -1,9 +1,9 @@
-#include "daemon/log.h"
+#include "util/log.h"
 
 #include <spdlog/sinks/stdout_sinks.h>
 
 namespace autosnap {
-namespace daemon {
+namespace util {
 
 std::shared_ptr<spdlog::logger> log() {
   static std::shared_ptr<spdlog::logger> logger = [] {
@@ -19,12 +19,5 @@ std::shared_ptr<spdlog::logger> log() {
 
 void set_log_level(const std::string& level) { log()->set_level(spdlog::level::from_str(level)); }
 
-std::string human_bytes(uint64_t bytes) {
-  if (bytes < 1000) return std::to_string(bytes) + " B";
-  if (bytes < 1000 * 1000) return fmt::format("{:.1f} kB", bytes / 1e3);
-  if (bytes < 1000ull * 1000 * 1000) return fmt::format("{:.1f} MB", bytes / 1e6);
-  return fmt::format("{:.2f} GB", bytes / 1e9);
-}
-
-}  // namespace daemon
+}  // namespace util
 }  // namespace autosnap
