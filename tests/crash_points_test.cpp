@@ -79,7 +79,7 @@ void run_crashing(MemoryFileSystem& fs, const std::string& flush = "flush: {mode
 // After a reboot: the store opens, the newest valid snapshot is consistent,
 // nothing corrupt or half-written is visible. Returns its step.
 int64_t check_after_reboot(MemoryFileSystem& fs, const std::string& context) {
-  auto store = SnapshotStore::open_for_writing(kDirectory, {}, fs);
+  auto store = SnapshotStore::open_for_writing(kDirectory, true, fs);
   for (const auto& info : store->list()) {
     EXPECT_EQ(info.status, SnapshotStatus::kValid) << context << ": " << info.name << " " << info.problem;
   }

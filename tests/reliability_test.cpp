@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
+#include "store/snapshot_writer.h"
 #include "support/memory_fs.h"
 #include "support/test_util.h"
 
@@ -312,8 +313,8 @@ TEST(CorruptionMatrix, ReadErrorsAreNotCorruption) {
 TEST(CorruptionMatrix, ASnapshotOfAnotherWorldSizeIsAClearError) {
   MemoryFileSystem fs;
   {
-    auto store = SnapshotStore::open_for_writing(kDir, {}, fs);
-    auto writer = store->begin(5);
+    auto store = SnapshotStore::open_for_writing(kDir, true, fs);
+    auto writer = SnapshotWriter::begin(*store, 5);
     for (int rank : {0, 1}) writer->write_shard(rank, dict({{"counter", int64_t{5}}}));
     Manifest manifest;
     manifest.world_size = 2;

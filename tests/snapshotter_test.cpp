@@ -14,6 +14,7 @@
 #include "autosnap/snapshotter.h"
 #include "autosnap/torchscript.h"
 #include "control_client.h"
+#include "daemon/snapshotter_stats.h"
 #include "daemon/staging.h"
 #include "daemon/tracked.h"
 #include "support/fault_fs.h"
@@ -126,7 +127,7 @@ TEST(Snapshotter, StagedSnapshotIsConsistentWhileParametersChange) {
     model.set_all(static_cast<float>(step + 1000));
   }
   snap.wait_until_finished();
-  const auto stats = snap.stats();
+  const auto stats = daemon::stats_of(snap);
   EXPECT_EQ(stats.committed, 3);
   for (int64_t step = 0; step < 3; ++step) {
     auto state = read_entry(dir.path(), step, "model");
@@ -158,7 +159,7 @@ TEST(Snapshotter, OverlapStagesDuringTheNextStepAndWaitsBeforeTheOptimizer) {
     snap.before_optimizer_step();
   }
   snap.wait_until_finished();
-  EXPECT_EQ(snap.stats().committed, 4);
+  EXPECT_EQ(daemon::stats_of(snap).committed, 4);
   for (int64_t step = 0; step < 4; ++step) {
     auto state = read_entry(dir.path(), step, "model");
     EXPECT_TRUE(torch::all(dict_at(state, "weight").toTensor() == static_cast<float>(step)).item<bool>());
@@ -231,7 +232,7 @@ TEST(Snapshotter, BackpressureWaitKeepsEverySnapshot) {
   for (int64_t step = 0; step < 5; ++step) snap.on_step_end(step);
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps().size(), 5u);
-  EXPECT_EQ(snap.stats().skipped, 0);
+  EXPECT_EQ(daemon::stats_of(snap).skipped, 0);
 }
 
 TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
@@ -245,7 +246,7 @@ TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
   fs.append_delay_ms = 40;
   for (int64_t step = 0; step < 5; ++step) snap.on_step_end(step);
   snap.wait_until_finished();
-  const auto stats = snap.stats();
+  const auto stats = daemon::stats_of(snap);
   EXPECT_GT(stats.skipped, 0);
   EXPECT_EQ(stats.committed + stats.skipped, 5);
   EXPECT_EQ(count_events(dir.path(), "skipped"), stats.skipped);
@@ -279,7 +280,7 @@ TEST(Snapshotter, RequestsAreTakenAndAnsweredEvenWhenBusyWithSkip) {
   ASSERT_TRUE(reply.value("ok", false)) << reply.dump();
   const auto step = reply["step"].get<int64_t>();
   EXPECT_EQ(step, reply["requested_after_step"].get<int64_t>() + 1) << reply.dump();
-  EXPECT_GT(snap.stats().skipped, 0) << "automatic snapshots were skipped meanwhile";
+  EXPECT_GT(daemon::stats_of(snap).skipped, 0) << "automatic snapshots were skipped meanwhile";
   std::string reason;
   for (const auto& info : SnapshotStore::open_read_only(dir.path())->list()) {
     if (info.step == step && info.manifest) reason = info.manifest->reason;
@@ -374,7 +375,7 @@ TEST(Snapshotter, FailedWritesWarnAndTrainingContinues) {
   EXPECT_NO_THROW(snap.on_step_end(3));  // the next trigger tries again
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0, 3}));
-  EXPECT_EQ(snap.stats().failed, 2);
+  EXPECT_EQ(daemon::stats_of(snap).failed, 2);
   EXPECT_EQ(count_events(dir.path(), "failed"), 2);
   for (const auto& name : testing::list_names(dir.path())) {
     EXPECT_EQ(name.find(".tmp-"), std::string::npos) << "a failed snapshot left " << name;
@@ -630,15 +631,15 @@ TEST(Snapshotter, SynchronousModeAndStagingLimit) {
     model.set_all(3);
     snap.on_step_end(0);
     model.set_all(4);  // the write already happened
-    EXPECT_EQ(snap.stats().committed, 1);
-    EXPECT_EQ(snap.stats().staging_bytes, 0u) << "sync mode writes from the live tensors";
+    EXPECT_EQ(daemon::stats_of(snap).committed, 1);
+    EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u) << "sync mode writes from the live tensors";
   }
   EXPECT_TRUE(torch::all(dict_at(read_entry(dir.path() + "/sync", 0, "model"), "weight").toTensor() == 3).item<bool>());
   Snapshotter snap(make_config(dir.path() + "/limited", "triggers: {every_steps: 1}\nflush: {staging_memory_limit: 1KiB}\n"));
   snap.track("model", model);
   snap.on_step_end(0);
-  EXPECT_EQ(snap.stats().committed, 1) << "too big to stage: written synchronously";
-  EXPECT_EQ(snap.stats().staging_bytes, 0u);
+  EXPECT_EQ(daemon::stats_of(snap).committed, 1) << "too big to stage: written synchronously";
+  EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u);
 }
 
 TEST(Snapshotter, SecondSnapshotterOnTheSameDirectoryIsRefused) {

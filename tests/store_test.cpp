@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "store/snapshot_writer.h"
 #include "support/fault_fs.h"
 #include "support/test_util.h"
 
@@ -23,7 +24,7 @@ c10::IValue shard_value(int64_t step) {
 }
 
 void commit_step(SnapshotStore& store, int64_t step, const std::string& reason = "test") {
-  auto writer = store.begin(step);
+  auto writer = SnapshotWriter::begin(store, step);
   writer->write_shard(0, shard_value(step));
   Manifest manifest;
   manifest.epoch = step / 100;
@@ -232,13 +233,13 @@ TEST(Store, AbortedAndDuplicateSnapshots) {
   TempDir dir;
   auto store = SnapshotStore::open_for_writing(dir.path());
   {
-    auto writer = store->begin(100);
+    auto writer = SnapshotWriter::begin(*store, 100);
     writer->write_shard(0, shard_value(100));
   }  // destroyed without commit
   EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"LOCK"});
   commit_step(*store, 100);
-  EXPECT_THROW(store->begin(100), Error);
-  auto writer = store->begin(200);
+  EXPECT_THROW(SnapshotWriter::begin(*store, 100), Error);
+  auto writer = SnapshotWriter::begin(*store, 200);
   Manifest two_ranks;
   two_ranks.world_size = 2;
   writer->write_shard(0, shard_value(200));
@@ -255,7 +256,7 @@ TEST(Store, RemoveDeletesOnlyThatSnapshot) {
   EXPECT_THROW(store->remove(100), Error);
   auto reader = SnapshotStore::open_read_only(dir.path());
   EXPECT_THROW(reader->remove(200), Error);
-  EXPECT_THROW(reader->begin(300), Error);
+  EXPECT_THROW(SnapshotWriter::begin(*reader, 300), Error);
 }
 
 TEST(Store, ASecondWriterIsRefusedWithTheHoldersPid) {
@@ -279,7 +280,7 @@ TEST(Store, TheLockHoldsWhenItsHolderNoteCannotBeWritten) {
   failing_writes.fail_only = "write";
   failing_writes.fail_writes_errno = EIO;
   std::unique_ptr<SnapshotStore> first;
-  ASSERT_NO_THROW(first = SnapshotStore::open_for_writing(dir.path(), {}, failing_writes))
+  ASSERT_NO_THROW(first = SnapshotStore::open_for_writing(dir.path(), true, failing_writes))
       << "the note naming the holder is informational; the flock is the lock";
   EXPECT_TRUE(first->writable());
   try {

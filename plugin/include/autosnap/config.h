@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "autosnap/retention.h"
+
 namespace autosnap {
 
 enum class ResumeMode { kAuto, kNever, kRequired };
@@ -29,11 +31,6 @@ struct TriggerConfig {
   bool on_train_end = true;
 };
 
-struct RetentionConfig {
-  int64_t keep_last = 3;         ///< newest valid snapshots always kept; 0: keep all
-  int64_t keep_every_steps = 0;  ///< also keep steps with step % K == 0; 0: off
-};
-
 struct FlushConfig {
   FlushMode mode = FlushMode::kAsync;
   int max_pending = 1;  ///< snapshots staged or being written at once
@@ -41,7 +38,7 @@ struct FlushConfig {
   /// Bytes of reusable host staging buffers allowed (0: no limit). A snapshot
   /// that does not fit is written synchronously from the live tensors instead.
   uint64_t staging_memory_limit = 0;
-  bool fsync = true;
+  bool fsync = true;  ///< fsync files and directories on commit (the store's durability)
   /// Stage in the background during the next forward/backward;
   /// before_optimizer_step() waits for it (CheckFreq's pipelining).
   bool overlap = false;
@@ -82,7 +79,7 @@ struct Config {
   std::string device = "cpu";
   ResumeMode resume = ResumeMode::kAuto;
   TriggerConfig triggers;
-  RetentionConfig retention;
+  RetentionRule retention;
   FlushConfig flush;
   SignalConfig signals;
   ControlConfig control;

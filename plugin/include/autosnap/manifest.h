@@ -50,4 +50,8 @@ std::string utc_timestamp_now();
 /// Shard file name of a rank: "rank-00003.pt".
 std::string shard_file_name(int rank);
 
+/// A file name a manifest may list: one plain path component (no '/', '\\',
+/// NUL, '.' or '..'), at most 255 bytes.
+bool is_valid_snapshot_file_name(const std::string& name);
+
 }  // namespace autosnap

@@ -50,15 +50,12 @@ struct Module;
 
 namespace autosnap {
 
-/// Counters for tests and the benchmark.
-struct SnapshotterStats {
-  int64_t committed = 0;
-  int64_t skipped = 0;
-  int64_t failed = 0;
-  uint64_t staging_bytes = 0;        ///< host staging buffers held now
-  int64_t staging_allocations = 0;   ///< buffers allocated since the start
-  double last_stall_ms = 0;          ///< training-thread time of the last snapshot
-};
+class Snapshotter;
+namespace daemon {
+class SnapshotterImpl;
+struct SnapshotterStats;
+SnapshotterStats stats_of(const Snapshotter& snapshotter);
+}  // namespace daemon
 
 class Snapshotter final : public Callback {
  public:
@@ -79,7 +76,7 @@ class Snapshotter final : public Callback {
   /// Closes (see close()); errors are logged, not thrown.
   ~Snapshotter() override;
 
-  bool enabled() const { return impl_ != nullptr; }
+  bool enabled() const;
   const Config& config() const;
 
   // ---- what is saved; names become the keys of each rank's shard dict ----
@@ -135,13 +132,11 @@ class Snapshotter final : public Callback {
   /// snapshots, stops the background threads, releases the directory lock.
   void close();
 
-  SnapshotterStats stats() const;
-
-  class Impl;
 
  private:
-  Snapshotter() = default;
-  std::unique_ptr<Impl> impl_;
+  explicit Snapshotter(std::unique_ptr<daemon::SnapshotterImpl> impl);
+  friend daemon::SnapshotterStats daemon::stats_of(const Snapshotter&);  // for tests and the benchmark
+  std::unique_ptr<daemon::SnapshotterImpl> impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
 };
 
 }  // namespace autosnap

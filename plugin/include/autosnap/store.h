@@ -14,8 +14,8 @@
 /// DIR is fsynced. A snapshot is valid when its final-named directory holds a
 /// parsable manifest and every listed file has the listed size and XXH3-64.
 ///
-/// Thread-safety: a store may be read from several threads; writes (begin,
-/// commit, remove, quarantine) must be serialized by the caller.
+/// Thread-safety: a store may be read from several threads; writes (snapshot
+/// commits, remove, quarantine, prune) must be serialized by the caller.
 
 #include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>
@@ -28,6 +28,7 @@
 
 #include "autosnap/fs.h"
 #include "autosnap/manifest.h"
+#include "autosnap/retention.h"
 
 namespace autosnap {
 
@@ -60,27 +61,18 @@ struct VerifyResult {
   uint64_t bytes_checked = 0;
 };
 
+/// Writing snapshots is the daemon's job: plugin/src/store/snapshot_writer.h.
 class SnapshotWriter;
-
-/// Which committed snapshots retention keeps.
-struct RetentionRule {
-  int64_t keep_last = 3;         ///< newest valid snapshots kept; 0 keeps all
-  int64_t keep_every_steps = 0;  ///< also keep steps with step % K == 0; 0: off
-};
-
-struct StoreOptions {
-  /// fsync files and directories on commit (config `flush.fsync`). Without it
-  /// a power loss may lose recent snapshots, but never exposes a partial one
-  /// as valid: checksums still decide.
-  bool durable = true;
-};
 
 class SnapshotStore {
  public:
   /// Opens `directory` for writing: creates it if missing, takes DIR/LOCK
   /// (LockedError naming the holder's pid if another writer has it) and
-  /// removes tmp dirs left by crashed writers.
-  static std::unique_ptr<SnapshotStore> open_for_writing(const std::string& directory, StoreOptions options = {},
+  /// removes tmp dirs left by crashed writers. With `fsync` (config
+  /// `flush.fsync`) files and directories are fsynced on commit; without it
+  /// a power loss may lose recent snapshots, but never exposes a partial one
+  /// as valid: checksums still decide.
+  static std::unique_ptr<SnapshotStore> open_for_writing(const std::string& directory, bool fsync = true,
                                                          FileSystem& fs = default_file_system());
   /// Opens an existing directory for reading; never changes anything in it.
   static std::unique_ptr<SnapshotStore> open_read_only(const std::string& directory,
@@ -118,19 +110,17 @@ class SnapshotStore {
   /// `verify` false only right after a successful verify() of that snapshot.
   c10::IValue read_shard(int64_t step, int rank, const c10::Device& device, bool verify = true) const;
 
-  /// Starts a snapshot in a fresh tmp dir. Throws if `step` is already committed.
-  std::unique_ptr<SnapshotWriter> begin(int64_t step);
   /// Removes a committed snapshot (rename to tmp, fsync DIR, delete).
   void remove(int64_t step);
   /// Applies `rule` to the committed snapshots that pass the cheap checks and
   /// returns the steps it deletes (with `dry_run`: would delete). The newest
   /// valid snapshot, anything at or above `below` (when given), corrupt,
   /// quarantined and in-progress ones are never touched. Before deleting,
-  /// the newest snapshot is made durable if the store is not.
+  /// the newest snapshot is made durable if the store does not fsync.
   std::vector<int64_t> prune(const RetentionRule& rule, bool dry_run = false,
                              std::optional<int64_t> below = std::nullopt);
   /// fsyncs a committed snapshot's files and directories (for stores opened
-  /// without `durable`, before retention may delete anything older).
+  /// without `fsync`, before retention may delete anything older).
   void sync_snapshot(int64_t step);
   /// Renames a committed snapshot to step-….corrupt-N; returns the new name.
   std::string quarantine(int64_t step);
@@ -140,52 +130,15 @@ class SnapshotStore {
   std::string snapshot_path(int64_t step) const;
 
  private:
-  SnapshotStore(std::string directory, FileSystem& fs, StoreOptions options, std::unique_ptr<FileLock> lock);
+  SnapshotStore(std::string directory, FileSystem& fs, bool fsync, std::unique_ptr<FileLock> lock);
   void require_writable(const char* operation) const;
   SnapshotInfo inspect_committed(int64_t step, const std::string& name) const;
   friend class SnapshotWriter;
 
   std::string directory_;
   FileSystem& fs_;
-  StoreOptions options_;
+  bool fsync_;
   std::unique_ptr<FileLock> lock_;
-};
-
-/// One snapshot being written into its tmp dir. Destroying it without
-/// commit() removes the tmp dir.
-class SnapshotWriter {
- public:
-  SnapshotWriter(const SnapshotWriter&) = delete;
-  SnapshotWriter& operator=(const SnapshotWriter&) = delete;
-  ~SnapshotWriter();
-
-  int64_t step() const { return step_; }
-  const std::string& tmp_path() const { return tmp_path_; }
-
-  /// Streams a rank's shard into the tmp dir (fsynced when durable).
-  ManifestFile write_shard(int rank, const c10::IValue& value);
-  /// Writes any other file of the snapshot into the tmp dir through `write`,
-  /// checksummed on the way and fsynced when durable. `name` must be a plain
-  /// file name.
-  ManifestFile write_file(const std::string& name, const std::function<void(WritableFile&)>& write);
-  /// Records a file another process wrote into tmp_path() (multi-rank).
-  void add_file(const ManifestFile& file);
-
-  /// Writes manifest.yaml (from `manifest`, with step, format/library versions
-  /// and files filled in), fsyncs, renames to the final name, fsyncs DIR.
-  SnapshotInfo commit(Manifest manifest);
-  /// Removes the tmp dir. Idempotent.
-  void abort() noexcept;
-
- private:
-  friend class SnapshotStore;
-  SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path);
-
-  SnapshotStore& store_;
-  int64_t step_;
-  std::string tmp_path_;
-  std::vector<ManifestFile> files_;
-  bool finished_ = false;
 };
 
 }  // namespace autosnap

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,6 +48,23 @@ class CommitGate {
   bool decided_ = false;
   bool commit_ = false;
 };
+
+/// Automatic triggers may be skipped when busy (flush.when_busy: skip);
+/// requested ones (command, signal, snapshot_now, train end) never are.
+enum class Urgency { kMaySkip, kMustTake };
+
+/// The outcome of a snapshot asked for from outside the training thread.
+struct SnapshotOutcome {
+  bool committed = false;
+  int64_t step = 0;
+  std::string path;
+  std::string error;  ///< when not committed
+  /// For requests: the last completed step when the request was queued (the
+  /// snapshot is of the first step that ends after it, or of that step itself
+  /// when training has ended).
+  std::optional<int64_t> requested_after_step;
+};
+using OutcomeCallback = std::function<void(const SnapshotOutcome&)>;
 
 struct SnapshotJob {
   int64_t step = 0;

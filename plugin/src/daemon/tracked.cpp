@@ -9,6 +9,7 @@
 #include "autosnap/errors.h"
 #include "autosnap/optimizer_state.h"
 #include "state/torchscript_state.h"
+#include "store/snapshot_writer.h"
 
 namespace autosnap {
 namespace daemon {

@@ -11,7 +11,6 @@
 #include <string>
 #include <unordered_set>
 
-#include "autosnap/store.h"
 #include "state/restore_plan.h"
 
 namespace torch {
@@ -21,6 +20,9 @@ struct Module;
 }  // namespace torch
 
 namespace autosnap {
+
+class SnapshotWriter;
+
 namespace daemon {
 
 class TrackedState {

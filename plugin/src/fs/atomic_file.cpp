@@ -2,26 +2,16 @@
 
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
-#include <cstdio>
-#include <random>
 
 #include "autosnap/errors.h"
+#include "fs/unique_suffix.h"
 
 namespace autosnap {
 namespace {
 
 constexpr const char* kTempMarker = ".autosnap-tmp-";
 
-std::string random_suffix() {
-  static std::atomic<uint64_t> counter{0};
-  static const uint64_t seed = std::random_device{}();
-  std::mt19937_64 rng(seed ^ (static_cast<uint64_t>(::getpid()) << 32) ^ counter.fetch_add(1));
-  char text[17];
-  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(rng()));
-  return text;
-}
 
 }  // namespace
 
@@ -56,7 +46,7 @@ void write_file_atomically(FileSystem& fs, const std::string& path,
   std::unique_ptr<WritableFile> file;
   std::unique_ptr<FileLock> lock;
   for (int attempt = 0;; ++attempt) {
-    temp = join_path(directory, "." + base_name(path) + kTempMarker + random_suffix());
+    temp = join_path(directory, "." + base_name(path) + kTempMarker + unique_suffix());
     file = fs.create_exclusive(temp);
     lock = fs.try_lock(temp, /*create=*/false);
     // Between create and lock a concurrent cleaner may have taken our file

@@ -13,11 +13,6 @@
 namespace autosnap {
 namespace {
 
-bool safe_file_name(const std::string& name) {
-  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
-         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos && name.size() <= 255;
-}
-
 template <typename T>
 T field(const YAML::Node& node, const char* key, const std::string& source) {
   const YAML::Node value = node[key];
@@ -107,7 +102,7 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
     file.name = field<std::string>(node, "name", source);
     file.size = field<uint64_t>(node, "size", source);
     const auto hex = field<std::string>(node, "xxh3_64", source);
-    if (!safe_file_name(file.name)) {
+    if (!is_valid_snapshot_file_name(file.name)) {
       throw CorruptSnapshot("manifest '" + source + "': unsafe file name '" + file.name + "'");
     }
     if (!format::parse_hex(hex, file.xxh3)) {
@@ -154,6 +149,11 @@ std::string shard_file_name(int rank) {
   char text[32];
   std::snprintf(text, sizeof(text), "rank-%05d.pt", rank);
   return text;
+}
+
+bool is_valid_snapshot_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\\') == std::string::npos && name.find('\0') == std::string::npos && name.size() <= 255;
 }
 
 }  // namespace autosnap

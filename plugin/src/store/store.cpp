@@ -6,8 +6,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <mutex>
-#include <random>
 #include <set>
 
 #include "autosnap/errors.h"
@@ -15,6 +13,8 @@
 #include "util/log.h"
 #include "format/checksum.h"
 #include "format/shard.h"
+#include "fs/unique_suffix.h"
+#include "store/snapshot_writer.h"
 
 namespace autosnap {
 namespace {
@@ -47,14 +47,12 @@ std::optional<ParsedName> parse_entry_name(const std::string& name) {
   return std::nullopt;
 }
 
-std::string unique_suffix() {
-  static std::mt19937_64 rng(std::random_device{}() ^ static_cast<uint64_t>(::getpid()));
-  static std::mutex mutex;
-  std::lock_guard<std::mutex> guard(mutex);
-  char text[40];
-  std::snprintf(text, sizeof(text), "%d-%08llx", static_cast<int>(::getpid()),
-                static_cast<unsigned long long>(rng() & 0xffffffffull));
-  return text;
+
+// Empty when `digest` is what the manifest lists for the file, else the problem.
+std::string digest_mismatch(const ManifestFile& expected, const format::FileDigest& digest, const std::string& label) {
+  if (digest.size == expected.size && digest.xxh3 == expected.xxh3) return "";
+  return "checksum mismatch in '" + label + "' (expected " + format::to_hex(expected.xxh3) + ", found " +
+         format::to_hex(digest.xxh3) + ")";
 }
 
 std::string host_name() {
@@ -77,15 +75,14 @@ const char* to_string(SnapshotStatus status) {
   return "unknown";
 }
 
-SnapshotStore::SnapshotStore(std::string directory, FileSystem& fs, StoreOptions options,
-                             std::unique_ptr<FileLock> lock)
-    : directory_(std::move(directory)), fs_(fs), options_(options), lock_(std::move(lock)) {}
+SnapshotStore::SnapshotStore(std::string directory, FileSystem& fs, bool fsync, std::unique_ptr<FileLock> lock)
+    : directory_(std::move(directory)), fs_(fs), fsync_(fsync), lock_(std::move(lock)) {}
 
 SnapshotStore::~SnapshotStore() = default;
 
-std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string& directory, StoreOptions options,
+std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string& directory, bool fsync,
                                                                FileSystem& fs) {
-  create_directories(fs, directory, options.durable);
+  create_directories(fs, directory, fsync);
   const std::string lock_path = join_path(directory, kLockName);
   auto lock = fs.try_lock(lock_path, /*create=*/true);
   if (!lock) {
@@ -108,7 +105,7 @@ std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string
     // The flock is the lock; its text only names the holder in other writers' errors.
     util::log()->warn("cannot record this process in {}: {}", lock_path, e.what());
   }
-  std::unique_ptr<SnapshotStore> store(new SnapshotStore(directory, fs, options, std::move(lock)));
+  std::unique_ptr<SnapshotStore> store(new SnapshotStore(directory, fs, fsync, std::move(lock)));
   // We hold the lock, so every tmp dir belongs to a writer that died.
   bool removed = false;
   for (const auto& entry : fs.list_directory(directory)) {
@@ -118,7 +115,7 @@ std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string
       removed = true;
     }
   }
-  if (removed && options.durable) fs.sync_directory(directory);
+  if (removed && fsync) fs.sync_directory(directory);
   return store;
 }
 
@@ -126,7 +123,7 @@ std::unique_ptr<SnapshotStore> SnapshotStore::open_read_only(const std::string& 
   auto st = fs.status(directory);
   if (!st.exists) throw IoError("open snapshot directory", directory, ENOENT);
   if (!st.is_directory) throw IoError("open snapshot directory", directory, ENOTDIR);
-  return std::unique_ptr<SnapshotStore>(new SnapshotStore(directory, fs, StoreOptions{}, nullptr));
+  return std::unique_ptr<SnapshotStore>(new SnapshotStore(directory, fs, /*fsync=*/true, nullptr));
 }
 
 std::string SnapshotStore::directory_name(int64_t step) {
@@ -229,11 +226,8 @@ VerifyResult SnapshotStore::verify(int64_t step, const std::function<void(uint64
         if (progress) progress(before + done, total);
       });
       result.bytes_checked += digest.size;
-      if (digest.size != file.size || digest.xxh3 != file.xxh3) {
-        result.problem = "checksum mismatch in '" + file.name + "' (expected " + format::to_hex(file.xxh3) +
-                         ", found " + format::to_hex(digest.xxh3) + ")";
-        return result;
-      }
+      result.problem = digest_mismatch(file, digest, file.name);
+      if (!result.problem.empty()) return result;
     } catch (const IoError& e) {
       result.problem = e.what();
       result.io_error = true;
@@ -289,24 +283,10 @@ c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device&
   auto file = fs_.open_for_reading(path);
   // Verify first, then parse: a damaged shard never reaches live objects.
   if (verify) {
-    auto digest = format::digest_file(*file);
-    if (digest.size != expected->size || digest.xxh3 != expected->xxh3) {
-      throw CorruptSnapshot("checksum mismatch in '" + path + "' (expected " + format::to_hex(expected->xxh3) +
-                            ", found " + format::to_hex(digest.xxh3) + ")");
-    }
+    const std::string problem = digest_mismatch(*expected, format::digest_file(*file), path);
+    if (!problem.empty()) throw CorruptSnapshot(problem);
   }
   return format::read_shard(*file, device, /*check_crc=*/false);
-}
-
-std::unique_ptr<SnapshotWriter> SnapshotStore::begin(int64_t step) {
-  require_writable("write a snapshot");
-  const std::string final_name = directory_name(step);
-  if (fs_.status(join_path(directory_, final_name)).exists) {
-    throw Error("snapshot " + final_name + " already exists in '" + directory_ + "'");
-  }
-  const std::string tmp = join_path(directory_, final_name + ".tmp-" + unique_suffix());
-  fs_.create_directory(tmp);
-  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(*this, step, tmp));
 }
 
 void SnapshotStore::remove(int64_t step) {
@@ -317,7 +297,7 @@ void SnapshotStore::remove(int64_t step) {
   // open), never a half-deleted snapshot under its committed name.
   const std::string doomed = path + ".tmp-del-" + unique_suffix();
   fs_.rename(path, doomed);
-  if (options_.durable) fs_.sync_directory(directory_);
+  if (fsync_) fs_.sync_directory(directory_);
   remove_tree(fs_, doomed);
 }
 
@@ -336,7 +316,7 @@ std::vector<int64_t> SnapshotStore::prune(const RetentionRule& rule, bool dry_ru
   }
   if (dry_run || doomed.empty()) return doomed;
   // Only after a newer snapshot is durable may anything older go.
-  if (!options_.durable) sync_snapshot(steps.back());
+  if (!fsync_) sync_snapshot(steps.back());
   for (int64_t step : doomed) remove(step);
   return doomed;
 }
@@ -357,9 +337,20 @@ std::string SnapshotStore::quarantine(int64_t step) {
     const std::string name = base + ".corrupt-" + std::to_string(n);
     if (fs_.status(join_path(directory_, name)).exists) continue;
     fs_.rename(join_path(directory_, base), join_path(directory_, name));
-    if (options_.durable) fs_.sync_directory(directory_);
+    if (fsync_) fs_.sync_directory(directory_);
     return name;
   }
+}
+
+std::unique_ptr<SnapshotWriter> SnapshotWriter::begin(SnapshotStore& store, int64_t step) {
+  store.require_writable("write a snapshot");
+  const std::string final_name = SnapshotStore::directory_name(step);
+  if (store.fs_.status(join_path(store.directory_, final_name)).exists) {
+    throw Error("snapshot " + final_name + " already exists in '" + store.directory_ + "'");
+  }
+  const std::string tmp = join_path(store.directory_, final_name + ".tmp-" + unique_suffix());
+  store.fs_.create_directory(tmp);
+  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(store, step, tmp));
 }
 
 SnapshotWriter::SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path)
@@ -374,13 +365,13 @@ ManifestFile SnapshotWriter::write_shard(int rank, const c10::IValue& value) {
 }
 
 ManifestFile SnapshotWriter::write_file(const std::string& name, const std::function<void(WritableFile&)>& write) {
-  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == ".." || name == kManifestName) {
+  if (!is_valid_snapshot_file_name(name) || name == kManifestName) {
     throw Error("'" + name + "' is not a valid snapshot file name");
   }
   auto file = store_.fs_.create_exclusive(join_path(tmp_path_, name));
   format::HashingWritableFile hashing(*file);
   write(hashing);
-  if (store_.options_.durable) file->sync();
+  if (store_.fsync_) file->sync();
   file->close();
   const auto digest = hashing.digest();
   ManifestFile record{name, digest.size, digest.xxh3};
@@ -407,16 +398,16 @@ SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
   const std::string text = manifest.to_yaml();
   auto file = fs.create_exclusive(join_path(tmp_path_, kManifestName));
   file->append(text.data(), text.size());
-  if (store_.options_.durable) file->sync();
+  if (store_.fsync_) file->sync();
   file->close();
-  if (store_.options_.durable) fs.sync_directory(tmp_path_);
+  if (store_.fsync_) fs.sync_directory(tmp_path_);
   const std::string final_path = store_.snapshot_path(step_);
   if (fs.status(final_path).exists) {
     throw Error("snapshot " + SnapshotStore::directory_name(step_) + " already exists in '" + store_.directory_ + "'");
   }
   fs.rename(tmp_path_, final_path);
   finished_ = true;
-  if (store_.options_.durable) fs.sync_directory(store_.directory_);
+  if (store_.fsync_) fs.sync_directory(store_.directory_);
   return store_.inspect_committed(step_, SnapshotStore::directory_name(step_));
 }
 

@@ -1,24 +1,18 @@
-// Taking a snapshot: the training thread stages tracked state into a slot's
-// host buffers; the strand serializes, checksums, writes, commits and applies
-// retention. Part of Snapshotter::Impl (snapshotter_impl.h).
+#include "daemon/snapshot_pipeline.h"
+
 #include <boost/asio/post.hpp>
 
 #include <future>
 
 #include "autosnap/errors.h"
+#include "store/snapshot_writer.h"
 #include "util/log.h"
-#include "daemon/snapshotter_impl.h"
-#include "state/rng_state.h"
 
 namespace autosnap {
-
-using daemon::Clock;
-using daemon::kRngEntry;
-using util::log;
-using daemon::milliseconds_since;
-using daemon::SnapshotJob;
-
+namespace daemon {
 namespace {
+
+using util::log;
 
 std::string describe(std::exception_ptr error) {
   try {
@@ -32,20 +26,26 @@ std::string describe(std::exception_ptr error) {
 
 }  // namespace
 
+SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events,
+                                   Coordinator& coordinator, const TrackedSet& tracked, BackgroundThreads& background)
+    : config_(config),
+      store_(store),
+      events_(events),
+      coordinator_(coordinator),
+      tracked_(tracked),
+      background_(background),
+      overlap_(config.flush.overlap && config.flush.mode == FlushMode::kAsync),
+      slots_(static_cast<size_t>(config.flush.max_pending)) {}
+
 // ---------------------------------------------------------------------------
-// Taking a snapshot (training thread)
+// Staging (training thread)
 // ---------------------------------------------------------------------------
 
-void Snapshotter::Impl::take_snapshot(int64_t step, const std::string& reason, Urgency urgency,
-                                      std::vector<OutcomeCallback> waiters) {
-  if (last_snapshot_step_ && *last_snapshot_step_ == step) {
-    log()->debug("step {} already has a snapshot; '{}' adds nothing", step, reason);
-    answer_after_pending_writes(step, std::move(waiters));
-    return;
-  }
+bool SnapshotPipeline::submit(int64_t step, std::optional<int64_t> epoch, const std::string& reason,
+                              Urgency urgency, std::vector<OutcomeCallback> waiters) {
   std::shared_ptr<SnapshotJob> job;
   try {
-    job = stage_job(step, reason, urgency);
+    job = stage(step, reason, urgency);
   } catch (const std::exception& e) {
     // Whoever asked hears about it; the training loop gets the exception.
     SnapshotOutcome outcome;
@@ -54,47 +54,38 @@ void Snapshotter::Impl::take_snapshot(int64_t step, const std::string& reason, U
     for (auto& waiter : waiters) waiter(outcome);
     throw;
   }
-  if (!job) return;  // skipped (never with waiters: requests are kMustTake)
+  if (!job) return false;  // skipped (never with waiters: requests are kMustTake)
 
-  last_snapshot_step_ = step;
-  last_snapshot_time_ = Clock::now();
+  job->epoch = epoch;
   events_.write("started", {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}});
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++in_flight_;
-  }
+  add_in_flight(+1);
   if (!job->synchronous) {
     job->stall_ms = milliseconds_since(job->started);
-    boost::asio::post(strand_, [this, job, waiters = std::move(waiters)]() mutable { run_job(job, std::move(waiters)); });
-    return;
+    boost::asio::post(background_.strand(),
+                      [this, job, waiters = std::move(waiters)]() mutable { run(job, std::move(waiters)); });
+    return true;
   }
   // Synchronous: still on the strand (the store has one writer), but wait for it.
   auto done = std::make_shared<std::promise<void>>();
   auto finished = done->get_future();
-  boost::asio::post(strand_, [this, job, done, waiters = std::move(waiters)]() mutable {
+  boost::asio::post(background_.strand(), [this, job, done, waiters = std::move(waiters)]() mutable {
     job->stall_ms = milliseconds_since(job->started);
-    run_job(job, std::move(waiters));
+    run(job, std::move(waiters));
     done->set_value();
   });
   finished.wait();
+  return true;
 }
 
-std::shared_ptr<SnapshotJob> Snapshotter::Impl::stage_job(int64_t step, const std::string& reason, Urgency urgency) {
+std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::string& reason, Urgency urgency) {
   auto job = std::make_shared<SnapshotJob>();
   job->step = step;
   job->reason = reason;
-  job->epoch = epoch_;
 
   // Capture: the live state of everything tracked, no copies yet.
-  c10::impl::GenericDict shard(c10::StringType::get(), c10::AnyType::get());
   std::unordered_set<const void*> step_only;
-  for (const auto& [name, state] : tracked_) {
-    c10::IValue value = state->capture();
-    if (overlap_) state->step_only_storages(value, step_only);
-    shard.insert(name, std::move(value));
-  }
-  if (config_.capture.rng) shard.insert(kRngEntry, state::capture_rng_state());
-  job->bytes = daemon::storage_bytes(shard);
+  const c10::impl::GenericDict shard = tracked_.capture(overlap_ ? &step_only : nullptr);
+  job->bytes = storage_bytes(shard);
 
   job->synchronous = config_.flush.mode == FlushMode::kSync;
   if (!job->synchronous) {
@@ -120,7 +111,7 @@ std::shared_ptr<SnapshotJob> Snapshotter::Impl::stage_job(int64_t step, const st
     return job;
   }
   try {
-    std::vector<daemon::StorageCopy> copies;
+    std::vector<StorageCopy> copies;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto& arena = slots_[static_cast<size_t>(job->slot)].arena;
@@ -128,15 +119,15 @@ std::shared_ptr<SnapshotJob> Snapshotter::Impl::stage_job(int64_t step, const st
       arena.trim();
     }
     if (!overlap_) {
-      daemon::perform_copies(copies);
+      perform_copies(copies);
       return job;
     }
-    std::vector<daemon::StorageCopy> now, later;
+    std::vector<StorageCopy> now, later;
     for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
-    daemon::perform_copies(now);
-    job->deferred = std::make_shared<daemon::DeferredCopies>(std::move(later));
-    job->gate = std::make_shared<daemon::CommitGate>();
-    boost::asio::post(io_, [deferred = job->deferred] {
+    perform_copies(now);
+    job->deferred = std::make_shared<DeferredCopies>(std::move(later));
+    job->gate = std::make_shared<CommitGate>();
+    boost::asio::post(background_.io(), [deferred = job->deferred] {
       try {
         deferred->run_or_wait();
       } catch (const std::exception&) {
@@ -147,20 +138,14 @@ std::shared_ptr<SnapshotJob> Snapshotter::Impl::stage_job(int64_t step, const st
     return job;
   } catch (...) {
     release_slot(job->slot);  // e.g. out of host memory for staging: the slot must not stay taken
-    changed_.notify_all();
     throw;
   }
 }
 
-// A second snapshot of a step adds nothing; its requesters get the first
-// one's outcome once the writes queued before them are done.
-void Snapshotter::Impl::answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters) {
+void SnapshotPipeline::answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters) {
   if (waiters.empty()) return;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++in_flight_;  // wait_until_finished() covers the answer too
-  }
-  boost::asio::post(strand_, [this, step, waiters = std::move(waiters)] {
+  add_in_flight(+1);  // wait_until_finished() covers the answer too
+  boost::asio::post(background_.strand(), [this, step, waiters = std::move(waiters)] {
     SnapshotOutcome outcome;
     outcome.step = step;
     {
@@ -170,15 +155,11 @@ void Snapshotter::Impl::answer_after_pending_writes(int64_t step, std::vector<Ou
     }
     if (!outcome.committed) outcome.error = "the snapshot of step " + std::to_string(step) + " failed (see events.jsonl)";
     for (auto& waiter : waiters) waiter(outcome);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      --in_flight_;
-    }
-    changed_.notify_all();
+    add_in_flight(-1);
   });
 }
 
-int Snapshotter::Impl::acquire_slot(uint64_t bytes, Urgency urgency) {
+int SnapshotPipeline::acquire_slot(uint64_t bytes, Urgency urgency) {
   const uint64_t limit = config_.flush.staging_memory_limit;
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
@@ -211,27 +192,64 @@ int Snapshotter::Impl::acquire_slot(uint64_t bytes, Urgency urgency) {
   }
 }
 
-void Snapshotter::Impl::release_slot(int slot) {
+void SnapshotPipeline::release_slot(int slot) {
   if (slot < 0) return;
-  std::lock_guard<std::mutex> lock(mutex_);
-  slots_[static_cast<size_t>(slot)].busy = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    slots_[static_cast<size_t>(slot)].busy = false;
+  }
+  changed_.notify_all();
+}
+
+void SnapshotPipeline::add_in_flight(int delta) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    in_flight_ += delta;
+  }
+  if (delta < 0) changed_.notify_all();
+}
+
+void SnapshotPipeline::settle_overlap(bool commit) {
+  if (!overlap_job_) return;
+  auto job = std::move(overlap_job_);
+  overlap_job_.reset();
+  const auto start = Clock::now();
+  if (commit) {
+    try {
+      job->deferred->run_or_wait();
+    } catch (const std::exception&) {
+      // The writer reports it as the snapshot's failure.
+    }
+  }
+  job->gate->open(commit);
+  job->stall_ms = job->stall_ms + milliseconds_since(start);
+}
+
+void SnapshotPipeline::abandon_unconfirmed_overlap() {
+  if (!overlap_job_) return;
+  // The optimizer may have run during the copy, so that snapshot is unsafe.
+  log()->warn("flush.overlap needs before_optimizer_step() before optimizer.step(); discarding the snapshot of "
+              "step {} and staging synchronously from now on",
+              overlap_job_->step);
+  settle_overlap(/*commit=*/false);
+  overlap_ = false;
 }
 
 // ---------------------------------------------------------------------------
 // Writing (strand)
 // ---------------------------------------------------------------------------
 
-void Snapshotter::Impl::run_job(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters) {
+void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters) {
   SnapshotOutcome outcome;
   outcome.step = job->step;
   try {
     if (job->deferred) job->deferred->run_or_wait();
-    SnapshotInfo info = write_job(*job);
+    SnapshotInfo info = write(*job);
     outcome.committed = true;
     outcome.path = info.path;
   } catch (...) {
     outcome.error = describe(std::current_exception());
-    record_failure(*job, std::current_exception());
+    record_failure(job->step, job->reason, std::current_exception());
   }
   release_slot(job->slot);
   for (auto& waiter : waiters) {
@@ -241,28 +259,33 @@ void Snapshotter::Impl::run_job(const std::shared_ptr<SnapshotJob>& job, std::ve
       log()->warn("snapshot notification failed: {}", e.what());
     }
   }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    --in_flight_;
-  }
-  changed_.notify_all();
+  add_in_flight(-1);
 }
 
-SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
-  auto writer = store_->begin(job.step);
-  writer->write_shard(rank_, job.value);
-  const auto shard = job.value.toGenericDict();
-  for (const auto& [name, state] : tracked_) state->write_extra_files(name, shard.at(name), *writer, rank_);
-  if (job.gate && !job.gate->wait()) {
-    throw Error("snapshot of step " + std::to_string(job.step) +
-                " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
+SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
+  const int rank = coordinator_.rank();
+  auto writer = SnapshotWriter::begin(store_, job.step);
+  bool written = false;
+  try {
+    writer->write_shard(rank, job.value);
+    tracked_.write_extra_files(job.value.toGenericDict(), *writer, rank);
+    if (job.gate && !job.gate->wait()) {
+      throw Error("snapshot of step " + std::to_string(job.step) +
+                  " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
+    }
+    written = true;
+  } catch (...) {
+    coordinator_.may_commit(false);  // every rank learns that this snapshot is off
+    throw;
+  }
+  if (!coordinator_.may_commit(written)) {
+    throw Error("snapshot of step " + std::to_string(job.step) + " not committed: another rank failed to write its shard");
   }
   Manifest manifest;
   manifest.epoch = job.epoch;
   manifest.reason = job.reason;
-  manifest.world_size = world_size_;
-  for (const auto& [name, state] : tracked_) manifest.entries.emplace_back(name, state->kind());
-  if (config_.capture.rng) manifest.entries.emplace_back(kRngEntry, "random generator states");
+  manifest.world_size = coordinator_.world_size();
+  manifest.entries = tracked_.manifest_entries();
   SnapshotInfo info = writer->commit(manifest);
   const double persist_ms = milliseconds_since(job.started);
   const uint64_t bytes = info.manifest ? info.manifest->total_bytes() : 0;
@@ -284,23 +307,19 @@ SnapshotInfo Snapshotter::Impl::write_job(SnapshotJob& job) {
   try {
     apply_retention(job.step);
   } catch (...) {
-    SnapshotJob retention_job;
-    retention_job.step = job.step;
-    retention_job.reason = "retention";
-    record_failure(retention_job, std::current_exception());
+    record_failure(job.step, "retention", std::current_exception());
   }
   return info;
 }
 
-void Snapshotter::Impl::apply_retention(int64_t newest) {
-  const RetentionRule rule{config_.retention.keep_last, config_.retention.keep_every_steps};
-  for (int64_t step : store_->prune(rule, /*dry_run=*/false, /*below=*/newest)) {
+void SnapshotPipeline::apply_retention(int64_t newest) {
+  for (int64_t step : store_.prune(config_.retention, /*dry_run=*/false, /*below=*/newest)) {
     events_.write("retention-deleted", {{"step", step}, {"newest", newest}});
     log()->debug("retention removed step {}", step);
   }
 }
 
-void Snapshotter::Impl::record_failure(const SnapshotJob& job, std::exception_ptr error) {
+void SnapshotPipeline::record_failure(int64_t step, const std::string& reason, std::exception_ptr error) {
   const std::string message = describe(error);
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -308,12 +327,56 @@ void Snapshotter::Impl::record_failure(const SnapshotJob& job, std::exception_pt
     errors_.push_back(error);
     while (errors_.size() > 100) errors_.pop_front();
   }
-  events_.write("failed", {{"step", job.step}, {"reason", job.reason}, {"error", message}});
+  events_.write("failed", {{"step", step}, {"reason", reason}, {"error", message}});
   if (config_.on_error == OnError::kAbort) {
-    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", job.step, message);
+    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step, message);
   } else {
-    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn)", job.step, message);
+    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn)", step, message);
   }
 }
 
+// ---------------------------------------------------------------------------
+// Waiting and status (any thread)
+// ---------------------------------------------------------------------------
+
+void SnapshotPipeline::wait_until_finished() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return in_flight_ == 0; });
+}
+
+void SnapshotPipeline::check_for_errors() {
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (errors_.empty()) return;
+    error = errors_.front();
+    errors_.pop_front();
+  }
+  std::rethrow_exception(error);
+}
+
+void SnapshotPipeline::resumed_from(int64_t step, const std::string& path) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  last_committed_ = step;
+  last_committed_path_ = path;
+}
+
+SnapshotPipeline::Progress SnapshotPipeline::progress() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return {last_committed_, last_committed_path_, in_flight_, stats_.committed};
+}
+
+SnapshotterStats SnapshotPipeline::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  SnapshotterStats s = stats_;
+  s.staging_bytes = 0;
+  s.staging_allocations = 0;
+  for (const auto& slot : slots_) {
+    s.staging_bytes += slot.arena.bytes();
+    s.staging_allocations += slot.arena.allocations();
+  }
+  return s;
+}
+
+}  // namespace daemon
 }  // namespace autosnap

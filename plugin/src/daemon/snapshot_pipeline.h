@@ -1,0 +1,116 @@
+#pragma once
+
+// Taking snapshots: the training thread stages the tracked state into a
+// reusable host slot (or, in sync mode or when it does not fit, has it
+// written from the live tensors while it waits); the writer strand
+// serializes, checksums, writes, commits when every rank may, and applies
+// retention. Backpressure (max_pending, when_busy, staging_memory_limit)
+// and flush.overlap's deferred copies live here too.
+//
+// Thread-safety: submit(), settle_overlap(), abandon_unconfirmed_overlap()
+// and resumed_from() are called from the training thread;
+// wait_until_finished(), check_for_errors(), stats() and progress() from any
+// thread; the writing itself runs on the strand. One mutex guards the slots,
+// counters and errors; no callback runs while it is held.
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autosnap/config.h"
+#include "autosnap/store.h"
+#include "daemon/background.h"
+#include "daemon/coordinator.h"
+#include "daemon/event_log.h"
+#include "daemon/snapshot_job.h"
+#include "daemon/snapshotter_stats.h"
+#include "daemon/staging.h"
+#include "daemon/tracked_set.h"
+
+namespace autosnap {
+namespace daemon {
+
+class SnapshotPipeline {
+ public:
+  SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events, Coordinator& coordinator,
+                   const TrackedSet& tracked, BackgroundThreads& background);
+  SnapshotPipeline(const SnapshotPipeline&) = delete;
+  SnapshotPipeline& operator=(const SnapshotPipeline&) = delete;
+
+  /// Stages the snapshot of `step` and queues its write. False when it was
+  /// skipped (busy, when_busy: skip; never for kMustTake). A staging failure
+  /// is told to `waiters` and thrown.
+  bool submit(int64_t step, std::optional<int64_t> epoch, const std::string& reason, Urgency urgency,
+              std::vector<OutcomeCallback> waiters);
+  /// A second snapshot of a step adds nothing; its requesters get the first
+  /// one's outcome once the writes queued before them are done.
+  void answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters);
+
+  /// flush.overlap: finishes the deferred copies (commit) or discards the
+  /// snapshot whose copies may have seen optimizer.step().
+  void settle_overlap(bool commit);
+  /// A step ended while a pipelined copy was unconfirmed: discard it and
+  /// stage synchronously from now on.
+  void abandon_unconfirmed_overlap();
+
+  /// Blocks until every queued snapshot is committed or has failed.
+  void wait_until_finished();
+  /// Throws the oldest background failure not reported yet.
+  void check_for_errors();
+  /// A restore installed `step` from `path`: it counts as the last committed.
+  void resumed_from(int64_t step, const std::string& path);
+
+  struct Progress {
+    std::optional<int64_t> last_committed;  ///< by this process, or restored
+    std::string last_committed_path;
+    int in_flight = 0;
+    int64_t committed = 0;
+  };
+  Progress progress() const;
+  SnapshotterStats stats() const;
+
+ private:
+  struct Slot {
+    StagingArena arena;
+    bool busy = false;
+  };
+  static constexpr int kSkip = -1;
+  static constexpr int kTooBig = -2;
+
+  std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
+  int acquire_slot(uint64_t bytes, Urgency urgency);
+  void release_slot(int slot);
+  void run(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters);  // strand
+  SnapshotInfo write(SnapshotJob& job);                                                     // strand
+  void apply_retention(int64_t newest);                                                     // strand
+  void record_failure(int64_t step, const std::string& reason, std::exception_ptr error);
+  void add_in_flight(int delta);
+
+  const Config& config_;
+  SnapshotStore& store_;
+  EventLog& events_;
+  Coordinator& coordinator_;
+  const TrackedSet& tracked_;
+  BackgroundThreads& background_;
+
+  // Training thread only.
+  bool overlap_;
+  std::shared_ptr<SnapshotJob> overlap_job_;  // staged, deferred copies not yet confirmed
+
+  mutable std::mutex mutex_;  // guards everything below
+  std::condition_variable changed_;
+  std::vector<Slot> slots_;
+  int in_flight_ = 0;
+  std::deque<std::exception_ptr> errors_;
+  SnapshotterStats stats_;
+  std::optional<int64_t> last_committed_;
+  std::string last_committed_path_;
+};
+
+}  // namespace daemon
+}  // namespace autosnap

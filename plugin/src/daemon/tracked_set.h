@@ -1,0 +1,57 @@
+#pragma once
+
+// Everything a Snapshotter tracks, by name: what goes into each rank's shard
+// and what a restore must find there.
+//
+// Thread-safety: add() before training starts, from the training thread.
+// capture() and apply() run on the training thread; manifest_entries() and
+// write_extra_files() also on the writer strand, which only reads the list.
+
+#include <ATen/core/ivalue.h>
+
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "daemon/tracked.h"
+
+namespace autosnap {
+
+class SnapshotWriter;
+
+namespace daemon {
+
+/// The shard entry holding the random generators' state; no tracked object may use the name.
+constexpr const char* kRngEntry = "rng_state";
+
+class TrackedSet {
+ public:
+  explicit TrackedSet(bool capture_rng) : capture_rng_(capture_rng) {}
+
+  /// Error when the name is not a plain name, is reserved or already tracked.
+  void add(const std::string& name, std::unique_ptr<TrackedState> state);
+
+  /// The shard dict of the current state (live tensors, no copies), RNG
+  /// included. With `step_only`, also collects the storages only
+  /// optimizer.step() modifies (flush.overlap may copy those later).
+  c10::impl::GenericDict capture(std::unordered_set<const void*>* step_only) const;
+  /// (name, kind) of every entry capture() makes, for the manifest.
+  std::vector<std::pair<std::string, std::string>> manifest_entries() const;
+  /// Files beside the shard (TorchScript archives), from the staged shard.
+  void write_extra_files(const c10::impl::GenericDict& staged, SnapshotWriter& writer, int rank) const;
+
+  /// Checks `shard` against everything tracked (StateMismatch naming what is
+  /// missing, untracked or does not fit; `strict: false` restores what
+  /// matches), then installs it. Nothing changes unless all of it fits.
+  /// `origin` names the snapshot in messages.
+  void apply(const c10::IValue& shard, bool strict, const std::string& origin) const;
+
+ private:
+  bool capture_rng_;
+  std::vector<std::pair<std::string, std::unique_ptr<TrackedState>>> entries_;
+};
+
+}  // namespace daemon
+}  // namespace autosnap
