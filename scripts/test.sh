@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 build_dir=${AUTOSNAP_BUILD_DIR:-build}
 jobs=$(nproc)
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DAUTOSNAP_BUILD_TESTS=ON -DAUTOSNAP_BUILD_EXAMPLES=ON >/dev/null
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DAUTOSNAP_BUILD_TESTS=ON -DAUTOSNAP_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build_dir" -j "$jobs"
 (cd "$build_dir" && ctest --output-on-failure -j "$jobs")
 

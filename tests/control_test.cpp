@@ -309,6 +309,27 @@ TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
   snap.on_step_end(0);
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{0});
+  struct stat ignored {};
+  EXPECT_NE(::lstat(long_path.c_str(), &ignored), 0) << "no socket file at the too-long path";
+  EXPECT_NE(::lstat((dir.file("snaps") + "/control.sock").c_str(), &ignored), 0) << "nor at the default path";
+}
+
+TEST(Control, SocketOffServesNothing) {
+  TempDir dir;
+  const std::string directory = dir.file("snaps");
+  Snapshotter snap(Config::from_string("directory: " + directory + "\ntriggers: {every_steps: 1}\n"
+                                       "control: {socket: false}\nlog_level: error\n",
+                                       "t.yaml"));
+  int64_t value = 3;
+  snap.track("value", value);
+  snap.on_step_end(0);
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{0});
+  struct stat ignored {};
+  EXPECT_NE(::lstat((directory + "/control.sock").c_str(), &ignored), 0) << "control: {socket: false} made a socket";
+  auto status = testing::run_command(cli() + " status " + testing::shell_quote(directory));
+  EXPECT_EQ(status.exit_code, 3) << "the job must look not running to the command:\n" << status.output;
+  EXPECT_NE(status.output.find("not running"), std::string::npos) << status.output;
 }
 
 }  // namespace

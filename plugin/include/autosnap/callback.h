@@ -1,7 +1,10 @@
 #pragma once
 
 /// Training-loop hooks. A loop that dispatches callbacks registers a
-/// Snapshotter (which implements this interface); names follow Lightning's.
+/// Snapshotter (which implements this interface). Three names are
+/// Lightning's (on_train_start, on_train_end, on_exception); the others
+/// correspond to Lightning's on_before_optimizer_step (before_optimizer_step),
+/// on_train_batch_end (on_step_end) and on_train_epoch_end (on_epoch_end).
 
 #include <cstdint>
 #include <exception>

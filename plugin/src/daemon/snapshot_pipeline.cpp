@@ -265,7 +265,6 @@ void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<
 SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
   const int rank = coordinator_.rank();
   auto writer = SnapshotWriter::begin(store_, job.step);
-  bool written = false;
   try {
     writer->write_shard(rank, job.value);
     tracked_.write_extra_files(job.value.toGenericDict(), *writer, rank);
@@ -273,12 +272,11 @@ SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
       throw Error("snapshot of step " + std::to_string(job.step) +
                   " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
     }
-    written = true;
   } catch (...) {
     coordinator_.may_commit(false);  // every rank learns that this snapshot is off
     throw;
   }
-  if (!coordinator_.may_commit(written)) {
+  if (!coordinator_.may_commit(true)) {
     throw Error("snapshot of step " + std::to_string(job.step) + " not committed: another rank failed to write its shard");
   }
   Manifest manifest;

@@ -1,0 +1,77 @@
+// Failed background writes: on_error warn (training continues) and abort
+// (the next hook throws).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "autosnap/autosnap.h"
+#include "autosnap/snapshotter.h"
+#include "daemon/snapshotter_stats.h"
+#include "support/fault_fs.h"
+#include "support/snapshotter_fixtures.h"
+#include "support/test_util.h"
+
+namespace autosnap {
+namespace {
+
+using testing::TempDir;
+using testing::make_config;
+using testing::Model;
+using testing::count_events;
+
+TEST(Snapshotter, FailedWritesWarnAndTrainingContinues) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"), fs);
+  snap.track("model", model);
+  snap.on_step_end(0);
+  snap.wait_until_finished();
+  fs.fail_writes_errno = EROFS;  // the directory became read-only: not even the tmp dir can be made
+  EXPECT_NO_THROW(snap.on_step_end(1));
+  snap.wait_until_finished();
+  fs.fail_writes_errno = ENOSPC;  // the disk filled up while the shard was being written into the tmp dir
+  fs.fail_only = "write";
+  const int64_t appends_before = fs.appends;
+  EXPECT_NO_THROW(snap.on_step_end(2));
+  snap.wait_until_finished();
+  EXPECT_GT(fs.appends, appends_before) << "the shard write must have started";
+  fs.fail_writes_errno = 0;
+  fs.fail_only = nullptr;
+  EXPECT_NO_THROW(snap.on_step_end(3));  // the next trigger tries again
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0, 3}));
+  EXPECT_EQ(daemon::stats_of(snap).failed, 2);
+  EXPECT_EQ(count_events(dir.path(), "failed"), 2);
+  for (const auto& name : testing::list_names(dir.path())) {
+    EXPECT_EQ(name.find(".tmp-"), std::string::npos) << "a failed snapshot left " << name;
+  }
+  try {
+    snap.check_for_errors();
+    ADD_FAILURE() << "check_for_errors must report the failure";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("Read-only file system"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Snapshotter, FailedWritesWithAbortThrowAtTheNextHook) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\non_error: abort\n"), fs);
+  snap.track("model", model);
+  fs.fail_writes_errno = ENOSPC;
+  snap.on_step_end(0);
+  snap.wait_until_finished();
+  fs.fail_writes_errno = 0;
+  try {
+    snap.on_step_end(1);
+    ADD_FAILURE() << "on_error: abort must throw at the next hook";
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find("No space left on device"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace autosnap

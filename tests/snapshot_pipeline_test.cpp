@@ -1,0 +1,193 @@
+// Staging and writing: a staged snapshot is one consistent step, flush.overlap
+// (deferred copies, the commit gate), backpressure (wait, skip), sync mode and
+// the staging memory limit.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "autosnap/autosnap.h"
+#include "autosnap/snapshotter.h"
+#include "daemon/snapshotter_stats.h"
+#include "daemon/staging.h"
+#include "daemon/tracked.h"
+#include "support/fault_fs.h"
+#include "support/snapshotter_fixtures.h"
+#include "support/test_util.h"
+
+namespace autosnap {
+namespace {
+
+using testing::TempDir;
+using testing::make_config;
+using testing::Model;
+using testing::count_events;
+using testing::read_entry;
+
+TEST(Snapshotter, StagedSnapshotIsConsistentWhileParametersChange) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
+                                           "capture: {rng: false}\n"),
+                   fs);
+  snap.track("model", model);
+  fs.append_delay_ms = 30;  // the write takes a while
+  for (int64_t step = 0; step < 3; ++step) {
+    model.set_all(static_cast<float>(step));
+    snap.on_step_end(step);
+    // Step `step + 1` changes every parameter while step `step` is being written.
+    model.set_all(static_cast<float>(step + 1000));
+  }
+  snap.wait_until_finished();
+  const auto stats = daemon::stats_of(snap);
+  EXPECT_EQ(stats.committed, 3);
+  for (int64_t step = 0; step < 3; ++step) {
+    auto state = read_entry(dir.path(), step, "model");
+    for (const char* name : {"weight", "bias", "running"}) {
+      auto t = dict_at(state, name).toTensor();
+      EXPECT_TRUE(torch::all(t == static_cast<float>(step)).item<bool>()) << "step " << step << " " << name;
+    }
+  }
+  // Staging buffers are allocated once and reused.
+  EXPECT_EQ(stats.staging_allocations, 3) << "weight, bias and running: one buffer each, reused";
+  EXPECT_EQ(stats.staging_bytes, (256 * 256 + 256 + 16) * 4u);
+}
+
+TEST(Snapshotter, OverlapStagesDuringTheNextStepAndWaitsBeforeTheOptimizer) {
+  TempDir dir;
+  Model model;
+  auto config = make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
+                                        "retention: {keep_last: 0}\n");
+  Snapshotter snap(config);
+  snap.track("model", model);
+  for (int64_t step = 0; step < 4; ++step) {
+    model.set_all(static_cast<float>(step));
+    snap.on_step_end(step);
+    // "forward/backward" of the next step: buffers may change, parameters may not.
+    {
+      torch::NoGradGuard no_grad;
+      model.running.fill_(-1);
+    }
+    snap.before_optimizer_step();
+  }
+  snap.wait_until_finished();
+  EXPECT_EQ(daemon::stats_of(snap).committed, 4);
+  for (int64_t step = 0; step < 4; ++step) {
+    auto state = read_entry(dir.path(), step, "model");
+    EXPECT_TRUE(torch::all(dict_at(state, "weight").toTensor() == static_cast<float>(step)).item<bool>());
+    EXPECT_TRUE(torch::all(dict_at(state, "running").toTensor() == static_cast<float>(step)).item<bool>())
+        << "buffers are copied at the step boundary, not later";
+  }
+}
+
+// What makes overlap's stall small: only buffers are copied at the step
+// boundary; parameter copies (changed only by optimizer.step()) are deferred.
+
+TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
+  Model model;
+  model.set_all(1);
+  auto tracked = daemon::track_module(model);
+  const c10::IValue live = tracked->capture();
+  std::unordered_set<const void*> step_only;
+  tracked->step_only_storages(live, step_only);
+  daemon::StagingArena arena;
+  std::vector<daemon::StorageCopy> copies;
+  const c10::IValue staged = arena.stage(live, step_only, copies);
+  ASSERT_EQ(copies.size(), 3u);
+  std::vector<daemon::StorageCopy> now, later;
+  for (auto& copy : copies) (copy.deferrable ? later : now).push_back(copy);
+  EXPECT_EQ(now.size(), 1u) << "the buffer 'running'";
+  EXPECT_EQ(later.size(), 2u) << "the parameters 'weight' and 'bias'";
+
+  daemon::perform_copies(now);
+  const auto staged_weight = dict_at(staged, "weight").toTensor();
+  const auto staged_running = dict_at(staged, "running").toTensor();
+  EXPECT_TRUE(torch::all(staged_running == 1).item<bool>()) << "buffers are staged at the boundary";
+  EXPECT_FALSE(torch::equal(staged_weight, model.weight)) << "parameters are not copied yet";
+  {
+    torch::NoGradGuard no_grad;
+    model.running.fill_(2);  // the next forward pass
+  }
+  daemon::DeferredCopies deferred(later);
+  deferred.run_or_wait();  // before_optimizer_step()
+  EXPECT_TRUE(torch::all(staged_weight == 1).item<bool>());
+  EXPECT_TRUE(torch::all(staged_running == 1).item<bool>()) << "the staged buffer keeps the boundary's values";
+}
+
+TEST(Snapshotter, OverlapWithoutBeforeOptimizerStepDiscardsInsteadOfSavingAMix) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
+                                           "retention: {keep_last: 0}\n"),
+                   fs);
+  snap.track("model", model);
+  fs.append_delay_ms = 20;
+  model.set_all(0);
+  snap.on_step_end(0);
+  model.set_all(1);  // an optimizer step without before_optimizer_step()
+  snap.on_step_end(1);
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{1}) << "step 0's pipelined snapshot must be discarded";
+  EXPECT_EQ(count_events(dir.path(), "failed"), 1);
+  EXPECT_THROW(snap.check_for_errors(), Error);
+}
+
+TEST(Snapshotter, BackpressureWaitKeepsEverySnapshot) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
+                                           "flush: {max_pending: 1, when_busy: wait}\n"),
+                   fs);
+  snap.track("model", model);
+  fs.append_delay_ms = 10;
+  for (int64_t step = 0; step < 5; ++step) snap.on_step_end(step);
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps().size(), 5u);
+  EXPECT_EQ(daemon::stats_of(snap).skipped, 0);
+}
+
+TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
+                                           "flush: {max_pending: 1, when_busy: skip}\n"),
+                   fs);
+  snap.track("model", model);
+  fs.append_delay_ms = 40;
+  for (int64_t step = 0; step < 5; ++step) snap.on_step_end(step);
+  snap.wait_until_finished();
+  const auto stats = daemon::stats_of(snap);
+  EXPECT_GT(stats.skipped, 0);
+  EXPECT_EQ(stats.committed + stats.skipped, 5);
+  EXPECT_EQ(count_events(dir.path(), "skipped"), stats.skipped);
+}
+
+// when_busy: skip drops automatic snapshots, never one somebody asked for:
+// the request waits for a free slot and is answered.
+
+TEST(Snapshotter, SynchronousModeAndStagingLimit) {
+  TempDir dir;
+  Model model;
+  {
+    Snapshotter snap(make_config(dir.path() + "/sync", "triggers: {every_steps: 1}\nflush: {mode: sync}\n"));
+    snap.track("model", model);
+    model.set_all(3);
+    snap.on_step_end(0);
+    model.set_all(4);  // the write already happened
+    EXPECT_EQ(daemon::stats_of(snap).committed, 1);
+    EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u) << "sync mode writes from the live tensors";
+  }
+  EXPECT_TRUE(torch::all(dict_at(read_entry(dir.path() + "/sync", 0, "model"), "weight").toTensor() == 3).item<bool>());
+  Snapshotter snap(make_config(dir.path() + "/limited", "triggers: {every_steps: 1}\nflush: {staging_memory_limit: 1KiB}\n"));
+  snap.track("model", model);
+  snap.on_step_end(0);
+  EXPECT_EQ(daemon::stats_of(snap).committed, 1) << "too big to stage: written synchronously";
+  EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace autosnap
