@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -86,12 +87,6 @@ class Parser {
       for (const auto& candidate : known) list += (list.empty() ? "" : ", ") + candidate;
       fail(it->first.Mark(), path, "unknown key; expected one of: " + list);
     }
-  }
-
-  YAML::Node section(const YAML::Node& parent, const std::string& key, const std::string& path) const {
-    YAML::Node node = parent[key];
-    if (node && !node.IsMap() && !node.IsNull()) fail(node.Mark(), path, "expected a mapping of options");
-    return node;
   }
 
   std::string scalar_text(const YAML::Node& node, const std::string& path, const std::string& expected) const {
@@ -239,6 +234,47 @@ void check_directory_writable(const Parser& parser, const YAML::Mark& mark, cons
   }
 }
 
+// One option of a mapping. Its key is named only here: the known-key check
+// (unknown, misspelt and repeated keys) and the parsing both come from the table.
+struct Option {
+  const char* key;
+  // Reads the option's value (present in the file) into the Config; `path` is
+  // the dotted key for messages, e.g. "flush.max_pending".
+  std::function<void(YAML::Node value, const std::string& path)> parse;
+  // Required options: what to say when the key is absent.
+  const char* if_missing = nullptr;
+  // Runs once every option of the mapping is parsed (range checks that come last).
+  std::function<void(YAML::Node value, const std::string& path)> check = nullptr;
+};
+
+// Checks the keys of `map`, then parses the options present in table order,
+// so a file with several errors reports the same first one whatever its key
+// order. (A YAML::Node is a handle on the tree: passing it by value is cheap.)
+void parse_options(const Parser& p, YAML::Node map, const std::string& section, const std::vector<Option>& options) {
+  std::vector<std::string> known;
+  for (const auto& option : options) known.push_back(option.key);
+  p.check_keys(map, section, known);
+  auto path_of = [&](const Option& option) { return section.empty() ? option.key : section + "." + option.key; };
+  for (const auto& option : options) {
+    YAML::Node value = map[option.key];
+    if (value) {
+      option.parse(value, path_of(option));
+    } else if (option.if_missing != nullptr) {
+      p.fail(map.Mark(), path_of(option), option.if_missing);
+    }
+  }
+  for (const auto& option : options) {
+    if (!option.check) continue;
+    if (YAML::Node value = map[option.key]) option.check(value, path_of(option));
+  }
+}
+
+// A section such as `flush:`: a mapping of its own options, or empty.
+void parse_section(const Parser& p, YAML::Node node, const std::string& path, const std::vector<Option>& options) {
+  if (!node.IsMap() && !node.IsNull()) p.fail(node.Mark(), path, "expected a mapping of options");
+  parse_options(p, node, path, options);
+}
+
 }  // namespace
 
 std::string signal_name(int signal_number) {
@@ -272,126 +308,145 @@ Config parse_config(const std::string& yaml, const std::string& source, bool che
   }
   if (!root || root.IsNull()) p.fail(YAML::Mark::null_mark(), "", "the configuration is empty; expected a mapping with at least `directory`");
   if (!root.IsMap()) p.fail(root.Mark(), "", "expected a mapping of options at the top level");
-  p.check_keys(root, "", {"directory", "device", "resume", "triggers", "retention", "flush", "signals", "control",
-                          "capture", "restore", "on_error", "distributed", "log_level"});
 
   Config c;
   c.source = source;
-  if (!root["directory"]) p.fail(root.Mark(), "directory", "missing; expected the snapshot directory path");
-  c.directory = p.string(root["directory"], "directory");
-  if (c.directory.empty()) p.fail(root["directory"].Mark(), "directory", "expected a non-empty path");
-  if (auto n = root["device"]) {
-    c.device = p.string(n, "device");
-    if (check_environment) {
-      try {
-        resolve_device(c.device, "device");
-      } catch (const ConfigError&) {
-        throw;
-      } catch (const Error& e) {
-        p.fail(n.Mark(), "device", e.what());
-      }
-    }
-  }
-  if (auto n = root["resume"]) {
-    c.resume = p.choice<ResumeMode>(n, "resume", {{"auto", ResumeMode::kAuto}, {"never", ResumeMode::kNever},
-                                                  {"required", ResumeMode::kRequired}});
-  }
+  YAML::Mark directory_mark;
+  using Node = YAML::Node;
+  using Path = const std::string&;
+  // Every key, in the order config/autosnap.yaml documents them (and unknown-key messages list them).
+  parse_options(p, root, "", {
+      {"directory",
+       [&](Node n, Path path) {
+         c.directory = p.string(n, path);
+         if (c.directory.empty()) p.fail(n.Mark(), path, "expected a non-empty path");
+         directory_mark = n.Mark();
+       },
+       "missing; expected the snapshot directory path"},
+      {"device",
+       [&](Node n, Path path) {
+         c.device = p.string(n, path);
+         if (!check_environment) return;
+         try {
+           resolve_device(c.device, path);
+         } catch (const ConfigError&) {
+           throw;
+         } catch (const Error& e) {
+           p.fail(n.Mark(), path, e.what());
+         }
+       }},
+      {"resume",
+       [&](Node n, Path path) {
+         c.resume = p.choice<ResumeMode>(
+             n, path, {{"auto", ResumeMode::kAuto}, {"never", ResumeMode::kNever}, {"required", ResumeMode::kRequired}});
+       }},
+      {"triggers",
+       [&](Node n, Path path) {
+         auto& t = c.triggers;
+         parse_section(p, n, path, {
+             {"every_steps", [&](Node m, Path key) { t.every_steps = p.integer(m, key, 1, "a positive number of steps"); }},
+             {"every_seconds", [&](Node m, Path key) { t.every_seconds = p.number(m, key, "a positive number of seconds"); }},
+             {"on_epoch_end", [&](Node m, Path key) { t.on_epoch_end = p.boolean(m, key); }},
+             {"on_train_end", [&](Node m, Path key) { t.on_train_end = p.boolean(m, key); }},
+         });
+         // The defaults enable on_train_end, so only this section can turn every trigger off.
+         if (t.every_steps == 0 && t.every_seconds == 0 && !t.on_epoch_end && !t.on_train_end) {
+           p.fail(n.Mark(), path,
+                  "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, on_train_end");
+         }
+       }},
+      {"retention",
+       [&](Node n, Path path) {
+         auto& r = c.retention;
+         parse_section(p, n, path, {
+             {"keep_last", [&](Node m, Path key) { r.keep_last = p.integer(m, key, 0, "a count >= 0 (0 keeps all)"); }},
+             {"keep_every_steps", [&](Node m, Path key) { r.keep_every_steps = p.integer(m, key, 0, "a number of steps >= 0 (0: off)"); }},
+         });
+       }},
+      {"flush",
+       [&](Node n, Path path) {
+         auto& f = c.flush;
+         auto at_most_64 = [&p](const int& value) {
+           return [&p, &value](Node m, Path key) {
+             if (value > 64) p.fail(m.Mark(), key, "expected at most 64");
+           };
+         };
+         parse_section(p, n, path, {
+             {"mode", [&](Node m, Path key) { f.mode = p.choice<FlushMode>(m, key, {{"async", FlushMode::kAsync}, {"sync", FlushMode::kSync}}); }},
+             {"max_pending", [&](Node m, Path key) { f.max_pending = static_cast<int>(p.integer(m, key, 1, "a positive count")); },
+              nullptr, at_most_64(f.max_pending)},
+             {"when_busy", [&](Node m, Path key) { f.when_busy = p.choice<WhenBusy>(m, key, {{"wait", WhenBusy::kWait}, {"skip", WhenBusy::kSkip}}); }},
+             {"staging_memory_limit", [&](Node m, Path key) { f.staging_memory_limit = p.byte_size(m, key); }},
+             {"fsync", [&](Node m, Path key) { f.fsync = p.boolean(m, key); }},
+             {"overlap", [&](Node m, Path key) { f.overlap = p.boolean(m, key); }},
+             {"threads", [&](Node m, Path key) { f.threads = static_cast<int>(p.integer(m, key, 1, "a positive thread count")); },
+              nullptr, at_most_64(f.threads)},
+         });
+       }},
+      {"signals",
+       [&](Node n, Path path) {
+         auto& s = c.signals;
+         parse_section(p, n, path, {
+             {"snapshot", [&](Node m, Path key) { s.snapshot = p.signals(m, key); }},
+             {"snapshot_and_stop", [&](Node m, Path key) { s.snapshot_and_stop = p.signals(m, key); }},
+             {"after_stop", [&](Node m, Path key) { s.after_stop = p.choice<AfterStop>(m, key, {{"exit", AfterStop::kExit}, {"requeue", AfterStop::kRequeue}}); }},
+             {"exit_code",
+              [&](Node m, Path key) {
+                s.exit_code = static_cast<int>(p.integer(m, key, 0, "an exit status 0..255"));
+                if (s.exit_code > 255) p.fail(m.Mark(), key, "expected an exit status 0..255");
+              }},
+         });
+         for (int sig : s.snapshot) {
+           if (std::find(s.snapshot_and_stop.begin(), s.snapshot_and_stop.end(), sig) != s.snapshot_and_stop.end()) {
+             p.fail(n.Mark(), path, signal_name(sig) + " is listed under both snapshot and snapshot_and_stop");
+           }
+         }
+       }},
+      {"control",
+       [&](Node n, Path path) {
+         // `control: false` is short for `control: {socket: false}`.
+         if (n.IsScalar()) {
+           c.control.socket = p.boolean(n, path);
+           return;
+         }
+         parse_section(p, n, path, {
+             {"socket", [&](Node m, Path key) { c.control.socket = p.boolean(m, key); }},
+             {"socket_path", [&](Node m, Path key) { c.control.socket_path = p.string(m, key); }},
+         });
+       }},
+      {"capture",
+       [&](Node n, Path path) {
+         parse_section(p, n, path, {{"rng", [&](Node m, Path key) { c.capture.rng = p.boolean(m, key); }}});
+       }},
+      {"restore",
+       [&](Node n, Path path) {
+         parse_section(p, n, path, {
+             {"strict", [&](Node m, Path key) { c.restore.strict = p.boolean(m, key); }},
+             {"max_attempts", [&](Node m, Path key) { c.restore.max_attempts = static_cast<int>(p.integer(m, key, 1, "a positive count")); }},
+         });
+       }},
+      {"on_error",
+       [&](Node n, Path path) { c.on_error = p.choice<OnError>(n, path, {{"warn", OnError::kWarn}, {"abort", OnError::kAbort}}); }},
+      {"distributed",
+       [&](Node n, Path path) {
+         auto& d = c.distributed;
+         parse_section(p, n, path, {
+             {"backend",
+              [&](Node m, Path key) {
+                d.backend = p.choice<DistributedBackend>(
+                    m, key, {{"auto", DistributedBackend::kAuto}, {"none", DistributedBackend::kNone}, {"gloo", DistributedBackend::kGloo}});
+              }},
+             {"timeout_seconds", [&](Node m, Path key) { d.timeout_seconds = p.integer(m, key, 1, "a positive number of seconds"); }},
+         });
+       }},
+      {"log_level",
+       [&](Node n, Path path) {
+         c.log_level = p.choice<std::string>(n, path, {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}, {"off", "off"}});
+       }},
+  });
 
-  YAML::Mark triggers_mark = root.Mark();
-  if (auto t = p.section(root, "triggers", "triggers")) {
-    triggers_mark = t.Mark();
-    p.check_keys(t, "triggers", {"every_steps", "every_seconds", "on_epoch_end", "on_train_end"});
-    if (auto n = t["every_steps"]) c.triggers.every_steps = p.integer(n, "triggers.every_steps", 1, "a positive number of steps");
-    if (auto n = t["every_seconds"]) c.triggers.every_seconds = p.number(n, "triggers.every_seconds", "a positive number of seconds");
-    if (auto n = t["on_epoch_end"]) c.triggers.on_epoch_end = p.boolean(n, "triggers.on_epoch_end");
-    if (auto n = t["on_train_end"]) c.triggers.on_train_end = p.boolean(n, "triggers.on_train_end");
-  }
-  if (c.triggers.every_steps == 0 && c.triggers.every_seconds == 0 && !c.triggers.on_epoch_end &&
-      !c.triggers.on_train_end) {
-    p.fail(triggers_mark, "triggers",
-           "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, on_train_end");
-  }
-
-  if (auto r = p.section(root, "retention", "retention")) {
-    p.check_keys(r, "retention", {"keep_last", "keep_every_steps"});
-    if (auto n = r["keep_last"]) c.retention.keep_last = p.integer(n, "retention.keep_last", 0, "a count >= 0 (0 keeps all)");
-    if (auto n = r["keep_every_steps"]) {
-      c.retention.keep_every_steps = p.integer(n, "retention.keep_every_steps", 0, "a number of steps >= 0 (0: off)");
-    }
-  }
-
-  if (auto f = p.section(root, "flush", "flush")) {
-    p.check_keys(f, "flush", {"mode", "max_pending", "when_busy", "staging_memory_limit", "fsync", "overlap", "threads"});
-    if (auto n = f["mode"]) c.flush.mode = p.choice<FlushMode>(n, "flush.mode", {{"async", FlushMode::kAsync}, {"sync", FlushMode::kSync}});
-    if (auto n = f["max_pending"]) c.flush.max_pending = static_cast<int>(p.integer(n, "flush.max_pending", 1, "a positive count"));
-    if (auto n = f["when_busy"]) c.flush.when_busy = p.choice<WhenBusy>(n, "flush.when_busy", {{"wait", WhenBusy::kWait}, {"skip", WhenBusy::kSkip}});
-    if (auto n = f["staging_memory_limit"]) c.flush.staging_memory_limit = p.byte_size(n, "flush.staging_memory_limit");
-    if (auto n = f["fsync"]) c.flush.fsync = p.boolean(n, "flush.fsync");
-    if (auto n = f["overlap"]) c.flush.overlap = p.boolean(n, "flush.overlap");
-    if (auto n = f["threads"]) c.flush.threads = static_cast<int>(p.integer(n, "flush.threads", 1, "a positive thread count"));
-    if (c.flush.max_pending > 64) p.fail(f["max_pending"].Mark(), "flush.max_pending", "expected at most 64");
-    if (c.flush.threads > 64) p.fail(f["threads"].Mark(), "flush.threads", "expected at most 64");
-  }
-
-  if (auto s = p.section(root, "signals", "signals")) {
-    p.check_keys(s, "signals", {"snapshot", "snapshot_and_stop", "after_stop", "exit_code"});
-    if (auto n = s["snapshot"]) c.signals.snapshot = p.signals(n, "signals.snapshot");
-    if (auto n = s["snapshot_and_stop"]) c.signals.snapshot_and_stop = p.signals(n, "signals.snapshot_and_stop");
-    if (auto n = s["after_stop"]) {
-      c.signals.after_stop = p.choice<AfterStop>(n, "signals.after_stop", {{"exit", AfterStop::kExit}, {"requeue", AfterStop::kRequeue}});
-    }
-    if (auto n = s["exit_code"]) {
-      c.signals.exit_code = static_cast<int>(p.integer(n, "signals.exit_code", 0, "an exit status 0..255"));
-      if (c.signals.exit_code > 255) p.fail(n.Mark(), "signals.exit_code", "expected an exit status 0..255");
-    }
-    for (int sig : c.signals.snapshot) {
-      if (std::find(c.signals.snapshot_and_stop.begin(), c.signals.snapshot_and_stop.end(), sig) !=
-          c.signals.snapshot_and_stop.end()) {
-        p.fail(s.Mark(), "signals", signal_name(sig) + " is listed under both snapshot and snapshot_and_stop");
-      }
-    }
-  }
-
-  if (auto n = root["control"]) {
-    if (n.IsScalar()) {
-      c.control.socket = p.boolean(n, "control");
-    } else {
-      auto ctl = p.section(root, "control", "control");
-      p.check_keys(ctl, "control", {"socket", "socket_path"});
-      if (auto m = ctl["socket"]) c.control.socket = p.boolean(m, "control.socket");
-      if (auto m = ctl["socket_path"]) c.control.socket_path = p.string(m, "control.socket_path");
-    }
-  }
-
-  if (auto cap = p.section(root, "capture", "capture")) {
-    p.check_keys(cap, "capture", {"rng"});
-    if (auto n = cap["rng"]) c.capture.rng = p.boolean(n, "capture.rng");
-  }
-
-  if (auto r = p.section(root, "restore", "restore")) {
-    p.check_keys(r, "restore", {"strict", "max_attempts"});
-    if (auto n = r["strict"]) c.restore.strict = p.boolean(n, "restore.strict");
-    if (auto n = r["max_attempts"]) c.restore.max_attempts = static_cast<int>(p.integer(n, "restore.max_attempts", 1, "a positive count"));
-  }
-
-  if (auto n = root["on_error"]) {
-    c.on_error = p.choice<OnError>(n, "on_error", {{"warn", OnError::kWarn}, {"abort", OnError::kAbort}});
-  }
-
-  if (auto d = p.section(root, "distributed", "distributed")) {
-    p.check_keys(d, "distributed", {"backend", "timeout_seconds"});
-    if (auto n = d["backend"]) {
-      c.distributed.backend = p.choice<DistributedBackend>(
-          n, "distributed.backend", {{"auto", DistributedBackend::kAuto}, {"none", DistributedBackend::kNone}, {"gloo", DistributedBackend::kGloo}});
-    }
-    if (auto n = d["timeout_seconds"]) c.distributed.timeout_seconds = p.integer(n, "distributed.timeout_seconds", 1, "a positive number of seconds");
-  }
-
-  if (auto n = root["log_level"]) {
-    c.log_level = p.choice<std::string>(n, "log_level", {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}, {"off", "off"}});
-  }
-
-  if (check_environment) check_directory_writable(p, root["directory"].Mark(), c.directory);
+  // Last, so that only a configuration without errors touches the disk.
+  if (check_environment) check_directory_writable(p, directory_mark, c.directory);
   return c;
 }
 
