@@ -13,6 +13,8 @@
 
 #include <cmath>
 #include <functional>
+#include <tuple>
+#include <type_traits>
 #include <typeinfo>
 
 #include "autosnap/errors.h"
@@ -29,23 +31,8 @@ using Entries = c10::impl::GenericDict;
 
 Entries new_entries() { return Entries(c10::StringType::get(), c10::AnyType::get()); }
 
-enum class Kind { kSGD, kAdam, kAdamW, kRMSprop, kAdagrad, kLBFGS };
-
-Kind kind_of(const Optimizer& optimizer) {
-  if (dynamic_cast<const torch::optim::SGD*>(&optimizer)) return Kind::kSGD;
-  if (dynamic_cast<const torch::optim::Adam*>(&optimizer)) return Kind::kAdam;
-  if (dynamic_cast<const torch::optim::AdamW*>(&optimizer)) return Kind::kAdamW;
-  if (dynamic_cast<const torch::optim::RMSprop*>(&optimizer)) return Kind::kRMSprop;
-  if (dynamic_cast<const torch::optim::Adagrad*>(&optimizer)) return Kind::kAdagrad;
-  if (dynamic_cast<const torch::optim::LBFGS*>(&optimizer)) return Kind::kLBFGS;
-  throw Error("optimizer type " + c10::demangle(typeid(optimizer).name()) +
-              " is not supported; supported are SGD, Adam, AdamW, RMSprop, Adagrad and LBFGS");
-}
-
 std::string param_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
 
-// Python 1.13 keeps Adam's and Adagrad's step as a float32 scalar tensor.
-IValue step_tensor(int64_t step) { return at::scalar_tensor(static_cast<double>(step), at::kFloat); }
 IValue tensor_or_none(const at::Tensor& t) { return t.defined() ? IValue(t) : IValue(); }
 
 // ---- reading a Python-layout dict, with errors that name the entry ----
@@ -124,42 +111,6 @@ void require_shape(const Reader& r, const std::string& key, const at::Tensor& t,
   }
 }
 
-// ---- per-optimizer conversions ----
-struct Codec {
-  std::function<Entries(const OptimizerOptions&)> options_to_dict;
-  std::function<void(const Reader&, OptimizerOptions&)> options_from_dict;
-  std::function<Entries(const OptimizerParamState&)> state_to_dict;
-  // nullptr: the saved entry carries no state LibTorch keeps (e.g. SGD's None buffer).
-  std::function<std::unique_ptr<OptimizerParamState>(const Reader&, const at::Tensor&)> state_from_dict;
-};
-
-template <typename Options, typename State>
-Codec make_codec(std::function<void(const Options&, Entries&)> write_options,
-                 std::function<void(const Reader&, Options&)> read_options,
-                 std::function<void(const State&, Entries&)> write_state,
-                 std::function<bool(const Reader&, const at::Tensor&, State&)> read_state) {
-  Codec codec;
-  codec.options_to_dict = [write_options](const OptimizerOptions& o) {
-    Entries d = new_entries();
-    write_options(static_cast<const Options&>(o), d);
-    return d;
-  };
-  codec.options_from_dict = [read_options](const Reader& r, OptimizerOptions& o) {
-    read_options(r, static_cast<Options&>(o));
-  };
-  codec.state_to_dict = [write_state](const OptimizerParamState& s) {
-    Entries d = new_entries();
-    write_state(static_cast<const State&>(s), d);
-    return d;
-  };
-  codec.state_from_dict = [read_state](const Reader& r, const at::Tensor& param) {
-    auto state = std::make_unique<State>();
-    if (!read_state(r, param, *state)) return std::unique_ptr<OptimizerParamState>();
-    return std::unique_ptr<OptimizerParamState>(std::move(state));
-  };
-  return codec;
-}
-
 IValue betas_tuple(const std::tuple<double, double>& betas) {
   return c10::ivalue::Tuple::create({std::get<0>(betas), std::get<1>(betas)});
 }
@@ -180,242 +131,311 @@ std::tuple<double, double> read_betas(const Reader& r) {
   r.fail("'betas' should be a pair of numbers");
 }
 
-template <typename State>
-void write_adam_state(const State& s, Entries& d) {
-  d.insert("step", step_tensor(s.step()));
-  d.insert("exp_avg", s.exp_avg());
-  d.insert("exp_avg_sq", s.exp_avg_sq());
-  if (s.max_exp_avg_sq().defined()) d.insert("max_exp_avg_sq", s.max_exp_avg_sq());
-}
-template <typename State>
-bool read_adam_state(const Reader& r, const at::Tensor& p, State& s) {
-  s.step(r.integer("step"));
-  s.exp_avg(r.tensor("exp_avg", p));
-  s.exp_avg_sq(r.tensor("exp_avg_sq", p));
-  s.max_exp_avg_sq(r.tensor("max_exp_avg_sq", p, /*optional=*/true));
-  require_shape(r, "exp_avg", s.exp_avg(), p);
-  require_shape(r, "exp_avg_sq", s.exp_avg_sq(), p);
-  require_shape(r, "max_exp_avg_sq", s.max_exp_avg_sq(), p);
-  return true;
+// ---- the optimizers: one table entry each ----
+
+// One entry of a Python dict, bound to LibTorch's class T: an options class
+// (a param_group's hyper-parameters) or a per-parameter state class.
+template <typename T>
+struct Field {
+  std::string key;
+  std::function<c10::optional<IValue>(const T&)> write;  // nullopt: Python leaves the key out
+  std::function<void(const Reader&, const at::Tensor& param, T&)> read;  // empty: not read back
+  // Set for a per-parameter tensor: checked against the parameter's shape once every entry is read.
+  std::function<const at::Tensor&(const T&)> tensor;
+};
+
+template <typename T>
+struct Of {
+  using type = T;
+};
+
+// The entry kinds below return binders: called with Of<T>, a binder gives the
+// Field<T>. So one binder serves every class with a member of that name (Adam's
+// and AdamW's), and a table entry names its LibTorch classes once, not per entry.
+template <typename Write, typename Read, typename Get = std::nullptr_t>
+auto field(const char* key, Write write, Read read, Get tensor = nullptr) {
+  return [=](auto of) {
+    using T = typename decltype(of)::type;
+    Field<T> f{key, [=](const T& x) -> c10::optional<IValue> { return write(x); }, nullptr, nullptr};
+    if constexpr (!std::is_null_pointer_v<Read>) {
+      f.read = [=](const Reader& r, const at::Tensor& param, T& x) { read(r, param, x); };
+    }
+    if constexpr (!std::is_null_pointer_v<Get>) {
+      f.tensor = [=](const T& x) -> const at::Tensor& { return tensor(x); };
+    }
+    return f;
+  };
 }
 
-const Codec& codec_for(Kind kind) {
-  using namespace torch::optim;
-  static const Codec sgd = make_codec<SGDOptions, SGDParamState>(
-      [](const SGDOptions& o, Entries& d) {
-        d.insert("lr", o.lr());
-        d.insert("momentum", o.momentum());
-        d.insert("dampening", o.dampening());
-        d.insert("weight_decay", o.weight_decay());
-        d.insert("nesterov", o.nesterov());
-        d.insert("maximize", false);
-        d.insert("foreach", IValue());
-        d.insert("differentiable", false);
-      },
-      [](const Reader& r, SGDOptions& o) {
-        o.lr(r.number("lr")).momentum(r.number("momentum")).dampening(r.number("dampening"));
-        o.weight_decay(r.number("weight_decay")).nesterov(r.boolean("nesterov", false));
-        r.forbid_true("maximize");
-      },
-      [](const SGDParamState& s, Entries& d) { d.insert("momentum_buffer", tensor_or_none(s.momentum_buffer())); },
-      [](const Reader& r, const at::Tensor& p, SGDParamState& s) {
-        // Python keeps None buffers (momentum 0, or no grad yet); LibTorch keeps no entry.
-        s.momentum_buffer(r.tensor("momentum_buffer", p, /*optional=*/true));
-        require_shape(r, "momentum_buffer", s.momentum_buffer(), p);
-        return s.momentum_buffer().defined();
-      });
-  static const Codec adam = make_codec<AdamOptions, AdamParamState>(
-      [](const AdamOptions& o, Entries& d) {
-        d.insert("lr", o.lr());
-        d.insert("betas", betas_tuple(o.betas()));
-        d.insert("eps", o.eps());
-        d.insert("weight_decay", o.weight_decay());
-        d.insert("amsgrad", o.amsgrad());
-        d.insert("maximize", false);
-        d.insert("foreach", IValue());
-        d.insert("capturable", false);
-        d.insert("differentiable", false);
-        d.insert("fused", false);
-      },
-      [](const Reader& r, AdamOptions& o) {
-        o.lr(r.number("lr")).betas(read_betas(r)).eps(r.number("eps"));
-        o.weight_decay(r.number("weight_decay")).amsgrad(r.boolean("amsgrad", false));
-        r.forbid_true("maximize");
-      },
-      write_adam_state<AdamParamState>, read_adam_state<AdamParamState>);
-  static const Codec adamw = make_codec<AdamWOptions, AdamWParamState>(
-      [](const AdamWOptions& o, Entries& d) {
-        d.insert("lr", o.lr());
-        d.insert("betas", betas_tuple(o.betas()));
-        d.insert("eps", o.eps());
-        d.insert("weight_decay", o.weight_decay());
-        d.insert("amsgrad", o.amsgrad());
-        d.insert("foreach", IValue());
-        d.insert("maximize", false);
-        d.insert("capturable", false);
-      },
-      [](const Reader& r, AdamWOptions& o) {
-        o.lr(r.number("lr")).betas(read_betas(r)).eps(r.number("eps"));
-        o.weight_decay(r.number("weight_decay")).amsgrad(r.boolean("amsgrad", false));
-        r.forbid_true("maximize");
-      },
-      write_adam_state<AdamWParamState>, read_adam_state<AdamWParamState>);
-  static const Codec rmsprop = make_codec<RMSpropOptions, RMSpropParamState>(
-      [](const RMSpropOptions& o, Entries& d) {
-        d.insert("lr", o.lr());
-        d.insert("momentum", o.momentum());
-        d.insert("alpha", o.alpha());
-        d.insert("eps", o.eps());
-        d.insert("centered", o.centered());
-        d.insert("weight_decay", o.weight_decay());
-        d.insert("foreach", IValue());
-        d.insert("maximize", false);
-        d.insert("differentiable", false);
-      },
-      [](const Reader& r, RMSpropOptions& o) {
-        o.lr(r.number("lr")).momentum(r.number("momentum")).alpha(r.number("alpha")).eps(r.number("eps"));
-        o.centered(r.boolean("centered", false)).weight_decay(r.number("weight_decay"));
-        r.forbid_true("maximize");
-      },
-      [](const RMSpropParamState& s, Entries& d) {
-        d.insert("step", s.step());  // a plain int in Python's RMSprop
-        d.insert("square_avg", s.square_avg());
-        if (s.momentum_buffer().defined()) d.insert("momentum_buffer", s.momentum_buffer());
-        if (s.grad_avg().defined()) d.insert("grad_avg", s.grad_avg());
-      },
-      [](const Reader& r, const at::Tensor& p, RMSpropParamState& s) {
-        s.step(r.integer("step"));
-        s.square_avg(r.tensor("square_avg", p));
-        s.momentum_buffer(r.tensor("momentum_buffer", p, /*optional=*/true));
-        s.grad_avg(r.tensor("grad_avg", p, /*optional=*/true));
-        require_shape(r, "square_avg", s.square_avg(), p);
-        require_shape(r, "momentum_buffer", s.momentum_buffer(), p);
-        require_shape(r, "grad_avg", s.grad_avg(), p);
-        return true;
-      });
-  static const Codec adagrad = make_codec<AdagradOptions, AdagradParamState>(
-      [](const AdagradOptions& o, Entries& d) {
-        d.insert("lr", o.lr());
-        d.insert("lr_decay", o.lr_decay());
-        d.insert("eps", o.eps());
-        d.insert("weight_decay", o.weight_decay());
-        d.insert("initial_accumulator_value", o.initial_accumulator_value());
-        d.insert("foreach", IValue());
-        d.insert("maximize", false);
-      },
-      [](const Reader& r, AdagradOptions& o) {
-        o.lr(r.number("lr")).lr_decay(r.number("lr_decay")).eps(r.number("eps"));
-        o.weight_decay(r.number("weight_decay")).initial_accumulator_value(r.number("initial_accumulator_value"));
-        r.forbid_true("maximize");
-      },
-      [](const AdagradParamState& s, Entries& d) {
-        d.insert("step", step_tensor(s.step()));
-        d.insert("sum", s.sum());
-      },
-      [](const Reader& r, const at::Tensor& p, AdagradParamState& s) {
-        s.step(r.integer("step"));
-        s.sum(r.tensor("sum", p));
-        require_shape(r, "sum", s.sum(), p);
-        return true;
-      });
-  static const Codec lbfgs = make_codec<LBFGSOptions, LBFGSParamState>(
-      [](const LBFGSOptions& o, Entries& d) {
-        d.insert("lr", o.lr());
-        d.insert("max_iter", o.max_iter());
-        d.insert("max_eval", o.max_eval() ? IValue(*o.max_eval()) : IValue());
-        d.insert("tolerance_grad", o.tolerance_grad());
-        d.insert("tolerance_change", o.tolerance_change());
-        d.insert("history_size", o.history_size());
-        d.insert("line_search_fn", o.line_search_fn() ? IValue(*o.line_search_fn()) : IValue());
-      },
-      [](const Reader& r, LBFGSOptions& o) {
-        o.lr(r.number("lr")).max_iter(r.integer("max_iter"));
-        o.max_eval(r.get("max_eval").isNone() ? c10::optional<int64_t>() : r.integer("max_eval"));
-        o.tolerance_grad(r.number("tolerance_grad")).tolerance_change(r.number("tolerance_change"));
-        o.history_size(r.integer("history_size"));
-        const IValue& search = r.get("line_search_fn");
-        if (!search.isNone() && !search.isString()) r.fail("'line_search_fn' should be None or a string");
-        o.line_search_fn(search.isNone() ? c10::optional<std::string>() : search.toStringRef());
-      },
-      [](const LBFGSParamState& s, Entries& d) {
-        auto to_list = [](const auto& tensors) {
-          c10::List<IValue> list(c10::AnyType::get());
-          for (const auto& t : tensors) list.push_back(tensor_or_none(t));
-          return list;
-        };
-        d.insert("func_evals", s.func_evals());
-        d.insert("n_iter", s.n_iter());
-        if (s.al()) d.insert("al", to_list(*s.al()));
-        d.insert("d", tensor_or_none(s.d()));
-        d.insert("t", s.t());
-        d.insert("old_dirs", to_list(s.old_dirs()));
-        d.insert("old_stps", to_list(s.old_stps()));
-        d.insert("ro", to_list(s.ro()));
-        d.insert("H_diag", tensor_or_none(s.H_diag()));
-        d.insert("prev_flat_grad", tensor_or_none(s.prev_flat_grad()));
-        d.insert("prev_loss", s.prev_loss());
-      },
-      [](const Reader& r, const at::Tensor& p, LBFGSParamState& s) {
-        // LBFGS keeps one flat state for all parameters, stored under the first one.
-        s.func_evals(r.integer("func_evals")).n_iter(r.integer("n_iter"));
-        s.t(r.number("t")).prev_loss(r.number("prev_loss"));
-        s.d(r.tensor("d", p, true)).H_diag(r.tensor("H_diag", p, true));
-        s.prev_flat_grad(r.tensor("prev_flat_grad", p, true));
-        s.old_dirs(r.tensor_list("old_dirs", p)).old_stps(r.tensor_list("old_stps", p));
-        s.ro(r.tensor_list("ro", p));
-        if (r.has("al") && !r.get("al").isNone()) {
-          const IValue& al = r.get("al");
-          if (!al.isList()) r.fail("'al' should be a list");
-          std::vector<at::Tensor> values;
-          for (const IValue& e : al.toListRef()) {
-            if (e.isNone()) {
-              values.emplace_back();
-            } else if (e.isTensor()) {
-              values.push_back(e.toTensor().to(p.device(), p.scalar_type(), false, true));
-            } else {
-              r.fail("'al' should hold tensors or None");
-            }
-          }
-          s.al(std::move(values));
-        }
-        return true;
-      });
-  switch (kind) {
-    case Kind::kSGD: return sgd;
-    case Kind::kAdam: return adam;
-    case Kind::kAdamW: return adamw;
-    case Kind::kRMSprop: return rmsprop;
-    case Kind::kAdagrad: return adagrad;
-    case Kind::kLBFGS: return lbfgs;
+// KEY(name): the Python key and the accessor of LibTorch's TORCH_ARG member of
+// the same name (they agree for every entry here). The accessor's `auto&` gives
+// a const reference when writing a dict and a mutable one when reading it back.
+#define KEY(name) #name, [](auto& x) -> auto& { return x.name(); }
+
+// ---- param_group entries (hyper-parameters) ----
+
+template <typename Get>
+auto number(const char* key, Get get) {  // a Python float
+  return field(key, [=](const auto& o) { return IValue(get(o)); },
+               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.number(key); });
+}
+template <typename Get>
+auto integer(const char* key, Get get) {  // a Python int
+  return field(key, [=](const auto& o) { return IValue(get(o)); },
+               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.integer(key); });
+}
+template <typename Get>
+auto flag(const char* key, Get get) {  // a Python bool; False when absent
+  return field(key, [=](const auto& o) { return IValue(get(o)); },
+               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.boolean(key, false); });
+}
+template <typename Get>
+auto optional_integer(const char* key, Get get) {  // an int or None
+  return field(key, [=](const auto& o) { return get(o) ? IValue(*get(o)) : IValue(); },
+               [=](const Reader& r, const at::Tensor&, auto& o) {
+                 get(o) = r.get(key).isNone() ? c10::optional<int64_t>() : r.integer(key);
+               });
+}
+template <typename Get>
+auto optional_string(const char* key, Get get) {  // a str or None
+  return field(key, [=](const auto& o) { return get(o) ? IValue(*get(o)) : IValue(); },
+               [=](const Reader& r, const at::Tensor&, auto& o) {
+                 const IValue& v = r.get(key);
+                 if (!v.isNone() && !v.isString()) r.fail("'" + std::string(key) + "' should be None or a string");
+                 get(o) = v.isNone() ? c10::optional<std::string>() : v.toStringRef();
+               });
+}
+template <typename Get>
+auto pair(const char* key, Get get) {  // a tuple of two floats (Adam's betas)
+  return field(key, [=](const auto& o) { return betas_tuple(get(o)); },
+               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = read_betas(r); });
+}
+// An option only Python has: written with Python's default, ignored when read.
+auto python_only(const char* key, const IValue& value) {
+  return field(key, [=](const auto&) { return value; }, nullptr);
+}
+// A Python option LibTorch cannot honour: written False; True refuses the restore.
+auto unsupported_flag(const char* key) {
+  return field(key, [](const auto&) { return IValue(false); },
+               [=](const Reader& r, const at::Tensor&, const auto&) { r.forbid_true(key); });
+}
+
+// ---- per-parameter state entries ----
+
+template <typename Get>
+auto step_tensor(const char* key, Get get) {  // Python 1.13 keeps Adam's and Adagrad's step as a float32 tensor
+  return field(key, [=](const auto& s) { return IValue(at::scalar_tensor(static_cast<double>(get(s)), at::kFloat)); },
+               [=](const Reader& r, const at::Tensor&, auto& s) { get(s) = r.integer(key); });
+}
+template <typename Get>
+auto tensor(const char* key, Get get) {  // always present
+  return field(key, [=](const auto& s) { return IValue(get(s)); },
+               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p); }, get);
+}
+template <typename Get>
+auto optional_tensor(const char* key, Get get) {  // left out while LibTorch has none
+  return field(key, [=](const auto& s) { return get(s).defined() ? c10::optional<IValue>(get(s)) : c10::nullopt; },
+               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
+               get);
+}
+template <typename Get>
+auto nullable_tensor(const char* key, Get get) {  // None while LibTorch has none
+  return field(key, [=](const auto& s) { return tensor_or_none(get(s)); },
+               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
+               get);
+}
+
+template <typename Tensors>
+IValue list_of(const Tensors& tensors) {
+  c10::List<IValue> list(c10::AnyType::get());
+  for (const auto& t : tensors) list.push_back(tensor_or_none(t));
+  return list;
+}
+template <typename Get>
+auto tensors(const char* key, Get get) {  // a list of tensors (LBFGS's history)
+  return field(key, [=](const auto& s) { return list_of(get(s)); },
+               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor_list(key, p); });
+}
+template <typename Get>
+auto optional_tensors(const char* key, Get get) {  // a list of tensors or None, left out (or None) while absent
+  return field(key, [=](const auto& s) { return get(s) ? c10::optional<IValue>(list_of(*get(s))) : c10::nullopt; },
+               [=](const Reader& r, const at::Tensor& p, auto& s) {
+                 if (!r.has(key) || r.get(key).isNone()) return;
+                 const IValue& list = r.get(key);
+                 const std::string name = "'" + std::string(key) + "'";
+                 if (!list.isList()) r.fail(name + " should be a list");
+                 std::vector<at::Tensor> values;
+                 for (const IValue& e : list.toListRef()) {
+                   if (e.isNone()) {
+                     values.emplace_back();
+                   } else if (e.isTensor()) {
+                     values.push_back(e.toTensor().to(p.device(), p.scalar_type(), false, true));
+                   } else {
+                     r.fail(name + " should hold tensors or None");
+                   }
+                 }
+                 get(s) = std::move(values);
+               });
+}
+
+template <typename... Binders>
+auto entries(Binders... binders) {
+  return std::make_tuple(binders...);
+}
+
+template <typename T, typename Binders>
+std::vector<Field<T>> bind_fields(const Binders& binders) {
+  return std::apply([](const auto&... b) { return std::vector<Field<T>>{b(Of<T>{})...}; }, binders);
+}
+
+// ---- type-erased, for the optimizer at hand ----
+
+// Whether per-parameter state tensors have their parameter's shape.
+enum class StateShape { kPerParameter, kFlat };
+
+struct KeepAll {
+  template <typename State>
+  bool operator()(const State&) const { return true; }
+};
+
+struct OptimizerKind {
+  std::string python_name;  // torch.optim's class name
+  std::function<bool(const Optimizer&)> is;
+  std::function<Entries(const OptimizerOptions&)> options_to_dict;
+  std::function<void(const Reader&, OptimizerOptions&)> options_from_dict;
+  std::function<Entries(const OptimizerParamState&)> state_to_dict;
+  // nullptr: the saved entry carries no state LibTorch keeps (e.g. SGD's None buffer).
+  std::function<std::unique_ptr<OptimizerParamState>(const Reader&, const at::Tensor&)> state_from_dict;
+};
+
+template <typename T>
+Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
+  Entries d = new_entries();
+  for (const auto& f : fields) {
+    if (auto value = f.write(x)) d.insert(f.key, std::move(*value));
   }
-  throw Error("unknown optimizer kind");
+  return d;
+}
+
+// `group` and `state` list the entries in the order Python 1.13 writes them
+// (the saved files keep that order); they are read back in the same order.
+template <typename Opt, typename Options, typename State, typename Group, typename PerParameter, typename Keep = KeepAll>
+OptimizerKind kind(std::string python_name, const Group& group, const PerParameter& state,
+                   StateShape shape = StateShape::kPerParameter, Keep keep = {}) {
+  auto options_fields = std::make_shared<std::vector<Field<Options>>>(bind_fields<Options>(group));
+  auto state_fields = std::make_shared<std::vector<Field<State>>>(bind_fields<State>(state));
+  OptimizerKind k;
+  k.python_name = std::move(python_name);
+  k.is = [](const Optimizer& o) { return dynamic_cast<const Opt*>(&o) != nullptr; };
+  k.options_to_dict = [options_fields](const OptimizerOptions& o) {
+    return write_entries(*options_fields, static_cast<const Options&>(o));
+  };
+  k.options_from_dict = [options_fields](const Reader& r, OptimizerOptions& o) {
+    for (const auto& f : *options_fields) {
+      if (f.read) f.read(r, at::Tensor(), static_cast<Options&>(o));
+    }
+  };
+  k.state_to_dict = [state_fields](const OptimizerParamState& s) {
+    return write_entries(*state_fields, static_cast<const State&>(s));
+  };
+  k.state_from_dict = [state_fields, shape, keep](const Reader& r, const at::Tensor& param) {
+    auto s = std::make_unique<State>();
+    for (const auto& f : *state_fields) f.read(r, param, *s);
+    if (shape == StateShape::kPerParameter) {
+      for (const auto& f : *state_fields) {
+        if (f.tensor) require_shape(r, f.key, f.tensor(*s), param);
+      }
+    }
+    if (!keep(*s)) return std::unique_ptr<OptimizerParamState>();
+    return std::unique_ptr<OptimizerParamState>(std::move(s));
+  };
+  return k;
+}
+
+const std::vector<OptimizerKind>& optimizer_kinds() {
+  using namespace torch::optim;
+  static const std::vector<OptimizerKind> kinds = [] {
+    const IValue None;
+    // Adam and AdamW keep the same entries; Python 1.13 writes different
+    // Python-only options after them.
+    auto adam_group = [](auto... python_only_options) {
+      return entries(number(KEY(lr)), pair(KEY(betas)), number(KEY(eps)), number(KEY(weight_decay)), flag(KEY(amsgrad)),
+                     python_only_options...);
+    };
+    const auto adam_state = entries(step_tensor(KEY(step)), tensor(KEY(exp_avg)), tensor(KEY(exp_avg_sq)),
+                                    optional_tensor(KEY(max_exp_avg_sq)));
+    return std::vector<OptimizerKind>{
+        kind<SGD, SGDOptions, SGDParamState>(
+            "SGD",
+            entries(number(KEY(lr)), number(KEY(momentum)), number(KEY(dampening)), number(KEY(weight_decay)),
+                    flag(KEY(nesterov)), unsupported_flag("maximize"), python_only("foreach", None),
+                    python_only("differentiable", false)),
+            entries(nullable_tensor(KEY(momentum_buffer))), StateShape::kPerParameter,
+            // Python keeps None buffers (momentum 0, or no grad yet); LibTorch keeps no entry.
+            [](const SGDParamState& s) { return s.momentum_buffer().defined(); }),
+        kind<Adam, AdamOptions, AdamParamState>(
+            "Adam",
+            adam_group(unsupported_flag("maximize"), python_only("foreach", None), python_only("capturable", false),
+                       python_only("differentiable", false), python_only("fused", false)),
+            adam_state),
+        kind<AdamW, AdamWOptions, AdamWParamState>(
+            "AdamW", adam_group(python_only("foreach", None), unsupported_flag("maximize"), python_only("capturable", false)),
+            adam_state),
+        kind<RMSprop, RMSpropOptions, RMSpropParamState>(
+            "RMSprop",
+            entries(number(KEY(lr)), number(KEY(momentum)), number(KEY(alpha)), number(KEY(eps)), flag(KEY(centered)),
+                    number(KEY(weight_decay)), python_only("foreach", None), unsupported_flag("maximize"),
+                    python_only("differentiable", false)),
+            entries(integer(KEY(step)),  // a plain int in Python's RMSprop
+                    tensor(KEY(square_avg)), optional_tensor(KEY(momentum_buffer)), optional_tensor(KEY(grad_avg)))),
+        kind<Adagrad, AdagradOptions, AdagradParamState>(
+            "Adagrad",
+            entries(number(KEY(lr)), number(KEY(lr_decay)), number(KEY(eps)), number(KEY(weight_decay)),
+                    number(KEY(initial_accumulator_value)), python_only("foreach", None), unsupported_flag("maximize")),
+            entries(step_tensor(KEY(step)), tensor(KEY(sum)))),
+        kind<LBFGS, LBFGSOptions, LBFGSParamState>(
+            "LBFGS",
+            entries(number(KEY(lr)), integer(KEY(max_iter)), optional_integer(KEY(max_eval)), number(KEY(tolerance_grad)),
+                    number(KEY(tolerance_change)), integer(KEY(history_size)), optional_string(KEY(line_search_fn))),
+            // LBFGS keeps one flat state for all parameters, stored under the first one.
+            entries(integer(KEY(func_evals)), integer(KEY(n_iter)), optional_tensors(KEY(al)), nullable_tensor(KEY(d)),
+                    number(KEY(t)), tensors(KEY(old_dirs)), tensors(KEY(old_stps)), tensors(KEY(ro)),
+                    nullable_tensor(KEY(H_diag)), nullable_tensor(KEY(prev_flat_grad)), number(KEY(prev_loss))),
+            StateShape::kFlat),
+    };
+  }();
+  return kinds;
+}
+
+#undef KEY
+
+const OptimizerKind& kind_of(const Optimizer& optimizer) {
+  for (const auto& kind : optimizer_kinds()) {
+    if (kind.is(optimizer)) return kind;
+  }
+  std::string names;
+  const auto& kinds = optimizer_kinds();
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    names += (i == 0 ? "" : i + 1 == kinds.size() ? " and " : ", ") + kinds[i].python_name;
+  }
+  throw Error("optimizer type " + c10::demangle(typeid(optimizer).name()) + " is not supported; supported are " + names);
 }
 
 }  // namespace
 
-std::string optimizer_type_name(const Optimizer& optimizer) {
-  switch (kind_of(optimizer)) {
-    case Kind::kSGD: return "SGD";
-    case Kind::kAdam: return "Adam";
-    case Kind::kAdamW: return "AdamW";
-    case Kind::kRMSprop: return "RMSprop";
-    case Kind::kAdagrad: return "Adagrad";
-    case Kind::kLBFGS: return "LBFGS";
-  }
-  return "?";
-}
+std::string optimizer_type_name(const Optimizer& optimizer) { return kind_of(optimizer).python_name; }
 
 c10::impl::GenericDict optimizer_state_dict(const Optimizer& optimizer) {
-  const Codec& codec = codec_for(kind_of(optimizer));
+  const OptimizerKind& optimizer_kind = kind_of(optimizer);
   c10::impl::GenericDict state(c10::IntType::get(), c10::AnyType::get());
   c10::List<IValue> groups(c10::AnyType::get());
   int64_t index = 0;
   for (const auto& group : optimizer.param_groups()) {
-    Entries entry = codec.options_to_dict(group.options());
+    Entries entry = optimizer_kind.options_to_dict(group.options());
     c10::List<int64_t> ids;
     for (const auto& param : group.params()) {
       auto found = optimizer.state().find(param_key(param));
-      if (found != optimizer.state().end()) state.insert(index, codec.state_to_dict(*found->second));
+      if (found != optimizer.state().end()) state.insert(index, optimizer_kind.state_to_dict(*found->second));
       ids.push_back(index++);
     }
     entry.insert("params", ids);
@@ -430,7 +450,7 @@ c10::impl::GenericDict optimizer_state_dict(const Optimizer& optimizer) {
 namespace state {
 
 Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
-  const Codec& codec = codec_for(kind_of(optimizer));
+  const OptimizerKind& optimizer_kind = kind_of(optimizer);
   Reader top(value, "(top level)");
   const IValue& groups_value = top.get("param_groups");
   const IValue& state_value = top.get("state");
@@ -463,7 +483,7 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
       }
     }
     auto options = live_groups[g].options().clone();
-    codec.options_from_dict(group, *options);
+    optimizer_kind.options_from_dict(group, *options);
     new_options.push_back(std::move(options));
   }
 
@@ -476,7 +496,7 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
       top.fail("'state' has an entry for parameter id " + std::to_string(id) + ", which no param group lists");
     }
     Reader reader(entry.value(), "state[" + std::to_string(id) + "]");
-    auto state = codec.state_from_dict(reader, param->second);
+    auto state = optimizer_kind.state_from_dict(reader, param->second);
     if (state) new_state.emplace_back(param_key(param->second), std::move(state));
   }
 
