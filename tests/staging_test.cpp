@@ -1,0 +1,280 @@
+// Staging (daemon/staging.h): tracked tensors are copied per storage into
+// reusable host buffers, so a snapshot keeps torch.save's sharing (views,
+// tied weights) and steady-state snapshots allocate nothing new.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <stdexcept>
+#include <thread>
+
+#include "daemon/staging.h"
+
+namespace autosnap {
+namespace {
+
+using daemon::DeferredCopies;
+using daemon::StagingArena;
+using daemon::StorageCopy;
+
+c10::impl::GenericDict new_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+
+at::Tensor tensor_at(const c10::IValue& dict, const std::string& key) {
+  const auto d = dict.toGenericDict();
+  auto it = d.find(key);
+  if (it == d.end()) throw std::runtime_error("no key '" + key + "' in the staged value");
+  return it->value().toTensor();
+}
+
+// Stages `live` and performs every copy at once.
+c10::IValue stage_now(StagingArena& arena, const c10::IValue& live, std::vector<StorageCopy>* copies_out = nullptr) {
+  std::vector<StorageCopy> copies;
+  c10::IValue staged = arena.stage(live, {}, copies);
+  daemon::perform_copies(copies);
+  if (copies_out) *copies_out = copies;
+  return staged;
+}
+
+const void* storage_of(const at::Tensor& t) { return t.storage().unsafeGetStorageImpl(); }
+
+TEST(Staging, ViewsOfOneStorageStayViewsOfOneStagingBuffer) {
+  const auto base = torch::arange(12, torch::kFloat64);
+  auto live = new_dict();
+  live.insert("matrix", base.view({3, 4}));
+  live.insert("slice", base.slice(0, 2, 8));
+  live.insert("column", base.view({3, 4}).select(1, 1));  // strided
+  live.insert("other", torch::arange(5, torch::kInt64));
+  StagingArena arena;
+  std::vector<StorageCopy> copies;
+  const auto staged = stage_now(arena, live, &copies);
+  EXPECT_EQ(copies.size(), 2u) << "one copy per storage, not per tensor";
+  EXPECT_EQ(arena.bytes(), 12u * 8 + 5u * 8);
+
+  const at::Tensor matrix = tensor_at(staged, "matrix"), slice = tensor_at(staged, "slice"),
+                   column = tensor_at(staged, "column"), other = tensor_at(staged, "other");
+  EXPECT_EQ(storage_of(matrix), storage_of(slice)) << "views of one storage must stay views of one buffer";
+  EXPECT_EQ(storage_of(matrix), storage_of(column));
+  EXPECT_NE(storage_of(matrix), storage_of(other));
+  EXPECT_NE(storage_of(matrix), storage_of(base)) << "staging copies; it must not alias the live storage";
+  for (const std::string key : {"matrix", "slice", "column", "other"}) {
+    const at::Tensor original = live.at(key).toTensor();
+    const at::Tensor copy = tensor_at(staged, key);
+    EXPECT_EQ(copy.scalar_type(), original.scalar_type()) << key;
+    EXPECT_EQ(copy.sizes(), original.sizes()) << key;
+    EXPECT_EQ(copy.strides(), original.strides()) << key;
+    EXPECT_EQ(copy.storage_offset(), original.storage_offset()) << key;
+    EXPECT_TRUE(torch::equal(copy, original)) << key << ": staged " << copy << "\nlive " << original;
+  }
+  base.fill_(-1);  // training goes on
+  EXPECT_EQ(slice[0].item<double>(), 2.0) << "the staged copy keeps the values of its step";
+}
+
+TEST(Staging, TiedWeightsShareOneBuffer) {
+  const auto weight = torch::randn({4, 3});
+  auto live = new_dict();
+  live.insert("encoder.weight", weight);
+  live.insert("decoder.weight", weight);
+  StagingArena arena;
+  std::vector<StorageCopy> copies;
+  const auto staged = stage_now(arena, live, &copies);
+  EXPECT_EQ(copies.size(), 1u);
+  EXPECT_EQ(arena.allocations(), 1);
+  EXPECT_EQ(arena.bytes(), 4u * 3 * 4);
+  EXPECT_EQ(storage_of(tensor_at(staged, "encoder.weight")), storage_of(tensor_at(staged, "decoder.weight")));
+  EXPECT_TRUE(torch::equal(tensor_at(staged, "decoder.weight"), weight));
+}
+
+TEST(Staging, BuffersAreReusedAcrossStageCalls) {
+  auto live = new_dict();
+  const auto a = torch::zeros({100});
+  live.insert("a", a);
+  live.insert("nested", c10::ivalue::Tuple::create({torch::zeros({7}, torch::kInt32), int64_t(3)}));
+  StagingArena arena;
+  const auto first = stage_now(arena, live);
+  const int64_t allocations = arena.allocations();
+  const uint64_t bytes = arena.bytes();
+  EXPECT_EQ(allocations, 2);
+  const void* first_buffer = storage_of(tensor_at(first, "a"));
+
+  for (int step = 1; step <= 3; ++step) {
+    a.fill_(step);
+    const auto staged = stage_now(arena, live);
+    EXPECT_EQ(arena.allocations(), allocations) << "step " << step << ": same shapes, no new buffers";
+    EXPECT_EQ(arena.bytes(), bytes);
+    EXPECT_EQ(storage_of(tensor_at(staged, "a")), first_buffer) << "the same buffer is reused";
+    EXPECT_TRUE(torch::all(tensor_at(staged, "a") == step).item<bool>()) << tensor_at(staged, "a");
+    EXPECT_EQ(staged.toGenericDict().at("nested").toTupleRef().elements()[1].toInt(), 3) << "non-tensors pass through";
+  }
+}
+
+TEST(Staging, AChangedSizeReallocates) {
+  auto live = new_dict();
+  live.insert("a", torch::ones({10}));
+  StagingArena arena;
+  stage_now(arena, live);
+  EXPECT_EQ(arena.allocations(), 1);
+  EXPECT_EQ(arena.bytes(), 40u);
+
+  live.insert_or_assign("a", torch::ones({25}));  // e.g. a resized embedding
+  const auto staged = stage_now(arena, live);
+  EXPECT_EQ(arena.allocations(), 2);
+  EXPECT_EQ(arena.bytes(), 100u) << "the old buffer's bytes are no longer counted";
+  EXPECT_EQ(tensor_at(staged, "a").numel(), 25);
+  EXPECT_TRUE(torch::all(tensor_at(staged, "a") == 1).item<bool>());
+}
+
+TEST(Staging, TrimFreesBuffersTheLastStageDidNotUse) {
+  auto both = new_dict();
+  both.insert("a", torch::ones({10}));
+  both.insert("b", torch::ones({30}));
+  auto only_a = new_dict();
+  only_a.insert("a", both.at("a"));
+  StagingArena arena;
+  stage_now(arena, both);
+  EXPECT_EQ(arena.bytes(), 160u);
+  stage_now(arena, only_a);
+  EXPECT_EQ(arena.bytes(), 160u) << "stage() alone keeps unused buffers";
+  arena.trim();
+  EXPECT_EQ(arena.bytes(), 40u) << "trim() frees 'b', which the last stage() did not use";
+  EXPECT_EQ(arena.allocations(), 2);
+  stage_now(arena, only_a);
+  EXPECT_EQ(arena.allocations(), 2) << "trim() keeps the buffers in use";
+  stage_now(arena, both);
+  EXPECT_EQ(arena.allocations(), 3) << "'b' needs a new buffer after trim()";
+  EXPECT_EQ(arena.bytes(), 160u);
+}
+
+TEST(Staging, ReleaseFreesEveryBuffer) {
+  auto live = new_dict();
+  live.insert("a", torch::ones({10}));
+  live.insert("b", torch::ones({3}));
+  StagingArena arena;
+  const auto staged = stage_now(arena, live);
+  arena.release();
+  EXPECT_EQ(arena.bytes(), 0u);
+  EXPECT_TRUE(torch::all(tensor_at(staged, "a") == 1).item<bool>()) << "a staged value keeps its own buffer alive";
+  stage_now(arena, live);
+  EXPECT_EQ(arena.allocations(), 4) << "after release() everything is allocated again";
+  EXPECT_EQ(arena.bytes(), 52u);
+}
+
+TEST(Staging, OnlyDenseTensorsCanBeStaged) {
+  auto live = new_dict();
+  auto inner = new_dict();
+  inner.insert("embedding", torch::eye(3).to_sparse());
+  live.insert("model", inner);
+  StagingArena arena;
+  std::vector<StorageCopy> copies;
+  try {
+    arena.stage(live, {}, copies);
+    ADD_FAILURE() << "a sparse tensor was staged";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot snapshot 'model/embedding': only dense tensors can be saved"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Paths are the buffers' keys: a dict key with a '/' in it can spell the same
+// path as a nested dict.
+// DISABLED: fails today. StagingArena keys buffers by the '/'-joined path, so
+// {"a/b": x, "a": {"b": y}} with x, y of the same byte size share one buffer:
+// both copies go to it and both staged tensors show the values of whichever
+// copy ran last. Tracked names may not contain '/', but keys inside a value do:
+// Snapshotter::track("extra", save, load) with save() returning that dict
+// commits y's values under "a/b" (a silently wrong snapshot, checked by hand).
+// Fix in staging.cpp, e.g. key buffers by an unambiguous path encoding, or do
+// not reuse a buffer already used in the same stage() call.
+TEST(Staging, DISABLED_DistinctStoragesWhosePathsCollideStayDistinct) {
+  auto live = new_dict();
+  auto nested = new_dict();
+  live.insert("a/b", torch::full({4}, 1.0));
+  nested.insert("b", torch::full({4}, 2.0));
+  live.insert("a", nested);
+  StagingArena arena;
+  const auto staged = stage_now(arena, live);
+  const at::Tensor flat = tensor_at(staged, "a/b");
+  const at::Tensor inner = tensor_at(staged.toGenericDict().at("a"), "b");
+  EXPECT_NE(storage_of(flat), storage_of(inner)) << "two live storages were staged into one buffer";
+  EXPECT_TRUE(torch::all(flat == 1).item<bool>()) << "'a/b' staged as " << flat;
+  EXPECT_TRUE(torch::all(inner == 2).item<bool>()) << "'a'/'b' staged as " << inner;
+}
+
+TEST(Staging, StorageBytesCountsEachStorageOnce) {
+  const auto big = torch::zeros({1000});  // 4000 bytes
+  auto value = new_dict();
+  value.insert("first", big.slice(0, 0, 10));  // a small view counts its whole storage
+  value.insert("second", big.slice(0, 500, 510));
+  value.insert("list", c10::List<at::Tensor>({big, torch::zeros({3}, torch::kFloat64)}));
+  value.insert("tuple", c10::ivalue::Tuple::create({torch::zeros({2}, torch::kInt8), at::Tensor(), std::string("x")}));
+  value.insert("scalar", 2.5);
+  EXPECT_EQ(daemon::storage_bytes(value), 4000u + 24u + 2u);
+  EXPECT_EQ(daemon::storage_bytes(c10::IValue(int64_t(3))), 0u);
+  EXPECT_EQ(daemon::storage_bytes(big.view({10, 100})), 4000u);
+}
+
+// ---- DeferredCopies (flush.overlap) ----
+
+StorageCopy copy_of(const at::Tensor& source, at::Tensor& destination) {
+  destination = torch::zeros({static_cast<int64_t>(source.storage().nbytes())}, torch::kUInt8);
+  return {source.storage(), destination, /*deferrable=*/true};
+}
+
+TEST(DeferredCopies, RunsOnceWhoeverAsksFirst) {
+  const auto source = torch::full({256}, 1.0f);
+  at::Tensor destination;
+  DeferredCopies deferred({copy_of(source, destination)});
+  std::vector<std::thread> waiters;
+  std::atomic<int> returned{0};
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back([&] {
+      deferred.run_or_wait();
+      ++returned;
+    });
+  }
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(returned.load(), 4);
+  const auto as_floats = [&] { return destination.view(torch::kFloat32); };
+  EXPECT_TRUE(torch::equal(as_floats(), source)) << "every waiter returns after the copy is complete";
+
+  source.fill_(2.0f);
+  deferred.run_or_wait();
+  EXPECT_TRUE(torch::all(as_floats() == 1.0f).item<bool>()) << "a second call must not copy again";
+  EXPECT_FALSE(deferred.discarded());
+  deferred.discard();
+  EXPECT_TRUE(deferred.discarded());
+}
+
+TEST(DeferredCopies, TheCopyErrorReachesEveryWaiter) {
+  const auto source = torch::full({64}, 1.0f);
+  at::Tensor destination;
+  std::vector<StorageCopy> copies = {copy_of(source, destination)};
+  copies.push_back({torch::ones({8}).storage(), at::Tensor(), true});  // no destination: the copy throws
+  DeferredCopies deferred(copies);
+
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> waiters;
+  for (size_t i = 0; i < errors.size(); ++i) {
+    waiters.emplace_back([&, i] {
+      try {
+        deferred.run_or_wait();
+        errors[i] = "<no exception>";
+      } catch (const std::exception& e) {
+        errors[i] = std::string("error: ") + e.what();
+      }
+    });
+  }
+  for (auto& t : waiters) t.join();
+  for (const auto& e : errors) {
+    EXPECT_EQ(e.rfind("error: ", 0), 0u) << "every waiter must see the copy's error, got " << e;
+    EXPECT_EQ(e, errors[0]) << "the same error";
+  }
+  EXPECT_TRUE(torch::all(destination.view(torch::kFloat32) == 1.0f).item<bool>()) << "the first copy ran";
+
+  source.fill_(5.0f);
+  EXPECT_THROW(deferred.run_or_wait(), std::exception) << "a later caller still gets the error";
+  EXPECT_TRUE(torch::all(destination.view(torch::kFloat32) == 1.0f).item<bool>()) << "and nothing is copied again";
+}
+
+}  // namespace
+}  // namespace autosnap
