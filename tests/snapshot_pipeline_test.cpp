@@ -9,8 +9,6 @@
 #include "autosnap/autosnap.h"
 #include "autosnap/snapshotter.h"
 #include "daemon/snapshotter_stats.h"
-#include "daemon/staging.h"
-#include "daemon/tracked.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
@@ -83,37 +81,6 @@ TEST(Snapshotter, OverlapStagesDuringTheNextStepAndWaitsBeforeTheOptimizer) {
 
 // What makes overlap's stall small: only buffers are copied at the step
 // boundary; parameter copies (changed only by optimizer.step()) are deferred.
-
-TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
-  Model model;
-  model.set_all(1);
-  auto tracked = daemon::track_module(model);
-  const c10::IValue live = tracked->capture();
-  std::unordered_set<const void*> step_only;
-  tracked->step_only_storages(live, step_only);
-  daemon::StagingArena arena;
-  std::vector<daemon::StorageCopy> copies;
-  const c10::IValue staged = arena.stage(live, step_only, copies);
-  ASSERT_EQ(copies.size(), 3u);
-  std::vector<daemon::StorageCopy> now, later;
-  for (auto& copy : copies) (copy.deferrable ? later : now).push_back(copy);
-  EXPECT_EQ(now.size(), 1u) << "the buffer 'running'";
-  EXPECT_EQ(later.size(), 2u) << "the parameters 'weight' and 'bias'";
-
-  daemon::perform_copies(now);
-  const auto staged_weight = dict_at(staged, "weight").toTensor();
-  const auto staged_running = dict_at(staged, "running").toTensor();
-  EXPECT_TRUE(torch::all(staged_running == 1).item<bool>()) << "buffers are staged at the boundary";
-  EXPECT_FALSE(torch::equal(staged_weight, model.weight)) << "parameters are not copied yet";
-  {
-    torch::NoGradGuard no_grad;
-    model.running.fill_(2);  // the next forward pass
-  }
-  daemon::DeferredCopies deferred(later);
-  deferred.run_or_wait();  // before_optimizer_step()
-  EXPECT_TRUE(torch::all(staged_weight == 1).item<bool>());
-  EXPECT_TRUE(torch::all(staged_running == 1).item<bool>()) << "the staged buffer keeps the boundary's values";
-}
 
 TEST(Snapshotter, OverlapWithoutBeforeOptimizerStepDiscardsInsteadOfSavingAMix) {
   TempDir dir;

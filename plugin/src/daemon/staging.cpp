@@ -75,7 +75,11 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const std::string& p
     const void* key = storage.unsafeGetStorageImpl();
     auto staged = staged_storages_.find(key);
     if (staged == staged_storages_.end()) {
-      Buffer& buffer = buffers_[path];
+      // A path can be spelt twice ('/' inside a dict key, "0" as a key and as a
+      // list index): each storage of one stage() still gets a buffer of its own.
+      std::string buffer_key = path;
+      while (buffers_[buffer_key].used) buffer_key += '#';
+      Buffer& buffer = buffers_[buffer_key];
       const auto nbytes = static_cast<int64_t>(storage.nbytes());
       if (!buffer.bytes.defined() || buffer.bytes.numel() != nbytes) {
         if (buffer.bytes.defined()) bytes_ -= static_cast<uint64_t>(buffer.bytes.numel());
