@@ -11,7 +11,9 @@
 namespace {
 
 struct NetImpl : torch::nn::Module {
-  NetImpl() : fc1(register_module("fc1", torch::nn::Linear(4, 8))), fc2(register_module("fc2", torch::nn::Linear(8, 2))) {}
+  NetImpl()
+      : fc1(register_module("fc1", torch::nn::Linear(4, 8))),
+        fc2(register_module("fc2", torch::nn::Linear(8, 2))) {}
   torch::Tensor forward(torch::Tensor x) { return fc2(torch::relu(fc1(x))); }
   torch::nn::Linear fc1, fc2;
 };
@@ -29,7 +31,8 @@ int main(int argc, char** argv) {
   auto x = torch::randint(100, {4, 4});
   autosnap::save(x, dir + "/x.pt");
   auto y = autosnap::load(dir + "/x.pt").toTensor();
-  std::cout << "saved and loaded a " << y.sizes() << " tensor, equal: " << std::boolalpha << torch::equal(x, y) << "\n";
+  std::cout << "saved and loaded a " << y.sizes() << " tensor, equal: " << std::boolalpha
+            << torch::equal(x, y) << "\n";
 
   section("lists, tuples and dicts of tensors");
   auto a = torch::randint(10, {2, 2}), b = torch::randint(100, {3, 3});
@@ -45,10 +48,12 @@ int main(int argc, char** argv) {
   autosnap::save(autosnap::list({base, base.slice(0, 0, 5).clone()}), dir + "/x_and_clone.pt");
   auto shared = autosnap::load(dir + "/x_and_view.pt").toList();
   shared.get(0).toTensor()[0] = 100;
-  std::cout << "after x[0] = 100 the loaded view starts with " << shared.get(1).toTensor()[0].item<int64_t>() << "\n";
+  std::cout << "after x[0] = 100 the loaded view starts with " << shared.get(1).toTensor()[0].item<int64_t>()
+            << "\n";
   auto cloned = autosnap::load(dir + "/x_and_clone.pt").toList();
   cloned.get(0).toTensor()[0] = 100;
-  std::cout << "after x[0] = 100 the loaded clone starts with " << cloned.get(1).toTensor()[0].item<int64_t>() << "\n";
+  std::cout << "after x[0] = 100 the loaded clone starts with " << cloned.get(1).toTensor()[0].item<int64_t>()
+            << "\n";
 
   section("a model's parameters (state_dict)");
   Net model;
@@ -72,7 +77,8 @@ int main(int argc, char** argv) {
   torch::optim::SGD resumed_optimizer(resumed->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   auto checkpoint = autosnap::load(dir + "/checkpoint.pt");
   autosnap::load_state_dict(*resumed, autosnap::dict_at(checkpoint, "model_state_dict"));
-  autosnap::load_optimizer_state_dict(resumed_optimizer, autosnap::dict_at(checkpoint, "optimizer_state_dict"));
+  autosnap::load_optimizer_state_dict(resumed_optimizer,
+                                      autosnap::dict_at(checkpoint, "optimizer_state_dict"));
   const auto epoch = autosnap::dict_at(checkpoint, "epoch").toInt();
   const auto saved_loss = autosnap::dict_at(checkpoint, "loss").toDouble();
   resumed->train();
@@ -84,8 +90,8 @@ int main(int argc, char** argv) {
             << autosnap::dict_at(on_cpu, "fc1.weight").toTensor().device() << "\n";
   try {
     auto on_gpu = autosnap::load(dir + "/model.pt", "cuda:0");
-    std::cout << "map_location cuda:0: fc1.weight is on " << autosnap::dict_at(on_gpu, "fc1.weight").toTensor().device()
-              << "\n";
+    std::cout << "map_location cuda:0: fc1.weight is on "
+              << autosnap::dict_at(on_gpu, "fc1.weight").toTensor().device() << "\n";
   } catch (const autosnap::Error& e) {
     std::cout << "map_location cuda:0: " << e.what() << "\n";
   }

@@ -6,9 +6,9 @@
 // newest valid snapshot and ends with bitwise the same model and optimizer as
 // a run that was never interrupted. Without --config (and AUTOSNAP_CONFIG) it
 // trains without snapshots.
-#include <CLI/CLI.hpp>
 #include <autosnap/autosnap.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <chrono>
 #include <iomanip>
@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   int64_t steps = 1000, input = 16, hidden = 64, output = 4, batch = 32, steps_per_epoch = 50, log_every = 50;
   uint64_t seed = 42;
   int sleep_ms = 0;
-  app.add_option("--config", config_path, "autosnap YAML config (default: $AUTOSNAP_CONFIG, else no snapshots)");
+  app.add_option("--config", config_path,
+                 "autosnap YAML config (default: $AUTOSNAP_CONFIG, else no snapshots)");
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
   app.add_option("--input", input, "input features")->check(CLI::PositiveNumber);
   app.add_option("--hidden", hidden, "hidden units")->check(CLI::PositiveNumber);
@@ -42,7 +43,8 @@ int main(int argc, char** argv) {
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--steps-per-epoch", steps_per_epoch, "steps per epoch")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "random seed");
-  app.add_option("--sleep-ms", sleep_ms, "sleep after each step (for tests and demos)")->check(CLI::NonNegativeNumber);
+  app.add_option("--sleep-ms", sleep_ms, "sleep after each step (for tests and demos)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--log-every", log_every, "print the loss every N steps")->check(CLI::PositiveNumber);
   app.add_option("--out", out_path, "at the end, save model, optimizer, step and loss here");
   CLI11_PARSE(app, argc, argv);
@@ -58,7 +60,8 @@ int main(int argc, char** argv) {
 
     int64_t epoch = 0, completed_steps = 0;
     double loss_value = 0;
-    auto snap = config_path.empty() ? autosnap::Snapshotter::from_env() : autosnap::Snapshotter::from_config(config_path);
+    auto snap = config_path.empty() ? autosnap::Snapshotter::from_env()
+                                    : autosnap::Snapshotter::from_config(config_path);
     snap.track("model_state_dict", model);
     snap.track("optimizer_state_dict", optimizer);
     snap.track("epoch", epoch);
@@ -87,8 +90,8 @@ int main(int argc, char** argv) {
       completed_steps = step + 1;
       epoch = completed_steps / steps_per_epoch;
       if (step % log_every == 0) {
-        std::cout << "step " << std::setw(6) << step << "  loss " << std::setprecision(6) << std::fixed << loss_value
-                  << std::endl;
+        std::cout << "step " << std::setw(6) << step << "  loss " << std::setprecision(6) << std::fixed
+                  << loss_value << std::endl;
       }
       snap.on_step_end(step);
       if (completed_steps % steps_per_epoch == 0) snap.on_epoch_end(epoch);
@@ -102,8 +105,8 @@ int main(int argc, char** argv) {
     if (finished) snap.on_train_end();
     snap.close();
     if (finished) {
-      std::cout << "finished " << steps << " steps, final loss " << std::setprecision(6) << std::fixed << loss_value
-                << std::endl;
+      std::cout << "finished " << steps << " steps, final loss " << std::setprecision(6) << std::fixed
+                << loss_value << std::endl;
       if (!out_path.empty()) {
         autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(*model)},
                                        {"optimizer_state_dict", autosnap::optimizer_state_dict(optimizer)},

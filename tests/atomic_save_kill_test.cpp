@@ -80,8 +80,9 @@ TEST(AtomicSave, SurvivesSigkillAtRandomMoments) {
       }
     }
   }
-  std::cout << kKills << " kills, " << interrupted_saves << " of them in the middle of a save; the file advanced after "
-            << progressed << " of them, last i = " << last_seen << std::endl;
+  std::cout << kKills << " kills, " << interrupted_saves
+            << " of them in the middle of a save; the file advanced after " << progressed
+            << " of them, last i = " << last_seen << std::endl;
   EXPECT_GT(interrupted_saves, 0) << "no kill hit a save in progress: the test proves little";
   EXPECT_GT(progressed, kKills / 4) << "the writer should usually commit something between kills";
 }

@@ -28,10 +28,11 @@ void make_snapshots(const std::string& directory) {
   torch::optim::Adam optimizer(net.parameters(), torch::optim::AdamOptions(0.01));
   int64_t epoch = 0;
   double loss = 0;
-  Snapshotter snap(Config::from_string("directory: " + directory +
-                                           "\ntriggers: {every_steps: 10, on_train_end: false}\n"
-                                           "retention: {keep_last: 0}\ncontrol: {socket: false}\nlog_level: warn\n",
-                                       "t.yaml"));
+  Snapshotter snap(
+      Config::from_string("directory: " + directory +
+                              "\ntriggers: {every_steps: 10, on_train_end: false}\n"
+                              "retention: {keep_last: 0}\ncontrol: {socket: false}\nlog_level: warn\n",
+                          "t.yaml"));
   snap.track("model_state_dict", net);
   snap.track("optimizer_state_dict", optimizer);
   snap.track("epoch", epoch);
@@ -59,8 +60,8 @@ TEST(Cli, ListShowsEverySnapshotWithItsStatus) {
   testing::truncate_file(shard(dir.path(), 20), 100);
   auto result = autosnap_cli("list " + testing::shell_quote(dir.path()));
   EXPECT_EQ(result.exit_code, 0) << result.output;
-  for (const char* fragment : {"STEP", "EPOCH", "TIME", "SIZE", "STATUS", "REASON", "every_steps", "valid", "corrupt",
-                               "step 20 (corrupt): file 'rank-00000.pt' is 100 bytes"}) {
+  for (const char* fragment : {"STEP", "EPOCH", "TIME", "SIZE", "STATUS", "REASON", "every_steps", "valid",
+                               "corrupt", "step 20 (corrupt): file 'rank-00000.pt' is 100 bytes"}) {
     EXPECT_NE(result.output.find(fragment), std::string::npos) << fragment << " in\n" << result.output;
   }
   auto json_result = autosnap_cli("list --json " + testing::shell_quote(dir.path()));
@@ -117,7 +118,8 @@ TEST(Cli, VerifyTellsAReadErrorFromABadSnapshotThroughLibfiu) {
   EXPECT_EQ(result.exit_code, 6) << "an I/O error says nothing about the data:\n" << result.output;
   EXPECT_NE(result.output.find("step 30: UNREADABLE:"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("Input/output error"), std::string::npos) << result.output;
-  EXPECT_EQ(autosnap_cli("verify " + testing::shell_quote(dir.path())).exit_code, 0) << "the snapshot itself is fine";
+  EXPECT_EQ(autosnap_cli("verify " + testing::shell_quote(dir.path())).exit_code, 0)
+      << "the snapshot itself is fine";
 }
 
 TEST(Cli, LatestAndVerifyOnAnEmptyDirectory) {
@@ -147,7 +149,8 @@ TEST(Cli, InspectShowsEntriesShapesAndTheOptimizer) {
 TEST(Cli, ExportWritesOnePythonLoadableFile) {
   TempDir dir;
   make_snapshots(dir.path());
-  auto result = autosnap_cli("export " + testing::shell_quote(dir.path()) + " --out " + testing::shell_quote(dir.file("final.pt")));
+  auto result = autosnap_cli("export " + testing::shell_quote(dir.path()) + " --out " +
+                             testing::shell_quote(dir.file("final.pt")));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("exported step 30"), std::string::npos) << result.output;
   auto value = load(dir.file("final.pt"));
@@ -172,13 +175,15 @@ TEST(Cli, ExportWritesOnePythonLoadableFile) {
 TEST(Cli, PruneDryRunDeletesNothingAndPruneKeepsTheNewest) {
   TempDir dir;
   make_snapshots(dir.path());
-  auto dry = autosnap_cli("prune " + testing::shell_quote(dir.path()) + " --keep-last 1 --keep-every-steps 20 --dry-run");
+  auto dry = autosnap_cli("prune " + testing::shell_quote(dir.path()) +
+                          " --keep-last 1 --keep-every-steps 20 --dry-run");
   EXPECT_EQ(dry.exit_code, 0) << dry.output;
   EXPECT_NE(dry.output.find("would delete step 10"), std::string::npos) << dry.output;
   EXPECT_EQ(dry.output.find("step 20"), std::string::npos) << "20 is a multiple of 20: kept";
   EXPECT_EQ(SnapshotStore::open_read_only(dir.path())->valid_steps(), (std::vector<int64_t>{0, 10, 20, 30}));
 
-  auto real = autosnap_cli("prune " + testing::shell_quote(dir.path()) + " --keep-last 1 --keep-every-steps 20");
+  auto real =
+      autosnap_cli("prune " + testing::shell_quote(dir.path()) + " --keep-last 1 --keep-every-steps 20");
   EXPECT_EQ(real.exit_code, 0) << real.output;
   EXPECT_NE(real.output.find("deleted step 10"), std::string::npos) << real.output;
   EXPECT_EQ(SnapshotStore::open_read_only(dir.path())->valid_steps(), (std::vector<int64_t>{0, 20, 30}));

@@ -48,7 +48,8 @@ TEST(Config, DefaultsAndFullFile) {
           "retention: {keep_last: 5, keep_every_steps: 1000}\n"
           "flush: {mode: sync, max_pending: 2, when_busy: skip, staging_memory_limit: 2GiB, fsync: false, "
           "overlap: true, threads: 3}\n"
-          "signals: {snapshot: [USR2], snapshot_and_stop: [SIGTERM, SIGINT], after_stop: requeue, exit_code: 3}\n"
+          "signals: {snapshot: [USR2], snapshot_and_stop: [SIGTERM, SIGINT], after_stop: requeue, exit_code: "
+          "3}\n"
           "control: {socket: false, socket_path: /tmp/x.sock}\n"
           "capture: {rng: false}\nrestore: {strict: false, max_attempts: 5}\non_error: abort\n"
           "distributed: {backend: gloo, timeout_seconds: 60}\nlog_level: debug\n",
@@ -73,8 +74,8 @@ TEST(Config, DefaultsAndFullFile) {
 TEST(Config, TheShippedConfigFileParses) {
   TempDir dir;
   ::setenv("SLURM_JOB_ID", "4242", 1);
-  auto text = default_file_system().read_small_file(std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/../config/autosnap.yaml",
-                                                    1 << 20);
+  auto text = default_file_system().read_small_file(
+      std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/../config/autosnap.yaml", 1 << 20);
   auto c = Config::from_string(text, "autosnap.yaml", /*check_environment=*/false);
   EXPECT_EQ(c.directory, "checkpoints/4242");
   ::unsetenv("SLURM_JOB_ID");
@@ -86,10 +87,11 @@ TEST(Config, EnvironmentExpansion) {
   TempDir dir;
   ::setenv("AUTOSNAP_TEST_ROOT", dir.path().c_str(), 1);
   ::unsetenv("AUTOSNAP_TEST_UNSET");
-  auto c = Config::from_string("directory: ${AUTOSNAP_TEST_ROOT}/run-${AUTOSNAP_TEST_UNSET:-local}/$$x\n", "t.yaml");
+  auto c = Config::from_string("directory: ${AUTOSNAP_TEST_ROOT}/run-${AUTOSNAP_TEST_UNSET:-local}/$$x\n",
+                               "t.yaml");
   EXPECT_EQ(c.directory, dir.path() + "/run-local/$x");
-  EXPECT_NE(config_error("directory: ${AUTOSNAP_TEST_UNSET}/x\n").find(
-                "test.yaml:1:12: directory: environment variable AUTOSNAP_TEST_UNSET is not set"),
+  EXPECT_NE(config_error("directory: ${AUTOSNAP_TEST_UNSET}/x\n")
+                .find("test.yaml:1:12: directory: environment variable AUTOSNAP_TEST_UNSET is not set"),
             std::string::npos);
   EXPECT_NE(config_error("directory: ${AUTOSNAP_TEST_ROOT\n").find("unterminated '${'"), std::string::npos);
 }
@@ -106,43 +108,58 @@ TEST(Config, EveryKindOfBadInputHasAClearError) {
       {"- a\n- b\n", {"test.yaml:1:1", "expected a mapping of options"}},
       {"directory: [unclosed\n", {"test.yaml:", "not valid YAML"}},
       {"device: cpu\n", {"directory: missing"}},
-      {d + "triggers:\n  every_step: 5\n", {"test.yaml:3:3: triggers.every_step: unknown key; did you mean `every_steps`?"}},
-      {d + "retension: {keep_last: 2}\n", {"test.yaml:2:1: retension: unknown key; did you mean `retention`?"}},
+      {d + "triggers:\n  every_step: 5\n",
+       {"test.yaml:3:3: triggers.every_step: unknown key; did you mean `every_steps`?"}},
+      {d + "retension: {keep_last: 2}\n",
+       {"test.yaml:2:1: retension: unknown key; did you mean `retention`?"}},
       {d + "flush: {mode: sync}\nflush: {fsync: false}\n", {"test.yaml:3:1: flush: given twice"}},
       {d + "triggers: {every_steps: 1, every_steps: 2}\n", {"triggers.every_steps: given twice"}},
       {d + "? [a, b]\n: 1\n", {"test.yaml:2:3: keys must be plain names"}},
       {d + "colour: blue\n", {"test.yaml:2:1: colour: unknown key; expected one of: directory, device"}},
-      {d + "triggers: {every_steps: -5}\n", {"test.yaml:2:25: triggers.every_steps: expected a positive number of steps, got '-5'"}},
-      {d + "triggers: {every_steps: 0}\n", {"triggers.every_steps: expected a positive number of steps, got '0'"}},
-      {d + "triggers: {every_steps: many}\n", {"triggers.every_steps: expected a positive number of steps, got 'many'"}},
-      {d + "triggers: {every_seconds: 0}\n", {"triggers.every_seconds: expected a positive number of seconds, got '0'"}},
-      {d + "triggers: {every_seconds: [1]}\n", {"triggers.every_seconds: expected a positive number of seconds"}},
-      {d + "triggers: {on_train_end: maybe}\n", {"triggers.on_train_end: expected true or false, got 'maybe'"}},
+      {d + "triggers: {every_steps: -5}\n",
+       {"test.yaml:2:25: triggers.every_steps: expected a positive number of steps, got '-5'"}},
+      {d + "triggers: {every_steps: 0}\n",
+       {"triggers.every_steps: expected a positive number of steps, got '0'"}},
+      {d + "triggers: {every_steps: many}\n",
+       {"triggers.every_steps: expected a positive number of steps, got 'many'"}},
+      {d + "triggers: {every_seconds: 0}\n",
+       {"triggers.every_seconds: expected a positive number of seconds, got '0'"}},
+      {d + "triggers: {every_seconds: [1]}\n",
+       {"triggers.every_seconds: expected a positive number of seconds"}},
+      {d + "triggers: {on_train_end: maybe}\n",
+       {"triggers.on_train_end: expected true or false, got 'maybe'"}},
       {d + "triggers: {on_train_end: false}\n", {"test.yaml:2:11: triggers: no trigger is enabled"}},
-      {d + "resume: sometimes\n", {"test.yaml:2:9: resume: expected auto | never | required, got 'sometimes'"}},
+      {d + "resume: sometimes\n",
+       {"test.yaml:2:9: resume: expected auto | never | required, got 'sometimes'"}},
       {d + "flush: {mode: lazy}\n", {"flush.mode: expected async | sync, got 'lazy'"}},
       {d + "flush: {when_busy: panic}\n", {"flush.when_busy: expected wait | skip, got 'panic'"}},
       {d + "flush: {max_pending: 0}\n", {"flush.max_pending: expected a positive count, got '0'"}},
-      {d + "flush: {staging_memory_limit: 2 parsecs}\n", {"flush.staging_memory_limit: expected a byte count"}},
+      {d + "flush: {staging_memory_limit: 2 parsecs}\n",
+       {"flush.staging_memory_limit: expected a byte count"}},
       {d + "flush: {staging_memory_limit: -1}\n", {"flush.staging_memory_limit: expected a byte count"}},
       {d + "flush: 3\n", {"test.yaml:2:8: flush: expected a mapping of options"}},
-      {d + "retention: {keep_last: -1}\n", {"retention.keep_last: expected a count >= 0 (0 keeps all), got '-1'"}},
+      {d + "retention: {keep_last: -1}\n",
+       {"retention.keep_last: expected a count >= 0 (0 keeps all), got '-1'"}},
       {d + "on_error: ignore\n", {"on_error: expected warn | abort, got 'ignore'"}},
-      {d + "signals: {snapshot: [SIGBOGUS]}\n", {"signals.snapshot: expected a signal name", "got 'SIGBOGUS'"}},
+      {d + "signals: {snapshot: [SIGBOGUS]}\n",
+       {"signals.snapshot: expected a signal name", "got 'SIGBOGUS'"}},
       {d + "signals: {snapshot: [USR1], snapshot_and_stop: [USR1]}\n", {"SIGUSR1 is listed under both"}},
       {d + "signals: {after_stop: reboot}\n", {"signals.after_stop: expected exit | requeue, got 'reboot'"}},
       {d + "signals: {exit_code: 300}\n", {"signals.exit_code: expected an exit status 0..255"}},
-      {d + "device: tpu\n", {"test.yaml:2:9: device: device 'tpu' is not supported: expected cpu, cuda or cuda:N"}},
+      {d + "device: tpu\n",
+       {"test.yaml:2:9: device: device 'tpu' is not supported: expected cpu, cuda or cuda:N"}},
       {d + "distributed: {backend: mpi}\n", {"distributed.backend: expected auto | none | gloo, got 'mpi'"}},
       {d + "log_level: loud\n", {"log_level: expected debug | info | warn | error | off, got 'loud'"}},
       {"directory: \"\"\n", {"directory: expected a non-empty path"}},
-      {"directory: /proc/autosnap-cannot-exist\n", {"test.yaml:1:12: directory: '/proc/autosnap-cannot-exist' is not a writable directory"}},
+      {"directory: /proc/autosnap-cannot-exist\n",
+       {"test.yaml:1:12: directory: '/proc/autosnap-cannot-exist' is not a writable directory"}},
   };
   for (const auto& c : cases) {
     const std::string message = config_error(c.yaml);
     for (const auto& fragment : c.fragments) {
-      EXPECT_NE(message.find(fragment), std::string::npos) << "config:\n" << c.yaml << "\nexpected: " << fragment
-                                                           << "\ngot: " << message;
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "config:\n"
+          << c.yaml << "\nexpected: " << fragment << "\ngot: " << message;
     }
   }
 }
@@ -160,7 +177,8 @@ TEST(Config, MissingFileIsAConfigError) {
     Config::from_file("/nonexistent/autosnap.yaml");
     ADD_FAILURE();
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/autosnap.yaml: cannot read"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/autosnap.yaml: cannot read"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -178,7 +196,8 @@ TEST(Config, FromEnvWithoutAConfigIsDisabled) {
 
 TEST(Config, FromEnvReadsTheNamedFile) {
   TempDir dir;
-  testing::write_text(dir.file("a.yaml"), "directory: " + dir.file("snaps") + "\ntriggers: {every_steps: 1}\n");
+  testing::write_text(dir.file("a.yaml"),
+                      "directory: " + dir.file("snaps") + "\ntriggers: {every_steps: 1}\n");
   ::setenv("AUTOSNAP_CONFIG", dir.file("a.yaml").c_str(), 1);
   auto snap = Snapshotter::from_env();
   ::unsetenv("AUTOSNAP_CONFIG");

@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
@@ -33,12 +33,21 @@ std::string cli() { return testing::shell_quote(AUTOSNAP_CLI_PATH); }
 struct RunningJob {
   explicit RunningJob(const TempDir& dir, const std::string& extra_config = "",
                       const std::vector<std::string>& model_size = {}) {
-    testing::write_text(dir.file("autosnap.yaml"), "directory: " + dir.file("snaps") +
-                                                       "\ntriggers: {every_steps: 1000000000, on_train_end: false}\n"
-                                                       "retention: {keep_last: 0}\n" + extra_config);
+    testing::write_text(dir.file("autosnap.yaml"),
+                        "directory: " + dir.file("snaps") +
+                            "\ntriggers: {every_steps: 1000000000, on_train_end: false}\n"
+                            "retention: {keep_last: 0}\n" +
+                            extra_config);
     directory = dir.file("snaps");
-    std::vector<std::string> argv{testing::example_path("train_mlp"), "--config", dir.file("autosnap.yaml"),
-                                  "--steps", "100000000", "--sleep-ms", "20", "--log-every", "1"};
+    std::vector<std::string> argv{testing::example_path("train_mlp"),
+                                  "--config",
+                                  dir.file("autosnap.yaml"),
+                                  "--steps",
+                                  "100000000",
+                                  "--sleep-ms",
+                                  "20",
+                                  "--log-every",
+                                  "1"};
     argv.insert(argv.end(), model_size.begin(), model_size.end());
     job = std::make_unique<ChildProcess>(argv);
     EXPECT_TRUE(job->wait_for_line("step ")) << job->output();
@@ -96,7 +105,8 @@ TEST(Control, SnapshotCommandCommitsWithinAStepAndStatusReportsProgress) {
                                      " --reason 'before upgrade' --timeout 30");
   ASSERT_EQ(result.exit_code, 0) << result.output;
   std::smatch match;
-  ASSERT_TRUE(std::regex_search(result.output, match, std::regex("snapshot committed: step ([0-9]+) at (\\S+)")))
+  ASSERT_TRUE(
+      std::regex_search(result.output, match, std::regex("snapshot committed: step ([0-9]+) at (\\S+)")))
       << result.output;
   const int64_t step = std::stoll(match[1]);
   bool found = false;
@@ -112,9 +122,11 @@ TEST(Control, SnapshotCommandCommitsWithinAStepAndStatusReportsProgress) {
 
   auto status = testing::run_command(cli() + " status " + testing::shell_quote(run.directory));
   EXPECT_EQ(status.exit_code, 0) << status.output;
-  EXPECT_NE(status.output.find("job: running (pid " + std::to_string(run.job->pid()) + ")"), std::string::npos)
+  EXPECT_NE(status.output.find("job: running (pid " + std::to_string(run.job->pid()) + ")"),
+            std::string::npos)
       << status.output;
-  EXPECT_NE(status.output.find("last committed: step " + std::to_string(step)), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("last committed: step " + std::to_string(step)), std::string::npos)
+      << status.output;
   EXPECT_NE(status.output.find("newest valid snapshot: step " + std::to_string(step)), std::string::npos)
       << status.output;
   const int64_t later = run.step();
@@ -130,7 +142,8 @@ TEST(Control, SignalsSnapshotAndStopCleanly) {
   ASSERT_TRUE(run.wait_for_reason("signal SIGUSR1")) << run.job->output();
   const int64_t after_usr1 = run.step();
   const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (run.step() <= after_usr1 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(10ms);
+  while (run.step() <= after_usr1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
   EXPECT_GT(run.step(), after_usr1) << "SIGUSR1 must not stop training";
 
   run.job->kill(SIGTERM);
@@ -162,14 +175,16 @@ TEST(Control, AnotherUserIsRefused) {
   RunningJob run(dir);
   const std::string as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups ";
   // 1. The socket is mode 0600 (and the directory private): the kernel refuses.
-  auto result = testing::run_command(as_nobody + cli() + " snapshot " + testing::shell_quote(run.directory) + " --timeout 5");
+  auto result = testing::run_command(as_nobody + cli() + " snapshot " + testing::shell_quote(run.directory) +
+                                     " --timeout 5");
   EXPECT_EQ(result.exit_code, 4) << result.output;
   EXPECT_NE(result.output.find("permission denied"), std::string::npos) << result.output;
   // 2. Even when the file permissions are opened up, the server checks the peer's uid.
   ::chmod(dir.path().c_str(), 0755);
   ::chmod(run.directory.c_str(), 0755);
   ::chmod((run.directory + "/control.sock").c_str(), 0666);
-  result = testing::run_command(as_nobody + cli() + " snapshot " + testing::shell_quote(run.directory) + " --timeout 5");
+  result = testing::run_command(as_nobody + cli() + " snapshot " + testing::shell_quote(run.directory) +
+                                " --timeout 5");
   EXPECT_EQ(result.exit_code, 4) << result.output;
   EXPECT_NE(result.output.find("refused by the job: permission denied: uid 65534 may not control this job"),
             std::string::npos)
@@ -178,7 +193,8 @@ TEST(Control, AnotherUserIsRefused) {
   run.job->read_all();
   EXPECT_NE(run.job->output().find("refused a control connection from uid 65534"), std::string::npos)
       << run.job->output();
-  for (const auto& info : run.snapshots()) EXPECT_NE(info.manifest->reason, "manual") << "nobody's request ran";
+  for (const auto& info : run.snapshots())
+    EXPECT_NE(info.manifest->reason, "manual") << "nobody's request ran";
 }
 
 int connect_to(const std::string& path) {
@@ -264,7 +280,8 @@ TEST(Control, AFloodOfBadClientsLeavesTrainingAndTheSocketAlive) {
   std::cout << "training: " << baseline << " steps/s before, " << flood_steps / flood_seconds
             << " steps/s during the flood (" << flood_seconds << " s)" << std::endl;
   EXPECT_GT(flood_steps / flood_seconds, baseline * 0.3) << "the flood slowed training down";
-  auto result = testing::run_command(cli() + " snapshot " + testing::shell_quote(run.directory) + " --timeout 30");
+  auto result =
+      testing::run_command(cli() + " snapshot " + testing::shell_quote(run.directory) + " --timeout 30");
   EXPECT_EQ(result.exit_code, 0) << "the socket must still serve after the flood: " << result.output;
 }
 
@@ -286,13 +303,16 @@ TEST(Control, StaleSocketIsReplacedAndALiveOneIsAnError) {
   auto reply = testing::run_command(cli() + " status " + testing::shell_quote(directory));
   EXPECT_EQ(reply.exit_code, 0) << "the stale socket was replaced: " << reply.output;
   // A second process on the same socket path (another directory) is refused, naming our pid.
-  testing::write_text(dir.file("other.yaml"), "directory: " + dir.file("other") + "\ncontrol: {socket_path: " +
-                                                  directory + "/control.sock}\nlog_level: warn\n");
-  ChildProcess second({testing::example_path("train_mlp"), "--config", dir.file("other.yaml"), "--steps", "5"});
+  testing::write_text(dir.file("other.yaml"), "directory: " + dir.file("other") +
+                                                  "\ncontrol: {socket_path: " + directory +
+                                                  "/control.sock}\nlog_level: warn\n");
+  ChildProcess second(
+      {testing::example_path("train_mlp"), "--config", dir.file("other.yaml"), "--steps", "5"});
   second.read_all();
   EXPECT_NE(second.wait(), 0) << "a live socket of another process must be an error:\n" << second.output();
-  EXPECT_NE(second.output().find("served by another running process (pid " + std::to_string(::getpid()) + ")"),
-            std::string::npos)
+  EXPECT_NE(
+      second.output().find("served by another running process (pid " + std::to_string(::getpid()) + ")"),
+      std::string::npos)
       << second.output();
   EXPECT_EQ(testing::run_command(cli() + " status " + testing::shell_quote(directory)).exit_code, 0)
       << "the refused process must leave the live socket alone";
@@ -301,8 +321,10 @@ TEST(Control, StaleSocketIsReplacedAndALiveOneIsAnError) {
 TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
   TempDir dir;
   const std::string long_path = dir.path() + "/" + std::string(120, 'x') + ".sock";
-  Snapshotter snap(Config::from_string("directory: " + dir.file("snaps") + "\ntriggers: {every_steps: 1}\n"
-                                       "control: {socket_path: " + long_path + "}\nlog_level: error\n",
+  Snapshotter snap(Config::from_string("directory: " + dir.file("snaps") +
+                                           "\ntriggers: {every_steps: 1}\n"
+                                           "control: {socket_path: " +
+                                           long_path + "}\nlog_level: error\n",
                                        "t.yaml"));
   int64_t value = 3;
   snap.track("value", value);
@@ -317,8 +339,9 @@ TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
 TEST(Control, SocketOffServesNothing) {
   TempDir dir;
   const std::string directory = dir.file("snaps");
-  Snapshotter snap(Config::from_string("directory: " + directory + "\ntriggers: {every_steps: 1}\n"
-                                       "control: {socket: false}\nlog_level: error\n",
+  Snapshotter snap(Config::from_string("directory: " + directory +
+                                           "\ntriggers: {every_steps: 1}\n"
+                                           "control: {socket: false}\nlog_level: error\n",
                                        "t.yaml"));
   int64_t value = 3;
   snap.track("value", value);
@@ -326,7 +349,8 @@ TEST(Control, SocketOffServesNothing) {
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{0});
   struct stat ignored {};
-  EXPECT_NE(::lstat((directory + "/control.sock").c_str(), &ignored), 0) << "control: {socket: false} made a socket";
+  EXPECT_NE(::lstat((directory + "/control.sock").c_str(), &ignored), 0)
+      << "control: {socket: false} made a socket";
   auto status = testing::run_command(cli() + " status " + testing::shell_quote(directory));
   EXPECT_EQ(status.exit_code, 3) << "the job must look not running to the command:\n" << status.output;
   EXPECT_NE(status.output.find("not running"), std::string::npos) << status.output;

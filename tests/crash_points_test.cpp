@@ -91,7 +91,8 @@ int64_t check_after_reboot(MemoryFileSystem& fs, const std::string& context) {
   auto value = store->read_shard(latest->step, 0, torch::kCPU);
   const auto shard = value.toGenericDict();
   EXPECT_EQ(shard.at("counter").toInt(), latest->step) << context;
-  EXPECT_TRUE(torch::all(shard.at("weights").toTensor() == static_cast<float>(latest->step)).item<bool>()) << context;
+  EXPECT_TRUE(torch::all(shard.at("weights").toTensor() == static_cast<float>(latest->step)).item<bool>())
+      << context;
   return latest->step;
 }
 
@@ -142,8 +143,9 @@ void check_every_crash_point(const std::string& flush) {
     fs.crash_at(n);
     run_crashing(fs, flush);
     fs.power_loss();
-    const std::string context = "crash at call " + std::to_string(n) + " of " + std::to_string(total) + " (" +
-                                (n <= total ? reference.call_log()[static_cast<size_t>(base + n - 1)] : "after the end") + ")";
+    const std::string context =
+        "crash at call " + std::to_string(n) + " of " + std::to_string(total) + " (" +
+        (n <= total ? reference.call_log()[static_cast<size_t>(base + n - 1)] : "after the end") + ")";
     const int64_t step = check_after_reboot(fs, context);
     int64_t floor = 10, ceiling = 10;
     for (int64_t s : {20, 30}) {
@@ -233,7 +235,8 @@ TEST(FaultInjection, EveryCallFailingOnceLeavesAConsistentStore) {
     const int64_t step = check_after_reboot(fs, "failure at call " + std::to_string(n));
     EXPECT_GE(step, 10);
   }
-  std::cout << "I/O errors injected: " << failed_snapshots << " (one at each of " << total << " calls)" << std::endl;
+  std::cout << "I/O errors injected: " << failed_snapshots << " (one at each of " << total << " calls)"
+            << std::endl;
 }
 
 TEST(FaultInjection, ShortWritesAndAFullDisk) {

@@ -99,8 +99,8 @@ TEST(PosixFileSystem, SeveralMegabytesRoundTripThroughOpenForReading) {
   };
   auto file = fs().create_exclusive(path);
   EXPECT_EQ(file->path(), path);
-  for (size_t n : {size_t(1), size_t(7), size_t(1000), size_t(700000), size_t(600000), size_t(3) << 20, size_t(1),
-                   size_t(1) << 20, size_t(12345)}) {
+  for (size_t n : {size_t(1), size_t(7), size_t(1000), size_t(700000), size_t(600000), size_t(3) << 20,
+                   size_t(1), size_t(1) << 20, size_t(12345)}) {
     const std::string chunk = next_bytes(n);
     file->append(chunk.data(), chunk.size());
     expected += chunk;
@@ -119,7 +119,8 @@ TEST(PosixFileSystem, SeveralMegabytesRoundTripThroughOpenForReading) {
   for (uint64_t offset : {uint64_t(0), uint64_t(1) << 20, uint64_t(expected.size() - 10)}) {
     char part[10];
     reader->read_exact(offset, part, sizeof(part));
-    EXPECT_EQ(std::string(part, sizeof(part)), expected.substr(offset, sizeof(part))) << "at offset " << offset;
+    EXPECT_EQ(std::string(part, sizeof(part)), expected.substr(offset, sizeof(part)))
+        << "at offset " << offset;
   }
   char past[20];
   const IoError e = io_error_of([&] { reader->read_exact(expected.size() - 10, past, sizeof(past)); });
@@ -152,7 +153,8 @@ TEST(PosixFileSystem, OpenForAppendAddsToTheEnd) {
 
 TEST(PosixFileSystem, OpenForReadingNamesThePathAndErrno) {
   TempDir dir;
-  expect_errno_error(io_error_of([&] { fs().open_for_reading(dir.file("missing")); }), dir.file("missing"), ENOENT);
+  expect_errno_error(io_error_of([&] { fs().open_for_reading(dir.file("missing")); }), dir.file("missing"),
+                     ENOENT);
   expect_errno_error(io_error_of([&] { fs().open_for_reading(dir.path()); }), dir.path(), EISDIR);
 }
 
@@ -196,7 +198,8 @@ TEST(PosixFileSystem, ListDirectoryAndStatus) {
     const bool expect_directory = entry.name == "step-1" || entry.name == "link";
     EXPECT_EQ(entry.is_directory, expect_directory) << entry.name << " (a link to a directory counts as one)";
   }
-  expect_errno_error(io_error_of([&] { fs().list_directory(dir.file("missing")); }), dir.file("missing"), ENOENT);
+  expect_errno_error(io_error_of([&] { fs().list_directory(dir.file("missing")); }), dir.file("missing"),
+                     ENOENT);
 
   const FileStatus file = fs().status(dir.file("events.jsonl"));
   EXPECT_TRUE(file.exists);
@@ -211,7 +214,8 @@ TEST(PosixFileSystem, SyncDirectoryAndSyncFile) {
   write_file(dir.file("f"), "data");
   fs().sync_directory(dir.path());
   fs().sync_file(dir.file("f"));
-  expect_errno_error(io_error_of([&] { fs().sync_directory(dir.file("missing")); }), dir.file("missing"), ENOENT);
+  expect_errno_error(io_error_of([&] { fs().sync_directory(dir.file("missing")); }), dir.file("missing"),
+                     ENOENT);
   expect_errno_error(io_error_of([&] { fs().sync_file(dir.file("missing")); }), dir.file("missing"), ENOENT);
 }
 
@@ -228,11 +232,12 @@ TEST(PosixFileSystem, CreateDirectoriesMakesNestedDirectoriesDurably) {
   fs().create_directory(nested);  // one existing directory: fine too
 
   write_file(dir.file("a/file"), "");
-  expect_errno_error(io_error_of([&] { create_directories(fs(), dir.file("a/file"), true); }), dir.file("a/file"),
-                     ENOTDIR);
-  expect_errno_error(io_error_of([&] { create_directories(fs(), dir.file("a/file/sub"), true); }), dir.file("a/file"),
-                     ENOTDIR);
-  expect_errno_error(io_error_of([&] { fs().create_directory(dir.file("a/file")); }), dir.file("a/file"), EEXIST);
+  expect_errno_error(io_error_of([&] { create_directories(fs(), dir.file("a/file"), true); }),
+                     dir.file("a/file"), ENOTDIR);
+  expect_errno_error(io_error_of([&] { create_directories(fs(), dir.file("a/file/sub"), true); }),
+                     dir.file("a/file"), ENOTDIR);
+  expect_errno_error(io_error_of([&] { fs().create_directory(dir.file("a/file")); }), dir.file("a/file"),
+                     EEXIST);
 }
 
 TEST(PosixFileSystem, RemoveTreeRemovesEverythingAndIgnoresMissingPaths) {
@@ -256,7 +261,8 @@ TEST(PosixFileSystem, ReadSmallFileRefusesLargerFiles) {
   EXPECT_EQ(fs().read_small_file(dir.file("empty"), 10), "");
   const IoError e = io_error_of([&] { fs().read_small_file(dir.file("manifest.yaml"), 9); });
   EXPECT_EQ(e.path(), dir.file("manifest.yaml"));
-  EXPECT_NE(std::string(e.what()).find("10 bytes, more than the 9 bytes allowed"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("10 bytes, more than the 9 bytes allowed"), std::string::npos)
+      << e.what();
 }
 
 TEST(PosixFileSystem, PathHelpers) {
@@ -283,7 +289,8 @@ TEST(PosixFileLock, SecondLockInTheSameProcessIsRefusedUntilReleased) {
 
   auto first = fs().try_lock(path, /*create=*/true);
   ASSERT_NE(first, nullptr);
-  EXPECT_EQ(fs().try_lock(path, /*create=*/true), nullptr) << "a second open of the file must not get the lock";
+  EXPECT_EQ(fs().try_lock(path, /*create=*/true), nullptr)
+      << "a second open of the file must not get the lock";
   EXPECT_EQ(fs().try_lock(path, /*create=*/false), nullptr);
   first.reset();
   auto again = fs().try_lock(path, /*create=*/false);
@@ -306,7 +313,8 @@ TEST(PosixFileLock, AnotherProcessCannotTakeAHeldLockNorKeepUsFromOneItReleased)
   testing::ChildProcess holder(
       {"/bin/sh", "-c", "exec 9>>\"$0\" && flock -n 9 && echo holding && exec sleep 60", path});
   ASSERT_TRUE(holder.wait_for_line("holding")) << holder.output();
-  EXPECT_EQ(fs().try_lock(path, /*create=*/false), nullptr) << "a lock held by another process must be refused";
+  EXPECT_EQ(fs().try_lock(path, /*create=*/false), nullptr)
+      << "a lock held by another process must be refused";
   holder.kill(SIGKILL);
   holder.wait();
   EXPECT_NE(fs().try_lock(path, /*create=*/false), nullptr) << "the holder died, so the lock is free";
@@ -329,11 +337,14 @@ TEST(AtomicFile, ReplacesTheFileAndLeavesNoTempFile) {
   TempDir dir;
   const std::string path = dir.file("manifest.yaml");
   for (bool durable : {true, false}) {
-    write_file_atomically(fs(), path, [&](WritableFile& f) { f.append("first", 5); }, durable);
+    write_file_atomically(
+        fs(), path, [&](WritableFile& f) { f.append("first", 5); }, durable);
     EXPECT_EQ(read_all(path), "first");
-    write_file_atomically(fs(), path, [&](WritableFile& f) { f.append("second!", 7); }, durable);
+    write_file_atomically(
+        fs(), path, [&](WritableFile& f) { f.append("second!", 7); }, durable);
     EXPECT_EQ(read_all(path), "second!");
-    EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"manifest.yaml"}) << joined(sorted_names(dir.path()));
+    EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"manifest.yaml"})
+        << joined(sorted_names(dir.path()));
     fs().remove_file(path);
   }
 }
@@ -358,13 +369,16 @@ TEST(AtomicFile, AThrowingWriterLeavesTheOldContentsAndRemovesItsTempFile) {
   EXPECT_NE(temp_path, path) << "the writer must write a temp file, not the target";
   EXPECT_EQ(parent_path(temp_path), dir.path()) << "the temp file lives beside the target (same file system)";
   EXPECT_FALSE(fs().status(temp_path).exists) << temp_path;
-  EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"manifest.yaml"}) << joined(sorted_names(dir.path()));
+  EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"manifest.yaml"})
+      << joined(sorted_names(dir.path()));
 
   // Without an old file, a failed write leaves nothing at all.
-  EXPECT_THROW(write_file_atomically(fs(), dir.file("new"), [](WritableFile&) { throw std::logic_error("no"); }),
-               std::logic_error);
+  EXPECT_THROW(
+      write_file_atomically(fs(), dir.file("new"), [](WritableFile&) { throw std::logic_error("no"); }),
+      std::logic_error);
   EXPECT_FALSE(fs().status(dir.file("new")).exists);
-  EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"manifest.yaml"}) << joined(sorted_names(dir.path()));
+  EXPECT_EQ(sorted_names(dir.path()), std::vector<std::string>{"manifest.yaml"})
+      << joined(sorted_names(dir.path()));
 }
 
 TEST(AtomicFile, StaleTempFilesAreRemovedButLiveOnesKept) {

@@ -31,7 +31,8 @@ struct MLPImpl : torch::nn::Module {
     torch::NoGradGuard no_grad;
     int i = 0;
     for (auto& p : parameters()) {
-      p.copy_((torch::arange(p.numel(), torch::kFloat32).remainder(5) - 2).reshape(p.sizes()) / 10 + i / 100.0);
+      p.copy_((torch::arange(p.numel(), torch::kFloat32).remainder(5) - 2).reshape(p.sizes()) / 10 +
+              i / 100.0);
       ++i;
     }
   }
@@ -40,12 +41,16 @@ struct MLPImpl : torch::nn::Module {
 };
 TORCH_MODULE(MLP);
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& kind, std::vector<at::Tensor> params) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& kind,
+                                                        std::vector<at::Tensor> params) {
   using namespace torch::optim;
-  if (kind == "SGD") return std::make_unique<SGD>(params, SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(0.01));
-  if (kind == "Adam") return std::make_unique<Adam>(params, AdamOptions(0.01).weight_decay(0.001).amsgrad(true));
+  if (kind == "SGD")
+    return std::make_unique<SGD>(params, SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(0.01));
+  if (kind == "Adam")
+    return std::make_unique<Adam>(params, AdamOptions(0.01).weight_decay(0.001).amsgrad(true));
   if (kind == "AdamW") return std::make_unique<AdamW>(params, AdamWOptions(0.01));
-  if (kind == "RMSprop") return std::make_unique<RMSprop>(params, RMSpropOptions(0.01).momentum(0.5).centered(true));
+  if (kind == "RMSprop")
+    return std::make_unique<RMSprop>(params, RMSpropOptions(0.01).momentum(0.5).centered(true));
   if (kind == "Adagrad") return std::make_unique<Adagrad>(params, AdagradOptions(0.1).lr_decay(0.01));
   if (kind == "LBFGS") return std::make_unique<LBFGS>(params, LBFGSOptions(0.5).max_iter(5).history_size(4));
   throw std::runtime_error("unknown kind " + kind);
@@ -74,7 +79,8 @@ double max_difference(const StateDict& a, const c10::IValue& b) {
 
 testing::CommandResult run_python(const std::string& arguments) {
   return testing::run_command(testing::shell_quote(testing::python()) + " " +
-                              testing::shell_quote(testing::python_script("optimizer_interop.py")) + " " + arguments);
+                              testing::shell_quote(testing::python_script("optimizer_interop.py")) + " " +
+                              arguments);
 }
 
 // For each kind: load DIR/py-start-<kind>.pt, train kSteps more in C++ and
@@ -107,7 +113,8 @@ TEST(OptimizerState, CppResumeIsBitwiseExact) {
     MLP first;
     auto first_optimizer = make_optimizer(kind, first->parameters());
     train(first, *first_optimizer, kSteps);
-    save(dict({{"model_state_dict", state_dict(*first)}, {"optimizer_state_dict", optimizer_state_dict(*first_optimizer)}}),
+    save(dict({{"model_state_dict", state_dict(*first)},
+               {"optimizer_state_dict", optimizer_state_dict(*first_optimizer)}}),
          dir.file(kind + ".pt"));
 
     MLP resumed;
@@ -117,7 +124,8 @@ TEST(OptimizerState, CppResumeIsBitwiseExact) {
     load_optimizer_state_dict(*resumed_optimizer, dict_at(checkpoint, "optimizer_state_dict"));
     train(resumed, *resumed_optimizer, kSteps);
     for (const auto& item : state_dict(*straight)) {
-      EXPECT_TRUE(torch::equal(item.value(), state_dict(*resumed).at(item.key()))) << kind << " " << item.key();
+      EXPECT_TRUE(torch::equal(item.value(), state_dict(*resumed).at(item.key())))
+          << kind << " " << item.key();
     }
   }
 }
@@ -131,7 +139,8 @@ TEST(OptimizerState, PythonContinuesWhatCppStarted) {
     MLP model;
     auto optimizer = make_optimizer(kind, model->parameters());
     train(model, *optimizer, kSteps);
-    save(dict({{"model_state_dict", state_dict(*model)}, {"optimizer_state_dict", optimizer_state_dict(*optimizer)}}),
+    save(dict({{"model_state_dict", state_dict(*model)},
+               {"optimizer_state_dict", optimizer_state_dict(*optimizer)}}),
          dir.file("cpp-" + kind + ".pt"));
     models.emplace(kind, model);
     optimizers.emplace(kind, std::move(optimizer));
@@ -144,7 +153,8 @@ TEST(OptimizerState, PythonContinuesWhatCppStarted) {
     const double moved = max_difference(state_dict(*models.at(kind)),
                                         dict_at(load(dir.file("cpp-" + kind + ".pt")), "model_state_dict"));
     EXPECT_GT(moved, 1e-4) << kind << ": training must have changed the parameters";
-    const double difference = max_difference(state_dict(*models.at(kind)), dict_at(python, "model_state_dict"));
+    const double difference =
+        max_difference(state_dict(*models.at(kind)), dict_at(python, "model_state_dict"));
     std::cout << "C++ -> Python " << std::setw(8) << kind << ": max |difference| after " << kSteps
               << " more steps = " << difference << std::endl;
     EXPECT_LE(difference, kCrossLanguageTolerance) << kind;
@@ -183,8 +193,9 @@ TEST(OptimizerState, LayoutMatchesPython) {
   ASSERT_EQ(result.exit_code, 0) << result.output;
   auto kind_of = [](const c10::IValue& v) -> std::string {
     if (v.isInt() || v.isDouble()) return "number";
-    if (v.isTensor()) return "tensor/" + std::string(c10::toString(v.toTensor().scalar_type())) + "/" +
-                             std::to_string(v.toTensor().dim());
+    if (v.isTensor())
+      return "tensor/" + std::string(c10::toString(v.toTensor().scalar_type())) + "/" +
+             std::to_string(v.toTensor().dim());
     if (v.isList()) return "list";
     return v.tagKind();
   };
@@ -240,17 +251,19 @@ TEST(OptimizerState, MismatchesAreExplainedAndChangeNothing) {
   auto adam = make_optimizer("Adam", model->parameters());
   train(model, *adam, 1);
   const double lr_before = adam->param_groups()[0].options().get_lr();
-  const auto exp_avg_before = dict_at(dict_at(optimizer_state_dict(*adam), "state").toGenericDict().at(0), "exp_avg")
-                                  .toTensor()
-                                  .clone();
-  auto variant = [&](const std::function<void(GenericDict& group, GenericDict& state)>& edit) {
+  const auto exp_avg_before =
+      dict_at(dict_at(optimizer_state_dict(*adam), "state").toGenericDict().at(0), "exp_avg")
+          .toTensor()
+          .clone();
+  auto variant = [&](const std::function<void(GenericDict & group, GenericDict & state)>& edit) {
     auto copy = optimizer_state_dict(*adam);
     auto group = copy.at("param_groups").toListRef()[0].toGenericDict();
     auto state = copy.at("state").toGenericDict();
     edit(group, state);
     return c10::IValue(copy);
   };
-  auto expect_message = [&](torch::optim::Optimizer& optimizer, const c10::IValue& state, const std::string& fragment) {
+  auto expect_message = [&](torch::optim::Optimizer& optimizer, const c10::IValue& state,
+                            const std::string& fragment) {
     const auto message = mismatch_of(optimizer, state);
     EXPECT_NE(message.find(fragment), std::string::npos) << message;
   };
@@ -258,31 +271,36 @@ TEST(OptimizerState, MismatchesAreExplainedAndChangeNothing) {
   expect_message(*adam, variant([](GenericDict& g, GenericDict&) {
     g.insert_or_assign("maximize", true);
     g.insert_or_assign("lr", 123.0);
-  }), "param_groups[0]: 'maximize' is True, which LibTorch's optimizer does not support");
+  }),
+                 "param_groups[0]: 'maximize' is True, which LibTorch's optimizer does not support");
   expect_message(*adam, variant([](GenericDict& g, GenericDict&) { (void)g.erase("eps"); }),
                  "param_groups[0]: 'eps' is missing");
   expect_message(*adam, variant([](GenericDict&, GenericDict& s) {
     auto entry = s.at(1).toGenericDict();
     entry.insert_or_assign("exp_avg", torch::zeros({7}));
-  }), "state[1]: 'exp_avg' has shape [7] but the parameter has shape [4]");
+  }),
+                 "state[1]: 'exp_avg' has shape [7] but the parameter has shape [4]");
   expect_message(*adam, variant([](GenericDict&, GenericDict& s) { s.insert(99, dict()); }),
                  "entry for parameter id 99, which no param group lists");
   expect_message(*adam, torch::ones({1}), "expected a dict");
 
   EXPECT_EQ(adam->param_groups()[0].options().get_lr(), lr_before);
-  auto exp_avg = dict_at(dict_at(optimizer_state_dict(*adam), "state").toGenericDict().at(0), "exp_avg").toTensor();
+  auto exp_avg =
+      dict_at(dict_at(optimizer_state_dict(*adam), "state").toGenericDict().at(0), "exp_avg").toTensor();
   EXPECT_TRUE(torch::equal(exp_avg, exp_avg_before)) << "a rejected load must not change the optimizer";
 
   MLP small;
   auto other = make_optimizer("Adam", {small->fc1->weight});
-  expect_message(*other, optimizer_state_dict(*adam), "param_groups[0]: it lists 4 parameters, the optimizer's group has 1");
+  expect_message(*other, optimizer_state_dict(*adam),
+                 "param_groups[0]: it lists 4 parameters, the optimizer's group has 1");
 
   UnknownOptimizer unknown(model->parameters());
   try {
     optimizer_state_dict(unknown);
     ADD_FAILURE() << "an unsupported optimizer type must be refused";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("is not supported; supported are SGD, Adam, AdamW, RMSprop, Adagrad and LBFGS"),
+    EXPECT_NE(std::string(e.what()).find(
+                  "is not supported; supported are SGD, Adam, AdamW, RMSprop, Adagrad and LBFGS"),
               std::string::npos)
         << e.what();
   }

@@ -70,7 +70,9 @@ TEST(PythonInterop, CppLoadsWhatPyTorch211Saved) {
   testing::Net net;
   load_state_dict(*net, load(dir + "/state_dict.pt"));
   // A state dict saved from cuda:0 tensors loads onto the CPU with the same values.
-  EXPECT_EQ(testing::describe_difference(load(dir + "/cuda_state_dict.pt", "cpu"), load(dir + "/cuda_state_dict_cpu.pt")), "");
+  EXPECT_EQ(testing::describe_difference(load(dir + "/cuda_state_dict.pt", "cpu"),
+                                         load(dir + "/cuda_state_dict_cpu.pt")),
+            "");
 }
 
 // The README's save/load snippets come from examples/seed_cases.cpp: it runs,
@@ -81,8 +83,9 @@ TEST(PythonInterop, SeedCasesExampleRunsAndPythonLoadsItsFiles) {
   auto run = testing::run_command(testing::shell_quote(testing::example_path("seed_cases")) + " " +
                                   testing::shell_quote(dir.file("out")));
   ASSERT_EQ(run.exit_code, 0) << run.output;
-  for (const char* line : {"equal: true", "the loaded view starts with 100", "the loaded clone starts with 0",
-                           "loaded 4 tensors into a fresh Net", "resumed at epoch 5", "fc1.weight is on cpu"}) {
+  for (const char* line :
+       {"equal: true", "the loaded view starts with 100", "the loaded clone starts with 0",
+        "loaded 4 tensors into a fresh Net", "resumed at epoch 5", "fc1.weight is on cpu"}) {
     EXPECT_NE(run.output.find(line), std::string::npos) << line << " missing from:\n" << run.output;
   }
   auto python = testing::run_python_code(
@@ -113,7 +116,8 @@ TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
     load(dir.file("object.pt"));
     ADD_FAILURE() << "a pickled Python object must be refused";
   } catch (const CorruptSnapshot& e) {
-    EXPECT_NE(std::string(e.what()).find("refusing to load '__main__.Secret'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("refusing to load '__main__.Secret'"), std::string::npos)
+        << e.what();
   }
   try {
     load(dir.file("legacy.pt"));

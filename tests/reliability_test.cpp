@@ -8,10 +8,10 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sys/stat.h>
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
@@ -39,7 +39,8 @@ std::vector<nlohmann::json> events_of(const std::string& directory) {
 
 int count_events(const std::string& directory, const std::string& kind, const std::string& text = "") {
   int n = 0;
-  for (const auto& e : events_of(directory)) n += e["event"] == kind && (text.empty() || e.dump().find(text) != std::string::npos);
+  for (const auto& e : events_of(directory))
+    n += e["event"] == kind && (text.empty() || e.dump().find(text) != std::string::npos);
   return n;
 }
 
@@ -57,7 +58,8 @@ TEST(Reliability, ARestoreThatKeepsCrashingIsQuarantined) {
   ChildProcess survivor({tool, dir.path(), "resume"});
   survivor.read_all();
   ASSERT_EQ(survivor.wait(), 0) << survivor.output();
-  EXPECT_NE(survivor.output().find("resumed from step 1 with value 1"), std::string::npos) << survivor.output();
+  EXPECT_NE(survivor.output().find("resumed from step 1 with value 1"), std::string::npos)
+      << survivor.output();
   EXPECT_TRUE(default_file_system().status(dir.file("step-000000000002.corrupt-1")).exists);
   EXPECT_EQ(count_events(dir.path(), "quarantined", "crashed the process 3 times"), 1);
   EXPECT_FALSE(default_file_system().status(dir.file("restore-attempts.json")).exists)
@@ -75,14 +77,16 @@ TEST(Reliability, KillsRightAfterARestoreAreNotCrashes) {
   ASSERT_EQ(writer.wait(), 0) << writer.output();
   for (int kill = 1; kill <= 5; ++kill) {
     ChildProcess killed({tool, dir.path(), "resume-and-wait"});
-    ASSERT_TRUE(killed.wait_for_line("resumed from step 2 with value 2")) << "kill " << kill << ":\n" << killed.output();
+    ASSERT_TRUE(killed.wait_for_line("resumed from step 2 with value 2")) << "kill " << kill << ":\n"
+                                                                          << killed.output();
     killed.kill(SIGKILL);
     EXPECT_EQ(killed.wait(), 128 + SIGKILL);
   }
   ChildProcess survivor({tool, dir.path(), "resume"});
   survivor.read_all();
   ASSERT_EQ(survivor.wait(), 0) << survivor.output();
-  EXPECT_NE(survivor.output().find("resumed from step 2 with value 2"), std::string::npos) << survivor.output();
+  EXPECT_NE(survivor.output().find("resumed from step 2 with value 2"), std::string::npos)
+      << survivor.output();
   EXPECT_EQ(count_events(dir.path(), "quarantined"), 0);
 }
 
@@ -105,22 +109,24 @@ TEST(Reliability, AFullDiskFailsSnapshotsCleanlyAndTrainingGoesOn) {
   TempDir dir;
   SmallTmpfs disk(dir.file("disk"), "2m");
   if (!disk.mounted) {
-    std::cout << "skipped: " << disk.why << " (FaultInjection.ShortWritesAndAFullDisk covers ENOSPC in memory)" << std::endl;
+    std::cout << "skipped: " << disk.why
+              << " (FaultInjection.ShortWritesAndAFullDisk covers ENOSPC in memory)" << std::endl;
     GTEST_SKIP() << disk.why;
   }
   const std::string snaps = disk.path + "/snaps";
   testing::write_text(dir.file("c.yaml"), "directory: " + snaps +
                                               "\ntriggers: {every_steps: 10}\nretention: {keep_last: 0}\n"
                                               "control: {socket: false}\nlog_level: warn\n");
-  ChildProcess run({testing::example_path("train_mlp"), "--config", dir.file("c.yaml"), "--steps", "300", "--input",
-                    "64", "--hidden", "512", "--log-every", "1000"});
+  ChildProcess run({testing::example_path("train_mlp"), "--config", dir.file("c.yaml"), "--steps", "300",
+                    "--input", "64", "--hidden", "512", "--log-every", "1000"});
   run.read_all();
   EXPECT_EQ(run.wait(), 0) << "training must go on when the disk is full:\n" << run.output();
   EXPECT_GT(count_events(snaps, "failed", "No space left on device"), 0) << run.output();
   EXPECT_GT(count_events(snaps, "committed"), 1);
   auto store = SnapshotStore::open_read_only(snaps);
   for (const auto& info : store->list()) {
-    EXPECT_EQ(info.status, SnapshotStatus::kValid) << info.name << ": " << info.problem << " (no tmp dir may remain)";
+    EXPECT_EQ(info.status, SnapshotStatus::kValid)
+        << info.name << ": " << info.problem << " (no tmp dir may remain)";
     EXPECT_TRUE(store->verify(info.step).ok) << info.name;
   }
 }
@@ -145,7 +151,8 @@ TEST(Reliability, RandomFsyncWriteAndRenameFailuresThroughLibfiu) {
         "fiu-run -x -c 'enable_random name=posix/io/sync/fsync,probability=0.2' "
         "-c 'enable_random name=posix/io/dir/rename,probability=0.2' "
         "-c 'enable_random name=posix/io/rw/pwrite,probability=0.02' "
-        "-c 'enable_random name=posix/io/rw/pwrite/reduce,probability=0.3' " + train);
+        "-c 'enable_random name=posix/io/rw/pwrite/reduce,probability=0.3' " +
+        train);
     EXPECT_EQ(result.exit_code, 0) << "round " << round << ": " << result.output;
   }
   failures = count_events(snaps, "failed");
@@ -155,7 +162,8 @@ TEST(Reliability, RandomFsyncWriteAndRenameFailuresThroughLibfiu) {
   auto store = SnapshotStore::open_read_only(snaps);
   int committed = 0;
   for (const auto& info : store->list()) {
-    if (info.status == SnapshotStatus::kInProgress) continue;  // a tmp dir whose removal failed: removed at next open
+    if (info.status == SnapshotStatus::kInProgress)
+      continue;  // a tmp dir whose removal failed: removed at next open
     ++committed;
     EXPECT_EQ(info.status, SnapshotStatus::kValid) << info.name << ": " << info.problem;
     EXPECT_TRUE(store->verify(info.step).ok) << info.name;
@@ -227,8 +235,10 @@ TEST(CorruptionMatrix, TruncatedShardsAtManyOffsets) {
   MemoryFileSystem probe;
   two_snapshots(probe);
   const size_t size = probe.contents(kShard).size();
-  std::vector<size_t> cuts = {0, 1, 2, 30, 64, 100, size / 2, size - 200, size - 100, size - 23, size - 22, size - 1};
-  for (size_t i = 1; i < 32; ++i) cuts.push_back(size * i / 32);  // header, pickle, tensor data, central directory
+  std::vector<size_t> cuts = {0,        1,          2,          30,        64,        100,
+                              size / 2, size - 200, size - 100, size - 23, size - 22, size - 1};
+  for (size_t i = 1; i < 32; ++i)
+    cuts.push_back(size * i / 32);  // header, pickle, tensor data, central directory
   for (size_t cut : cuts) {
     expect_detected("shard truncated to " + std::to_string(cut) + " of " + std::to_string(size) + " bytes",
                     [&](MemoryFileSystem& fs) { fs.overwrite(kShard, fs.contents(kShard).substr(0, cut)); });
@@ -260,7 +270,8 @@ TEST(CorruptionMatrix, MissingFilesAndTamperedManifests) {
   expect_detected("shard deleted", [](MemoryFileSystem& fs) { fs.remove_file(kShard); });
   expect_detected("manifest deleted", [](MemoryFileSystem& fs) { fs.remove_file(kManifest); });
   expect_detected("manifest emptied", [](MemoryFileSystem& fs) { fs.overwrite(kManifest, ""); });
-  expect_detected("manifest is garbage", [](MemoryFileSystem& fs) { fs.overwrite(kManifest, "\x01\x02{[}"); });
+  expect_detected("manifest is garbage",
+                  [](MemoryFileSystem& fs) { fs.overwrite(kManifest, "\x01\x02{[}"); });
   auto edit = [](const std::string& from, const std::string& to) {
     return [from, to](MemoryFileSystem& fs) {
       std::string text = fs.contents(kManifest);
@@ -280,7 +291,8 @@ TEST(CorruptionMatrix, MissingFilesAndTamperedManifests) {
   expect_detected("negative step", edit("step: 20", "step: -20"));
   expect_detected("files list removed", edit("files:", "nofiles:"));
   // Written by a newer autosnap: skipped, never quarantined.
-  expect_detected("unknown format version", edit("format_version: 1", "format_version: 2"), /*quarantined=*/false);
+  expect_detected("unknown format version", edit("format_version: 1", "format_version: 2"),
+                  /*quarantined=*/false);
 }
 
 TEST(CorruptionMatrix, ReadErrorsAreNotCorruption) {
@@ -327,10 +339,12 @@ TEST(CorruptionMatrix, ASnapshotOfAnotherWorldSizeIsAClearError) {
     snap.on_train_start();
     ADD_FAILURE() << "restoring a 2-rank snapshot into 1 rank must fail";
   } catch (const StateMismatch& e) {
-    EXPECT_NE(std::string(e.what()).find("was written by 2 rank(s); this job runs 1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("was written by 2 rank(s); this job runs 1"), std::string::npos)
+        << e.what();
   }
   EXPECT_EQ(counter, 0);
-  EXPECT_FALSE(fs.status(kDir + "/step-000000000005.corrupt-1").exists) << "a sound snapshot is not quarantined";
+  EXPECT_FALSE(fs.status(kDir + "/step-000000000005.corrupt-1").exists)
+      << "a sound snapshot is not quarantined";
 }
 
 }  // namespace

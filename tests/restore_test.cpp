@@ -13,11 +13,11 @@
 namespace autosnap {
 namespace {
 
-using testing::TempDir;
+using testing::count_events;
 using testing::error_of;
 using testing::make_config;
 using testing::Model;
-using testing::count_events;
+using testing::TempDir;
 
 TEST(Snapshotter, RestoreBringsBackEverythingTracked) {
   TempDir dir;
@@ -39,8 +39,9 @@ TEST(Snapshotter, RestoreBringsBackEverythingTracked) {
     snap.track("note", note);
     snap.track("extra", extra);
     snap.track("lazy", lazily_defined);
-    snap.track("user", [&] { return c10::IValue(user_state); },
-               [&](const c10::IValue& v) { user_state = v.toIntVector(); });
+    snap.track(
+        "user", [&] { return c10::IValue(user_state); },
+        [&](const c10::IValue& v) { user_state = v.toIntVector(); });
   };
   model.set_all(1.5);
   model.weight.mutable_grad() = torch::ones_like(model.weight);
@@ -87,7 +88,8 @@ TEST(Snapshotter, RestoreBringsBackEverythingTracked) {
   ASSERT_TRUE(lazily_defined.defined());
   EXPECT_TRUE(torch::equal(lazily_defined, torch::ones({2})));
   EXPECT_EQ(user_state, (std::vector<int64_t>{1, 2, 3}));
-  EXPECT_TRUE(torch::equal(torch::randn({4}), expected_random)) << "the random generator state must be restored";
+  EXPECT_TRUE(torch::equal(torch::randn({4}), expected_random))
+      << "the random generator state must be restored";
   EXPECT_EQ(count_events(dir.path(), "restored"), 1);
 }
 
@@ -139,7 +141,8 @@ TEST(Snapshotter, ResumeModes) {
     Snapshotter snap(make_config(dir.path(), "resume: never\n"));
     snap.track("value", value);
     const auto message = error_of<Error>([&] { snap.on_train_start(); });
-    EXPECT_NE(message.find("resume: never, but '" + dir.path() + "' already holds snapshots of an earlier run (newest: step 0)"),
+    EXPECT_NE(message.find("resume: never, but '" + dir.path() +
+                           "' already holds snapshots of an earlier run (newest: step 0)"),
               std::string::npos)
         << message;
     EXPECT_EQ(value, 0);

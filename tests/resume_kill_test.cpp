@@ -33,8 +33,17 @@ int kill_count() {
 std::string total_steps() { return std::to_string(40 * kill_count()); }
 
 std::vector<std::string> training_command(const std::string& out, const std::string& config) {
-  std::vector<std::string> argv = {testing::example_path("train_mlp"), "--steps", total_steps(), "--input", "128",
-                                   "--hidden", "1024", "--log-every", "1", "--seed", "7"};
+  std::vector<std::string> argv = {testing::example_path("train_mlp"),
+                                   "--steps",
+                                   total_steps(),
+                                   "--input",
+                                   "128",
+                                   "--hidden",
+                                   "1024",
+                                   "--log-every",
+                                   "1",
+                                   "--seed",
+                                   "7"};
   if (!config.empty()) argv.insert(argv.end(), {"--config", config});
   if (!out.empty()) argv.insert(argv.end(), {"--out", out});
   return argv;
@@ -75,14 +84,16 @@ TEST(ResumeAfterKill, RandomKillsEndBitwiseEqualToAnUninterruptedRun) {
     run.kill(SIGKILL);
     ASSERT_EQ(run.wait(), 128 + SIGKILL) << "the run ended before it was killed:\n" << run.output();
     const int64_t resumed = resumed_step(run.output());
-    EXPECT_GE(resumed, last_resumed) << "a restart went back to an older snapshot:\n" << run.output()
-                                     << "\nlast events:\n" << last_events(dir.file("snapshots/events.jsonl"));
+    EXPECT_GE(resumed, last_resumed) << "a restart went back to an older snapshot:\n"
+                                     << run.output() << "\nlast events:\n"
+                                     << last_events(dir.file("snapshots/events.jsonl"));
     last_resumed = resumed;
     for (const auto& name : testing::list_names(dir.file("snapshots"))) {
       if (name.find(".tmp-") == std::string::npos) continue;
       ++mid_flush;  // the kill hit a snapshot being written...
       const auto inside = testing::list_names(dir.file("snapshots/" + name));
-      if (std::find(inside.begin(), inside.end(), "manifest.yaml") != inside.end()) ++mid_commit;  // ...or committed
+      if (std::find(inside.begin(), inside.end(), "manifest.yaml") != inside.end())
+        ++mid_commit;  // ...or committed
       break;
     }
   }
@@ -101,7 +112,8 @@ TEST(ResumeAfterKill, RandomKillsEndBitwiseEqualToAnUninterruptedRun) {
   EXPECT_EQ(testing::describe_difference(actual, expected, "final"), "");
   // Bitwise: the files themselves (NaN payloads and -0.0 included) are identical.
   auto& fs = default_file_system();
-  EXPECT_TRUE(fs.read_small_file(dir.file("resumed.pt"), 64 << 20) == fs.read_small_file(dir.file("reference.pt"), 64 << 20))
+  EXPECT_TRUE(fs.read_small_file(dir.file("resumed.pt"), 64 << 20) ==
+              fs.read_small_file(dir.file("reference.pt"), 64 << 20))
       << "the resumed run's --out differs from the reference byte for byte";
 }
 

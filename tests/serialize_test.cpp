@@ -13,8 +13,8 @@
 namespace autosnap {
 namespace {
 
-using testing::TempDir;
 using testing::error_of;
+using testing::TempDir;
 using namespace std::string_literals;
 
 // Writes a zip in torch.save layout whose data.pkl is `pickle` (hand-made).
@@ -92,7 +92,8 @@ TEST(Serialize, CheckpointDictLikeTheSeed) {
   EXPECT_DOUBLE_EQ(restored_optimizer.param_groups()[0].options().get_lr(), 0.1);
   restored->eval();  // as the seed says: eval() for inference, train() to continue
   EXPECT_FALSE(restored->is_training());
-  EXPECT_NE(error_of<Error>([&] { dict_at(checkpoint, "acc"); }).find("key 'acc' is missing"), std::string::npos);
+  EXPECT_NE(error_of<Error>([&] { dict_at(checkpoint, "acc"); }).find("key 'acc' is missing"),
+            std::string::npos);
 }
 
 // PyTorch >= 2.6 loads with weights_only=True by default, which refuses
@@ -102,7 +103,8 @@ TEST(Serialize, TypedListsAreWrittenAsPlainPythonLists) {
   c10::List<int64_t> ints({1, 2, 3});
   c10::List<at::Tensor> tensors({torch::ones({1}), torch::zeros({2})});
   c10::List<double> doubles({0.5});
-  save(dict({{"ints", ints}, {"tensors", tensors}, {"nested", tuple({doubles, list({ints})})}}), dir.file("x.pt"));
+  save(dict({{"ints", ints}, {"tensors", tensors}, {"nested", tuple({doubles, list({ints})})}}),
+       dir.file("x.pt"));
   const std::string bytes = default_file_system().read_small_file(dir.file("x.pt"), 1 << 20);
   EXPECT_EQ(bytes.find("torch.jit._pickle"), std::string::npos) << "a LibTorch-only global was written";
   auto loaded = load(dir.file("x.pt"));
@@ -128,7 +130,8 @@ TEST(Serialize, MapLocation) {
     auto t = load(dir.file("x.pt"), "cuda").toTensor();
     EXPECT_TRUE(t.device().is_cuda());
     EXPECT_TRUE(torch::equal(t.cpu(), torch::ones({2})));
-    auto message = error_of<Error>([&] { load(dir.file("x.pt"), "cuda:" + std::to_string(torch::cuda::device_count())); });
+    auto message = error_of<Error>(
+        [&] { load(dir.file("x.pt"), "cuda:" + std::to_string(torch::cuda::device_count())); });
     EXPECT_NE(message.find("does not exist"), std::string::npos) << message;
   }
 }
@@ -175,7 +178,8 @@ TEST(Serialize, DamagedFilesAreRejectedClearly) {
   EXPECT_NE(message.find("not a valid torch.save file"), std::string::npos) << message;
   EXPECT_NE(message.find("text.pt"), std::string::npos) << message;
 
-  testing::run_command("cp " + testing::shell_quote(path) + " " + testing::shell_quote(dir.file("flipped.pt")));
+  testing::run_command("cp " + testing::shell_quote(path) + " " +
+                       testing::shell_quote(dir.file("flipped.pt")));
   testing::flip_byte(dir.file("flipped.pt"), size / 2);  // inside the tensor data
   message = error_of<CorruptSnapshot>([&] { load(dir.file("flipped.pt")); });
   EXPECT_NE(message.find("CRC-32 mismatch"), std::string::npos) << message;
@@ -199,10 +203,17 @@ TEST(Serialize, HostilePicklesExecuteNothing) {
   } cases[] = {
       {proto + "cos\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03."s, "refusing to load 'os.system'"},
       {proto + "c__builtin__\neval\n.", "refusing to load '__builtin__.eval'"},
-      {proto + "]q\x00h\x00" "a."s, "contains itself"},
-      {proto + "]q\x00]q\x01h\x00" "a0h\x01" "a."s, "modified after it was nested"},
+      {proto + "]q\x00h\x00"
+               "a."s,
+       "contains itself"},
+      {proto + "]q\x00]q\x01h\x00"
+               "a0h\x01"
+               "a."s,
+       "modified after it was nested"},
       {proto + "h\x05.", "memo entry 5 was never stored"},
-      {proto + "X\xff\xff\xff\x7f" "abc.", "truncated"},
+      {proto + "X\xff\xff\xff\x7f"
+               "abc.",
+       "truncated"},
       {proto + "a.", "empty stack"},
       {proto + "\xff.", "unsupported pickle opcode 0xff"},
   };

@@ -15,16 +15,18 @@
 namespace autosnap {
 namespace {
 
-using testing::TempDir;
+using testing::count_events;
 using testing::make_config;
 using testing::Model;
-using testing::count_events;
+using testing::TempDir;
 
 TEST(Snapshotter, FailedWritesWarnAndTrainingContinues) {
   TempDir dir;
   testing::FaultInjectingFileSystem fs;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"), fs);
+  Snapshotter snap(
+      make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"),
+      fs);
   snap.track("model", model);
   snap.on_step_end(0);
   snap.wait_until_finished();
@@ -59,7 +61,8 @@ TEST(Snapshotter, FailedWritesWithAbortThrowAtTheNextHook) {
   TempDir dir;
   testing::FaultInjectingFileSystem fs;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\non_error: abort\n"), fs);
+  Snapshotter snap(
+      make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\non_error: abort\n"), fs);
   snap.track("model", model);
   fs.fail_writes_errno = ENOSPC;
   snap.on_step_end(0);

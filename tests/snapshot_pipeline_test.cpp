@@ -16,18 +16,19 @@
 namespace autosnap {
 namespace {
 
-using testing::TempDir;
+using testing::count_events;
 using testing::make_config;
 using testing::Model;
-using testing::count_events;
 using testing::read_entry;
+using testing::TempDir;
 
 TEST(Snapshotter, StagedSnapshotIsConsistentWhileParametersChange) {
   TempDir dir;
   testing::FaultInjectingFileSystem fs;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
-                                           "capture: {rng: false}\n"),
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
+                               "capture: {rng: false}\n"),
                    fs);
   snap.track("model", model);
   fs.append_delay_ms = 30;  // the write takes a while
@@ -55,8 +56,9 @@ TEST(Snapshotter, StagedSnapshotIsConsistentWhileParametersChange) {
 TEST(Snapshotter, OverlapStagesDuringTheNextStepAndWaitsBeforeTheOptimizer) {
   TempDir dir;
   Model model;
-  auto config = make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
-                                        "retention: {keep_last: 0}\n");
+  auto config = make_config(dir.path(),
+                            "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
+                            "retention: {keep_last: 0}\n");
   Snapshotter snap(config);
   snap.track("model", model);
   for (int64_t step = 0; step < 4; ++step) {
@@ -86,8 +88,9 @@ TEST(Snapshotter, OverlapWithoutBeforeOptimizerStepDiscardsInsteadOfSavingAMix) 
   TempDir dir;
   testing::FaultInjectingFileSystem fs;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
-                                           "retention: {keep_last: 0}\n"),
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
+                               "retention: {keep_last: 0}\n"),
                    fs);
   snap.track("model", model);
   fs.append_delay_ms = 20;
@@ -105,8 +108,9 @@ TEST(Snapshotter, BackpressureWaitKeepsEverySnapshot) {
   TempDir dir;
   testing::FaultInjectingFileSystem fs;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
-                                           "flush: {max_pending: 1, when_busy: wait}\n"),
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
+                               "flush: {max_pending: 1, when_busy: wait}\n"),
                    fs);
   snap.track("model", model);
   fs.append_delay_ms = 10;
@@ -120,8 +124,9 @@ TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
   TempDir dir;
   testing::FaultInjectingFileSystem fs;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
-                                           "flush: {max_pending: 1, when_busy: skip}\n"),
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
+                               "flush: {max_pending: 1, when_busy: skip}\n"),
                    fs);
   snap.track("model", model);
   fs.append_delay_ms = 40;
@@ -148,8 +153,10 @@ TEST(Snapshotter, SynchronousModeAndStagingLimit) {
     EXPECT_EQ(daemon::stats_of(snap).committed, 1);
     EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u) << "sync mode writes from the live tensors";
   }
-  EXPECT_TRUE(torch::all(dict_at(read_entry(dir.path() + "/sync", 0, "model"), "weight").toTensor() == 3).item<bool>());
-  Snapshotter snap(make_config(dir.path() + "/limited", "triggers: {every_steps: 1}\nflush: {staging_memory_limit: 1KiB}\n"));
+  EXPECT_TRUE(torch::all(dict_at(read_entry(dir.path() + "/sync", 0, "model"), "weight").toTensor() == 3)
+                  .item<bool>());
+  Snapshotter snap(make_config(dir.path() + "/limited",
+                               "triggers: {every_steps: 1}\nflush: {staging_memory_limit: 1KiB}\n"));
   snap.track("model", model);
   snap.on_step_end(0);
   EXPECT_EQ(daemon::stats_of(snap).committed, 1) << "too big to stage: written synchronously";

@@ -17,11 +17,11 @@
 namespace autosnap {
 namespace {
 
-using testing::TempDir;
 using testing::make_config;
 using testing::make_config_with_socket;
-using testing::request_snapshot;
 using testing::Model;
+using testing::request_snapshot;
+using testing::TempDir;
 using namespace std::chrono_literals;
 
 TEST(Snapshotter, RequestsAreTakenAndAnsweredEvenWhenBusyWithSkip) {
@@ -29,9 +29,10 @@ TEST(Snapshotter, RequestsAreTakenAndAnsweredEvenWhenBusyWithSkip) {
   testing::FaultInjectingFileSystem fs;
   fs.append_delay_ms = 20;
   Model model;
-  Snapshotter snap(make_config_with_socket(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\n"
-                                                       "retention: {keep_last: 0}\n"
-                                                       "flush: {max_pending: 1, when_busy: skip}\n"),
+  Snapshotter snap(make_config_with_socket(dir.path(),
+                                           "triggers: {every_steps: 1, on_train_end: false}\n"
+                                           "retention: {keep_last: 0}\n"
+                                           "flush: {max_pending: 1, when_busy: skip}\n"),
                    fs);
   snap.track("model", model);
   snap.on_step_end(0);

@@ -19,12 +19,12 @@
 namespace autosnap {
 namespace {
 
-using testing::TempDir;
+using testing::count_events;
 using testing::make_config;
 using testing::Model;
-using testing::read_events;
-using testing::count_events;
 using testing::read_entry;
+using testing::read_events;
+using testing::TempDir;
 using namespace std::chrono_literals;
 
 TEST(Snapshotter, EveryStepsTriggerCommitsAndEventsDescribeIt) {
@@ -32,7 +32,8 @@ TEST(Snapshotter, EveryStepsTriggerCommitsAndEventsDescribeIt) {
   Model model;
   int64_t counter = 0;
   {
-    Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 5, on_train_end: false}\nretention: {keep_last: 0}\n"));
+    Snapshotter snap(make_config(
+        dir.path(), "triggers: {every_steps: 5, on_train_end: false}\nretention: {keep_last: 0}\n"));
     snap.track("model", model);
     snap.track("counter", counter);
     EXPECT_FALSE(snap.on_train_start().has_value());
@@ -62,7 +63,8 @@ TEST(Snapshotter, EveryStepsTriggerCommitsAndEventsDescribeIt) {
 TEST(Snapshotter, EverySecondsTriggerFollowsTheWallClock) {
   TempDir dir;
   int64_t value = 0;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_seconds: 1, on_train_end: false}\nretention: {keep_last: 0}\n"));
+  Snapshotter snap(make_config(
+      dir.path(), "triggers: {every_seconds: 1, on_train_end: false}\nretention: {keep_last: 0}\n"));
   snap.track("value", value);
   EXPECT_FALSE(snap.on_train_start().has_value());
   snap.on_step_end(0);  // under a second since the start
@@ -79,8 +81,9 @@ TEST(Snapshotter, EverySecondsTriggerFollowsTheWallClock) {
 TEST(Snapshotter, RetentionKeepsTheNewestAndEveryKth) {
   TempDir dir;
   Model model;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\n"
-                                           "retention: {keep_last: 2, keep_every_steps: 10}\n"));
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\n"
+                               "retention: {keep_last: 2, keep_every_steps: 10}\n"));
   snap.track("model", model);
   for (int64_t step = 0; step < 26; ++step) snap.on_step_end(step);
   snap.wait_until_finished();
@@ -102,9 +105,10 @@ TEST(Snapshotter, TrackNamesAreChecked) {
 TEST(Snapshotter, OneSnapshotPerStep) {
   TempDir dir;
   int64_t x = 0;
-  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 2, on_epoch_end: true, on_train_end: true}\n"));
+  Snapshotter snap(
+      make_config(dir.path(), "triggers: {every_steps: 2, on_epoch_end: true, on_train_end: true}\n"));
   snap.track("x", x);
-  snap.on_step_end(0);  // every_steps
+  snap.on_step_end(0);   // every_steps
   snap.on_epoch_end(0);  // same step: nothing new
   snap.snapshot_now("manual");
   snap.on_step_end(1);
@@ -119,8 +123,9 @@ TEST(Snapshotter, CloseFinishesQueuedSnapshots) {
   testing::FaultInjectingFileSystem fs;
   Model model;
   {
-    Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nflush: {max_pending: 3}\n"
-                                             "retention: {keep_last: 0}\n"),
+    Snapshotter snap(make_config(dir.path(),
+                                 "triggers: {every_steps: 1, on_train_end: false}\nflush: {max_pending: 3}\n"
+                                 "retention: {keep_last: 0}\n"),
                      fs);
     snap.track("model", model);
     fs.append_delay_ms = 20;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "autosnap/values.h"
 #include "daemon/staging.h"
 #include "daemon/tracked.h"
 #include "support/snapshotter_fixtures.h"
@@ -20,7 +21,9 @@ using daemon::StagingArena;
 using daemon::StorageCopy;
 using testing::Model;
 
-c10::impl::GenericDict new_dict() { return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+c10::impl::GenericDict new_dict() {
+  return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
+}
 
 at::Tensor tensor_at(const c10::IValue& dict, const std::string& key) {
   const auto d = dict.toGenericDict();
@@ -30,7 +33,8 @@ at::Tensor tensor_at(const c10::IValue& dict, const std::string& key) {
 }
 
 // Stages `live` and performs every copy at once.
-c10::IValue stage_now(StagingArena& arena, const c10::IValue& live, std::vector<StorageCopy>* copies_out = nullptr) {
+c10::IValue stage_now(StagingArena& arena, const c10::IValue& live,
+                      std::vector<StorageCopy>* copies_out = nullptr) {
   std::vector<StorageCopy> copies;
   c10::IValue staged = arena.stage(live, {}, copies);
   daemon::perform_copies(copies);
@@ -106,7 +110,8 @@ TEST(Staging, BuffersAreReusedAcrossStageCalls) {
     EXPECT_EQ(arena.bytes(), bytes);
     EXPECT_EQ(storage_of(tensor_at(staged, "a")), first_buffer) << "the same buffer is reused";
     EXPECT_TRUE(torch::all(tensor_at(staged, "a") == step).item<bool>()) << tensor_at(staged, "a");
-    EXPECT_EQ(staged.toGenericDict().at("nested").toTupleRef().elements()[1].toInt(), 3) << "non-tensors pass through";
+    EXPECT_EQ(staged.toGenericDict().at("nested").toTupleRef().elements()[1].toInt(), 3)
+        << "non-tensors pass through";
   }
 }
 
@@ -155,7 +160,8 @@ TEST(Staging, ReleaseFreesEveryBuffer) {
   const auto staged = stage_now(arena, live);
   arena.release();
   EXPECT_EQ(arena.bytes(), 0u);
-  EXPECT_TRUE(torch::all(tensor_at(staged, "a") == 1).item<bool>()) << "a staged value keeps its own buffer alive";
+  EXPECT_TRUE(torch::all(tensor_at(staged, "a") == 1).item<bool>())
+      << "a staged value keeps its own buffer alive";
   stage_now(arena, live);
   EXPECT_EQ(arena.allocations(), 4) << "after release() everything is allocated again";
   EXPECT_EQ(arena.bytes(), 52u);
@@ -172,8 +178,9 @@ TEST(Staging, OnlyDenseTensorsCanBeStaged) {
     arena.stage(live, {}, copies);
     ADD_FAILURE() << "a sparse tensor was staged";
   } catch (const std::exception& e) {
-    EXPECT_NE(std::string(e.what()).find("cannot snapshot 'model/embedding': only dense tensors can be saved"),
-              std::string::npos)
+    EXPECT_NE(
+        std::string(e.what()).find("cannot snapshot 'model/embedding': only dense tensors can be saved"),
+        std::string::npos)
         << e.what();
   }
 }
@@ -201,7 +208,8 @@ TEST(Staging, StorageBytesCountsEachStorageOnce) {
   value.insert("first", big.slice(0, 0, 10));  // a small view counts its whole storage
   value.insert("second", big.slice(0, 500, 510));
   value.insert("list", c10::List<at::Tensor>({big, torch::zeros({3}, torch::kFloat64)}));
-  value.insert("tuple", c10::ivalue::Tuple::create({torch::zeros({2}, torch::kInt8), at::Tensor(), std::string("x")}));
+  value.insert("tuple",
+               c10::ivalue::Tuple::create({torch::zeros({2}, torch::kInt8), at::Tensor(), std::string("x")}));
   value.insert("scalar", 2.5);
   EXPECT_EQ(daemon::storage_bytes(value), 4000u + 24u + 2u);
   EXPECT_EQ(daemon::storage_bytes(c10::IValue(int64_t(3))), 0u);
@@ -268,7 +276,8 @@ TEST(DeferredCopies, TheCopyErrorReachesEveryWaiter) {
 
   source.fill_(5.0f);
   EXPECT_THROW(deferred.run_or_wait(), std::exception) << "a later caller still gets the error";
-  EXPECT_TRUE(torch::all(destination.view(torch::kFloat32) == 1.0f).item<bool>()) << "and nothing is copied again";
+  EXPECT_TRUE(torch::all(destination.view(torch::kFloat32) == 1.0f).item<bool>())
+      << "and nothing is copied again";
 }
 
 TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
@@ -299,7 +308,8 @@ TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
   daemon::DeferredCopies deferred(later);
   deferred.run_or_wait();  // before_optimizer_step()
   EXPECT_TRUE(torch::all(staged_weight == 1).item<bool>());
-  EXPECT_TRUE(torch::all(staged_running == 1).item<bool>()) << "the staged buffer keeps the boundary's values";
+  EXPECT_TRUE(torch::all(staged_running == 1).item<bool>())
+      << "the staged buffer keeps the boundary's values";
 }
 
 }  // namespace

@@ -71,13 +71,15 @@ TEST(StateDict, StrictListsEveryProblemAndCopiesNothing) {
            "Unexpected key(s) in state_dict: \"fc3.weight\".",
            "size mismatch for fc1.weight: copying a param with shape [5, 3] from checkpoint, the shape in "
            "current model is [4, 3].",
-           "dtype mismatch for fc1.bias: copying a param with dtype Double from checkpoint, the dtype in current "
+           "dtype mismatch for fc1.bias: copying a param with dtype Double from checkpoint, the dtype in "
+           "current "
            "model is Float.",
            "type mismatch for bn.weight: the checkpoint holds a Int, expected a tensor.",
        }) {
     EXPECT_NE(message.find(fragment), std::string::npos) << "missing: " << fragment << "\nin: " << message;
   }
-  EXPECT_TRUE(torch::equal(state_dict(*net).at("bn.bias"), before)) << "strict failure must not copy anything";
+  EXPECT_TRUE(torch::equal(state_dict(*net).at("bn.bias"), before))
+      << "strict failure must not copy anything";
 }
 
 TEST(StateDict, NonStrictLoadsWhatFitsAndReports) {

@@ -69,7 +69,8 @@ TEST(Store, CommitWritesTheDocumentedLayout) {
   auto store = SnapshotStore::open_for_writing(dir.path());
   commit_step(*store, 1200, "every_steps");
   EXPECT_EQ(sorted_names(dir.path()), (std::vector<std::string>{"LOCK", "step-000000001200"}));
-  EXPECT_EQ(sorted_names(dir.file("step-000000001200")), (std::vector<std::string>{"manifest.yaml", "rank-00000.pt"}));
+  EXPECT_EQ(sorted_names(dir.file("step-000000001200")),
+            (std::vector<std::string>{"manifest.yaml", "rank-00000.pt"}));
 
   auto entries = store->list();
   ASSERT_EQ(entries.size(), 1u);
@@ -108,7 +109,8 @@ TEST(Store, LatestValidIsTheNewestAndReadsBack) {
 }
 
 TEST(Store, TruncatedShardFallsBack) {
-  expect_fallback_after([](SnapshotStore& s) { testing::truncate_file(shard_path(s, 200), 1000); }, "is 1000 bytes");
+  expect_fallback_after([](SnapshotStore& s) { testing::truncate_file(shard_path(s, 200), 1000); },
+                        "is 1000 bytes");
 }
 
 TEST(Store, FlippedByteFallsBack) {
@@ -116,7 +118,8 @@ TEST(Store, FlippedByteFallsBack) {
       [](SnapshotStore& s) {
         auto path = shard_path(s, 200);
         testing::flip_byte(path, testing::file_size(path) / 2);
-        EXPECT_EQ(s.list().back().status, SnapshotStatus::kValid) << "size still matches: only checksums can tell";
+        EXPECT_EQ(s.list().back().status, SnapshotStatus::kValid)
+            << "size still matches: only checksums can tell";
         EXPECT_FALSE(s.verify(200).ok);
       },
       "checksum mismatch");
@@ -172,7 +175,8 @@ TEST(Store, UnknownFormatVersionIsSkippedNotQuarantined) {
   auto latest = store->latest_valid();
   ASSERT_TRUE(latest);
   EXPECT_EQ(latest->step, 100);
-  EXPECT_EQ(sorted_names(dir.path()), (std::vector<std::string>{"LOCK", "step-000000000100", "step-000000000200"}));
+  EXPECT_EQ(sorted_names(dir.path()),
+            (std::vector<std::string>{"LOCK", "step-000000000100", "step-000000000200"}));
 }
 
 TEST(Store, QuarantineNeverOverwritesAnEarlierOne) {
@@ -190,7 +194,10 @@ TEST(Store, QuarantineNeverOverwritesAnEarlierOne) {
 
 TEST(Store, LeftoverTmpDirsAreRemovedOnlyByAWriter) {
   TempDir dir;
-  { auto store = SnapshotStore::open_for_writing(dir.path()); commit_step(*store, 100); }
+  {
+    auto store = SnapshotStore::open_for_writing(dir.path());
+    commit_step(*store, 100);
+  }
   ::mkdir(dir.file("step-000000000300.tmp-123-abc").c_str(), 0755);
   testing::write_text(dir.file("step-000000000300.tmp-123-abc/rank-00000.pt"), "half-written");
 

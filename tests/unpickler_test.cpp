@@ -27,7 +27,9 @@ std::string bytes(std::initializer_list<int> values) {
   for (int v : values) out += static_cast<char>(v);
   return out;
 }
-std::string le32(uint32_t v) { return bytes({int(v & 0xFF), int((v >> 8) & 0xFF), int((v >> 16) & 0xFF), int(v >> 24)}); }
+std::string le32(uint32_t v) {
+  return bytes({int(v & 0xFF), int((v >> 8) & 0xFF), int((v >> 16) & 0xFF), int(v >> 24)});
+}
 
 const std::string kProto2 = bytes({0x80, 2});
 const std::string kStop = ".";
@@ -46,9 +48,11 @@ const std::string kNone = "N";
 const std::string kTrue = bytes({0x88});
 const std::string kFalse = bytes({0x89});
 
-std::string int1(int v) { return bytes({'K', v}); }                 // BININT1: 0..255
+std::string int1(int v) { return bytes({'K', v}); }                                  // BININT1: 0..255
 std::string str(const std::string& text) { return "X" + le32(text.size()) + text; }  // BINUNICODE
-std::string global(const std::string& module, const std::string& name) { return "c" + module + "\n" + name + "\n"; }
+std::string global(const std::string& module, const std::string& name) {
+  return "c" + module + "\n" + name + "\n";
+}
 std::string put(int index) { return bytes({'q', index}); }  // BINPUT
 std::string get(int index) { return bytes({'h', index}); }  // BINGET
 std::string pickle(const std::string& body) { return kProto2 + body + kStop; }
@@ -69,18 +73,19 @@ std::string unpickle_error(const std::string& data) {
   return testing::error_of<CorruptSnapshot>([&] { unpickle(data); });
 }
 
-#define EXPECT_ERROR_CONTAINS(data, fragment)                                                  \
-  do {                                                                                         \
-    const std::string message_ = unpickle_error(data);                                         \
+#define EXPECT_ERROR_CONTAINS(data, fragment)                                                   \
+  do {                                                                                          \
+    const std::string message_ = unpickle_error(data);                                          \
     EXPECT_NE(message_.find(fragment), std::string::npos) << "expected: " << (fragment) << "\n" \
-                                                          << "got: " << message_;              \
+                                                          << "got: " << message_;               \
   } while (0)
 
 // Python's pickle.dumps(eval(expression), protocol=2).
 std::string python_pickle(const std::string& expression, const std::string& setup = "") {
-  const auto result = testing::run_python_code(
-      "import sys, pickle, collections\n" + setup + "\nsys.stdout.write(pickle.dumps(eval(sys.argv[1]), protocol=2).hex())",
-      expression);
+  const auto result =
+      testing::run_python_code("import sys, pickle, collections\n" + setup +
+                                   "\nsys.stdout.write(pickle.dumps(eval(sys.argv[1]), protocol=2).hex())",
+                               expression);
   EXPECT_EQ(result.exit_code, 0) << result.output;
   std::string out;
   for (size_t i = 0; i + 1 < result.output.size(); i += 2) {
@@ -109,13 +114,14 @@ TEST(Unpickler, Scalars) {
   EXPECT_EQ(unpickle(pickle(kTrue)), IValue(true));
   EXPECT_EQ(unpickle(pickle(kFalse)), IValue(false));
   EXPECT_EQ(unpickle(pickle(int1(200))).toInt(), 200);
-  EXPECT_EQ(unpickle(pickle(bytes({'M', 0x34, 0x12}))).toInt(), 0x1234);                   // BININT2
-  EXPECT_EQ(unpickle(pickle(bytes({'J', 0xFF, 0xFF, 0xFF, 0xFF}))).toInt(), -1);          // BININT
-  EXPECT_EQ(unpickle(pickle(bytes({0x8a, 0}))).toInt(), 0);                               // LONG1, 0 bytes
-  EXPECT_EQ(unpickle(pickle(bytes({0x8a, 3, 0x00, 0x00, 0x80}))).toInt(), -(1 << 23));    // sign-extended
+  EXPECT_EQ(unpickle(pickle(bytes({'M', 0x34, 0x12}))).toInt(), 0x1234);                // BININT2
+  EXPECT_EQ(unpickle(pickle(bytes({'J', 0xFF, 0xFF, 0xFF, 0xFF}))).toInt(), -1);        // BININT
+  EXPECT_EQ(unpickle(pickle(bytes({0x8a, 0}))).toInt(), 0);                             // LONG1, 0 bytes
+  EXPECT_EQ(unpickle(pickle(bytes({0x8a, 3, 0x00, 0x00, 0x80}))).toInt(), -(1 << 23));  // sign-extended
   EXPECT_EQ(unpickle(pickle(bytes({0x8a, 8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F}))).toInt(),
             std::numeric_limits<int64_t>::max());
-  EXPECT_EQ(unpickle(pickle(bytes({0x8a, 8, 0, 0, 0, 0, 0, 0, 0, 0x80}))).toInt(), std::numeric_limits<int64_t>::min());
+  EXPECT_EQ(unpickle(pickle(bytes({0x8a, 8, 0, 0, 0, 0, 0, 0, 0, 0x80}))).toInt(),
+            std::numeric_limits<int64_t>::min());
   EXPECT_EQ(unpickle(pickle(bytes({'G', 0x3F, 0xF8, 0, 0, 0, 0, 0, 0}))).toDouble(), 1.5);  // big endian
   EXPECT_TRUE(std::isinf(unpickle(pickle(bytes({'G', 0xFF, 0xF0, 0, 0, 0, 0, 0, 0}))).toDouble()));
   EXPECT_EQ(unpickle(pickle(str("h\xC3\xA9llo"))).toStringRef(), "h\xC3\xA9llo");
@@ -140,7 +146,9 @@ TEST(Unpickler, ListsTuplesAndDicts) {
   const IValue triple = unpickle(pickle(int1(1) + str("two") + kNone + bytes({0x87})));
   ASSERT_TRUE(triple.isTuple());
   EXPECT_EQ(triple.toTupleRef().elements()[1].toStringRef(), "two");
-  EXPECT_EQ(unpickle(pickle(kMark + int1(1) + int1(2) + int1(3) + int1(4) + kTuple)).toTupleRef().elements().size(), 4u);
+  EXPECT_EQ(
+      unpickle(pickle(kMark + int1(1) + int1(2) + int1(3) + int1(4) + kTuple)).toTupleRef().elements().size(),
+      4u);
 
   const IValue dict =
       unpickle(pickle(kEmptyDict + kMark + str("b") + int1(1) + str("a") + int1(5) + kTuple1 + kSetItems));
@@ -148,7 +156,8 @@ TEST(Unpickler, ListsTuplesAndDicts) {
   EXPECT_EQ(keys_of(dict), (std::vector<std::string>{"b", "a"})) << "insertion order is kept";
   EXPECT_EQ(at(dict, "b").toInt(), 1);
   EXPECT_TRUE(at(dict, "a").isTuple());
-  const IValue int_keys = unpickle(pickle(kMark + int1(0) + str("zero") + int1(1) + str("one") + "d"));  // DICT
+  const IValue int_keys =
+      unpickle(pickle(kMark + int1(0) + str("zero") + int1(1) + str("one") + "d"));  // DICT
   EXPECT_EQ(int_keys.toGenericDict().at(IValue(int64_t(1))).toStringRef(), "one");
   EXPECT_EQ(unpickle(pickle(kEmptyDict + str("k") + kTrue + "s")).toGenericDict().size(), 1u);  // SETITEM
 }
@@ -188,13 +197,14 @@ TEST(Unpickler, WhatPythonPicklesRoundTrips) {
 TEST(Unpickler, OrderedDictIsAcceptedAsADict) {
   const std::string ordered_dict = global("collections", "OrderedDict");
   // OrderedDict() then SETITEMS, and BUILD with torch's _metadata (dropped).
-  const IValue v = unpickle(pickle(ordered_dict + kEmptyTuple + kReduce + kMark + str("z") + int1(1) + str("a") + int1(2) +
-                                   kSetItems + kEmptyDict + str("_metadata") + kEmptyDict + "s" + "b"));
+  const IValue v =
+      unpickle(pickle(ordered_dict + kEmptyTuple + kReduce + kMark + str("z") + int1(1) + str("a") + int1(2) +
+                      kSetItems + kEmptyDict + str("_metadata") + kEmptyDict + "s" + "b"));
   ASSERT_TRUE(v.isGenericDict()) << v.tagKind();
   EXPECT_EQ(keys_of(v), (std::vector<std::string>{"z", "a"}));
   // OrderedDict([(k, v), ...])
-  const IValue from_pairs = unpickle(pickle(ordered_dict + kEmptyList + kMark + str("k") + int1(3) + kTuple2 + kAppends +
-                                            kTuple1 + kReduce));
+  const IValue from_pairs = unpickle(pickle(ordered_dict + kEmptyList + kMark + str("k") + int1(3) + kTuple2 +
+                                            kAppends + kTuple1 + kReduce));
   EXPECT_EQ(at(from_pairs, "k").toInt(), 3);
 }
 
@@ -208,8 +218,11 @@ TEST(Unpickler, OrderedDictFromPython) {
 // ---- what must never load ----
 
 TEST(Unpickler, GlobalsOutsideTheAllowListAreRefusedByName) {
-  for (const auto& [module, name] : std::vector<std::pair<std::string, std::string>>{
-           {"os", "system"}, {"__main__", "Secret"}, {"builtins", "eval"}, {"subprocess", "Popen"}, {"torch", "load"}}) {
+  for (const auto& [module, name] : std::vector<std::pair<std::string, std::string>>{{"os", "system"},
+                                                                                     {"__main__", "Secret"},
+                                                                                     {"builtins", "eval"},
+                                                                                     {"subprocess", "Popen"},
+                                                                                     {"torch", "load"}}) {
     const std::string full = module + "." + name;
     EXPECT_ERROR_CONTAINS(pickle(global(module, name)), "refusing to load '" + full + "'");
     // STACK_GLOBAL (protocol 4) names it the same way.
@@ -221,16 +234,21 @@ TEST(Unpickler, GlobalsOutsideTheAllowListAreRefusedByName) {
 
 TEST(Unpickler, APythonObjectIsRefusedNamingItsClass) {
   AUTOSNAP_REQUIRE_PYTHON_TORCH();
-  EXPECT_ERROR_CONTAINS(python_pickle("{'x': Secret()}", "class Secret:\n    pass"), "refusing to load '__main__.Secret'");
-  EXPECT_ERROR_CONTAINS(python_pickle("{'x': {1, 2}}"), "refusing to load '__builtin__.set'");  // protocol 2's name
+  EXPECT_ERROR_CONTAINS(python_pickle("{'x': Secret()}", "class Secret:\n    pass"),
+                        "refusing to load '__main__.Secret'");
+  EXPECT_ERROR_CONTAINS(python_pickle("{'x': {1, 2}}"),
+                        "refusing to load '__builtin__.set'");  // protocol 2's name
 }
 
 TEST(Unpickler, ReduceOfAnythingButAKnownCallableIsRefused) {
   EXPECT_ERROR_CONTAINS(pickle(str("os.system") + str("ls") + kTuple1 + kReduce),
                         "REDUCE of something that is not a known global");
-  EXPECT_ERROR_CONTAINS(pickle(global("torch", "FloatStorage") + kEmptyTuple + kReduce), "a storage type cannot be called");
-  EXPECT_ERROR_CONTAINS(pickle(global("torch", "device") + int1(1) + kTuple1 + kReduce), "torch.device expects a string");
-  EXPECT_EQ(unpickle(pickle(global("torch", "device") + str("cpu") + kTuple1 + kReduce)).toDevice(), c10::Device("cpu"));
+  EXPECT_ERROR_CONTAINS(pickle(global("torch", "FloatStorage") + kEmptyTuple + kReduce),
+                        "a storage type cannot be called");
+  EXPECT_ERROR_CONTAINS(pickle(global("torch", "device") + int1(1) + kTuple1 + kReduce),
+                        "torch.device expects a string");
+  EXPECT_EQ(unpickle(pickle(global("torch", "device") + str("cpu") + kTuple1 + kReduce)).toDevice(),
+            c10::Device("cpu"));
 }
 
 // A list nested `depth` deep: [[[...]]].
@@ -260,14 +278,15 @@ TEST(Unpickler, CyclesAndLaterChangesToNestedContainersAreRefused) {
   // l = []; l.append(l)
   EXPECT_ERROR_CONTAINS(pickle(kEmptyList + put(0) + get(0) + kAppend), "a container contains itself");
   // a = []; b = [a]; then a.append(1)
-  EXPECT_ERROR_CONTAINS(pickle(kEmptyList + put(0) + kEmptyList + put(1) + get(0) + kAppend + "0" + int1(1) + kAppend),
-                        "a container is modified after it was nested");
+  EXPECT_ERROR_CONTAINS(
+      pickle(kEmptyList + put(0) + kEmptyList + put(1) + get(0) + kAppend + "0" + int1(1) + kAppend),
+      "a container is modified after it was nested");
 }
 
 TEST(Unpickler, TruncatedPicklesAreRefusedAtEveryLength) {
-  const std::string whole = pickle(kEmptyDict + put(0) + kMark + str("weights") + kEmptyList + put(1) + kMark +
-                                   bytes({'G', 0x3F, 0xF8, 0, 0, 0, 0, 0, 0}) + bytes({'J', 1, 2, 3, 4}) + kAppends +
-                                   str("epoch") + int1(3) + kSetItems);
+  const std::string whole = pickle(kEmptyDict + put(0) + kMark + str("weights") + kEmptyList + put(1) +
+                                   kMark + bytes({'G', 0x3F, 0xF8, 0, 0, 0, 0, 0, 0}) +
+                                   bytes({'J', 1, 2, 3, 4}) + kAppends + str("epoch") + int1(3) + kSetItems);
   ASSERT_TRUE(unpickle(whole).isGenericDict());
   for (size_t size = 0; size < whole.size(); ++size) {
     const std::string message = unpickle_error(whole.substr(0, size));
@@ -291,9 +310,8 @@ TEST(Unpickler, MalformedStreamsNameTheOffset) {
 
 TEST(Unpickler, MemoSharingIsKept) {
   // x = [1, 2]; [x, x] with BINPUT/BINGET
-  const IValue v =
-      unpickle(pickle(kEmptyList + put(0) + kMark + kEmptyList + put(1) + kMark + int1(1) + int1(2) + kAppends + get(1) +
-                      kAppends));
+  const IValue v = unpickle(pickle(kEmptyList + put(0) + kMark + kEmptyList + put(1) + kMark + int1(1) +
+                                   int1(2) + kAppends + get(1) + kAppends));
   ASSERT_EQ(v.toList().size(), 2u);
   EXPECT_TRUE(v.toList().get(0).isSameIdentity(v.toList().get(1))) << "both entries are the same list object";
   EXPECT_EQ(v.toList().get(1).toList().get(1).toInt(), 2);
@@ -312,12 +330,14 @@ TEST(Unpickler, MemoSharingFromPython) {
 
 // ---- tensors, as torch.save writes them ----
 
-// torch._utils._rebuild_tensor_v2(storage("key", FloatStorage, numel 4), offset, size, stride, False, OrderedDict())
-std::string rebuild_tensor(const std::string& key, int offset, const std::string& size, const std::string& stride) {
-  const std::string storage = kMark + str("storage") + global("torch", "FloatStorage") + str(key) + str("cpu") + int1(4) +
-                              kTuple + "Q";
-  return global("torch._utils", "_rebuild_tensor_v2") + kMark + storage + int1(offset) + size + stride + kFalse +
-         global("collections", "OrderedDict") + kEmptyTuple + kReduce + kTuple + kReduce;
+// torch._utils._rebuild_tensor_v2(storage("key", FloatStorage, numel 4), offset, size, stride, False,
+// OrderedDict())
+std::string rebuild_tensor(const std::string& key, int offset, const std::string& size,
+                           const std::string& stride) {
+  const std::string storage = kMark + str("storage") + global("torch", "FloatStorage") + str(key) +
+                              str("cpu") + int1(4) + kTuple + "Q";
+  return global("torch._utils", "_rebuild_tensor_v2") + kMark + storage + int1(offset) + size + stride +
+         kFalse + global("collections", "OrderedDict") + kEmptyTuple + kReduce + kTuple + kReduce;
 }
 
 TEST(Unpickler, TensorsOfOneStorageShareIt) {
@@ -330,21 +350,23 @@ TEST(Unpickler, TensorsOfOneStorageShareIt) {
     EXPECT_EQ(request.location, "cpu");
     return torch::arange(1, 5, torch::kFloat32).storage();
   };
-  const IValue v = unpickle(pickle(kEmptyList + kMark + rebuild_tensor("0", 0, int1(2) + int1(2) + kTuple2,
-                                                                       int1(2) + int1(1) + kTuple2) +
-                                   rebuild_tensor("0", 1, int1(3) + kTuple1, int1(1) + kTuple1) + kAppends),
-                            loader);
+  const IValue v =
+      unpickle(pickle(kEmptyList + kMark +
+                      rebuild_tensor("0", 0, int1(2) + int1(2) + kTuple2, int1(2) + int1(1) + kTuple2) +
+                      rebuild_tensor("0", 1, int1(3) + kTuple1, int1(1) + kTuple1) + kAppends),
+               loader);
   EXPECT_EQ(requests, 1) << "one storage key is loaded once";
   const at::Tensor matrix = v.toList().get(0).toTensor();
   const at::Tensor tail = v.toList().get(1).toTensor();
   EXPECT_TRUE(torch::equal(matrix, torch::tensor({{1.f, 2.f}, {3.f, 4.f}}))) << matrix;
   EXPECT_TRUE(torch::equal(tail, torch::tensor({2.f, 3.f, 4.f}))) << tail;
-  EXPECT_TRUE(matrix.storage().is_alias_of(tail.storage())) << "views of one storage stay views of one storage";
+  EXPECT_TRUE(matrix.storage().is_alias_of(tail.storage()))
+      << "views of one storage stay views of one storage";
 
-  const std::string past = testing::error_of<CorruptSnapshot>([&] {
-    unpickle(pickle(rebuild_tensor("0", 2, int1(3) + kTuple1, int1(1) + kTuple1)), loader);
-  });
-  EXPECT_NE(past.find("tensor view (offset 2) reaches past its storage of 4 elements"), std::string::npos) << past;
+  const std::string past = testing::error_of<CorruptSnapshot>(
+      [&] { unpickle(pickle(rebuild_tensor("0", 2, int1(3) + kTuple1, int1(1) + kTuple1)), loader); });
+  EXPECT_NE(past.find("tensor view (offset 2) reaches past its storage of 4 elements"), std::string::npos)
+      << past;
 }
 
 }  // namespace

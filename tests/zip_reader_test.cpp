@@ -46,7 +46,8 @@ void set32(std::string& bytes, size_t offset, uint32_t v) {
 }
 uint32_t get32(const std::string& bytes, size_t offset) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[offset + i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(static_cast<unsigned char>(bytes[offset + i])) << (8 * i);
   return v;
 }
 uint16_t get16(const std::string& bytes, size_t offset) {
@@ -181,7 +182,8 @@ std::string python_listing(const std::string& path) {
 
 std::string our_listing(const ZipReader& reader) {
   std::string out;
-  for (const auto& e : reader.entries()) out += e.name + " " + std::to_string(e.size) + " " + std::to_string(e.crc32) + "\n";
+  for (const auto& e : reader.entries())
+    out += e.name + " " + std::to_string(e.size) + " " + std::to_string(e.crc32) + "\n";
   return out;
 }
 
@@ -236,7 +238,8 @@ TEST(ZipReader, ReadsWhatAutosnapSaveWrites) {
   const std::string weight_bytes(static_cast<const char*>(weights.data_ptr()), weights.nbytes());
   int records_with_weights = 0;
   for (const auto& [name, data] : entries) {
-    EXPECT_EQ(name.compare(0, prefix.size(), prefix), 0) << name << " is outside the archive folder " << prefix;
+    EXPECT_EQ(name.compare(0, prefix.size(), prefix), 0)
+        << name << " is outside the archive folder " << prefix;
     if (data == weight_bytes) ++records_with_weights;
   }
   EXPECT_EQ(records_with_weights, 1) << "one record holds the weights' bytes:\n" << our_listing(reader);
@@ -247,8 +250,8 @@ TEST(ZipReader, ReadsWhatAutosnapSaveWrites) {
 }
 
 TEST(ZipReader, ReadsEveryFileWrittenByPyTorch211) {
-  for (const std::string name : {"tensor.pt", "checkpoint.pt", "dict.pt", "dtypes.pt", "layouts.pt", "shared.pt",
-                                 "state_dict.pt", "py-continued-LBFGS.pt"}) {
+  for (const std::string name : {"tensor.pt", "checkpoint.pt", "dict.pt", "dtypes.pt", "layouts.pt",
+                                 "shared.pt", "state_dict.pt", "py-continued-LBFGS.pt"}) {
     SCOPED_TRACE(name);
     const std::string path = testing::test_data("pytorch-2.11/" + name);
     auto file = default_file_system().open_for_reading(path);
@@ -285,7 +288,8 @@ TEST(ZipReader, ReadsAFileWrittenByThisMachinesPython) {
 TEST(ZipReader, ReadsZip64Archives) {
   TempDir dir;
   const std::string path = dir.file("zip64.pt");
-  write_bytes(path, make_zip({{"archive/data.pkl", std::string("\x80\x02K\x07.", 5)}, {"archive/data/0", "0123456789"}},
+  write_bytes(path, make_zip({{"archive/data.pkl", std::string("\x80\x02K\x07.", 5)},
+                              {"archive/data/0", "0123456789"}},
                              /*zip64=*/true));
   auto file = default_file_system().open_for_reading(path);
   ZipReader reader(*file);
@@ -295,7 +299,8 @@ TEST(ZipReader, ReadsZip64Archives) {
   EXPECT_EQ(record->size, 10u);
   EXPECT_EQ(reader.read_string(*record, 100, true), "0123456789");
   const std::string listing = python_listing(path);
-  if (!listing.empty()) EXPECT_EQ(our_listing(reader), listing) << "the crafted zip64 archive is valid for Python too";
+  if (!listing.empty())
+    EXPECT_EQ(our_listing(reader), listing) << "the crafted zip64 archive is valid for Python too";
 }
 
 // ---- damage ----
@@ -341,7 +346,8 @@ TEST(ZipReader, TruncatedFilesAreRefused) {
   const std::string path = dir.file("t.pt");
   save(torch::arange(1000, torch::kFloat32), path);
   const std::string bytes = read_bytes(path);
-  for (size_t size : {bytes.size() - 1, bytes.size() - 22, bytes.size() / 2, size_t(100), size_t(21), size_t(0)}) {
+  for (size_t size :
+       {bytes.size() - 1, bytes.size() - 22, bytes.size() / 2, size_t(100), size_t(21), size_t(0)}) {
     const std::string cut = dir.file("cut-" + std::to_string(size) + ".pt");
     write_bytes(cut, bytes.substr(0, size));
     const std::string message = open_error(cut);
@@ -366,13 +372,15 @@ TEST(ZipReader, CentralDirectoryBeyondTheFileIsRefused) {
   save(torch::ones({4}), path);
   const std::string bytes = read_bytes(path);
   const size_t eocd = eocd_offset(bytes);
-  ASSERT_NE(get32(bytes, eocd + 16), 0xFFFFFFFFu) << "expected a plain (not zip64) end record for a small file";
+  ASSERT_NE(get32(bytes, eocd + 16), 0xFFFFFFFFu)
+      << "expected a plain (not zip64) end record for a small file";
 
   std::string beyond = bytes;
   set32(beyond, eocd + 16, static_cast<uint32_t>(bytes.size() + 1000));
   write_bytes(dir.file("beyond.pt"), beyond);
   std::string message = open_error(dir.file("beyond.pt"));
-  EXPECT_NE(message.find("central directory (offset " + std::to_string(bytes.size() + 1000)), std::string::npos)
+  EXPECT_NE(message.find("central directory (offset " + std::to_string(bytes.size() + 1000)),
+            std::string::npos)
       << message;
   EXPECT_NE(message.find("lies outside the file"), std::string::npos) << message;
 
@@ -393,8 +401,9 @@ TEST(ZipReader, CentralDirectoryBeyondTheFileIsRefused) {
 TEST(ZipReader, UnsafeEntryNamesAreRefused) {
   TempDir dir;
   int index = 0;
-  for (const std::string name : {"../evil", "archive/../../evil", "archive/..", "/etc/passwd", "archive\\data.pkl",
-                                 "..\\evil", "archive//data", "./archive", "archive/", ""}) {
+  for (const std::string name :
+       {"../evil", "archive/../../evil", "archive/..", "/etc/passwd", "archive\\data.pkl", "..\\evil",
+        "archive//data", "./archive", "archive/", ""}) {
     const std::string path = dir.file("unsafe-" + std::to_string(index++) + ".pt");
     write_bytes(path, make_zip({{"archive/data.pkl", "x"}, {name, "payload"}}));
     const std::string message = open_error(path);
@@ -408,7 +417,8 @@ TEST(ZipReader, UnsafeEntryNamesAreRefused) {
 TEST(ZipReader, CompressedEncryptedAndDuplicateEntriesAreRefused) {
   TempDir dir;
   write_bytes(dir.file("deflated.pt"), make_zip({{"a/data.pkl", "x", /*method=*/8}}));
-  EXPECT_NE(open_error(dir.file("deflated.pt")).find("entry 'a/data.pkl' is compressed (method 8)"), std::string::npos)
+  EXPECT_NE(open_error(dir.file("deflated.pt")).find("entry 'a/data.pkl' is compressed (method 8)"),
+            std::string::npos)
       << open_error(dir.file("deflated.pt"));
   write_bytes(dir.file("encrypted.pt"), make_zip({{"a/data.pkl", "x", 0, /*flags=*/1}}));
   EXPECT_NE(open_error(dir.file("encrypted.pt")).find("entry 'a/data.pkl' is encrypted"), std::string::npos)
@@ -429,7 +439,8 @@ TEST(ZipReader, EntriesOutsideTheFileAndBadLocalHeadersAreRefused) {
   std::string outside = bytes;
   set32(outside, second_entry + 42, static_cast<uint32_t>(directory + 5));  // local header past the data
   write_bytes(dir.file("outside.pt"), outside);
-  EXPECT_NE(open_error(dir.file("outside.pt")).find("entry 'a/data/0' lies outside the file"), std::string::npos)
+  EXPECT_NE(open_error(dir.file("outside.pt")).find("entry 'a/data/0' lies outside the file"),
+            std::string::npos)
       << open_error(dir.file("outside.pt"));
 
   std::string bad_local = bytes;
@@ -441,11 +452,13 @@ TEST(ZipReader, EntriesOutsideTheFileAndBadLocalHeadersAreRefused) {
   const std::string message =
       testing::error_of<CorruptSnapshot>([&] { reader.read_string(*reader.find("a/data/0"), 100, false); });
   EXPECT_NE(message.find("local header of 'a/data/0' is corrupt"), std::string::npos) << message;
-  EXPECT_EQ(reader.read_string(*reader.find("a/data.pkl"), 100, true), "pickle") << "the other entry still reads";
+  EXPECT_EQ(reader.read_string(*reader.find("a/data.pkl"), 100, true), "pickle")
+      << "the other entry still reads";
 
   const std::string too_big =
       testing::error_of<CorruptSnapshot>([&] { reader.read_string(*reader.find("a/data.pkl"), 5, true); });
-  EXPECT_NE(too_big.find("entry 'a/data.pkl' is 6 bytes, more than the allowed 5"), std::string::npos) << too_big;
+  EXPECT_NE(too_big.find("entry 'a/data.pkl' is 6 bytes, more than the allowed 5"), std::string::npos)
+      << too_big;
 }
 
 }  // namespace

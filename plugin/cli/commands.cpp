@@ -18,8 +18,8 @@ namespace autosnap {
 namespace cli {
 namespace {
 
-using util::human_bytes;
 using nlohmann::json;
+using util::human_bytes;
 
 std::string default_socket(const std::string& directory, const std::string& socket) {
   return socket.empty() ? control::default_socket_path(directory) : socket;
@@ -30,7 +30,9 @@ std::optional<SnapshotInfo> newest(const SnapshotStore& store, bool valid_only) 
   auto entries = store.list();
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->status == SnapshotStatus::kValid) return *it;
-    if (!valid_only && it->status != SnapshotStatus::kInProgress && it->status != SnapshotStatus::kQuarantined) return *it;
+    if (!valid_only && it->status != SnapshotStatus::kInProgress &&
+        it->status != SnapshotStatus::kQuarantined)
+      return *it;
   }
   return std::nullopt;
 }
@@ -49,8 +51,8 @@ std::optional<SnapshotInfo> newest_verified(SnapshotStore& store) { return store
 std::optional<SnapshotInfo> chosen_snapshot(SnapshotStore& store, std::optional<int64_t> step) {
   std::optional<SnapshotInfo> info = step ? find_step(store, *step) : newest_verified(store);
   if (!info) {
-    std::cerr << "autosnap: " << (step ? "no snapshot step " + std::to_string(*step) : "no valid snapshot") << " in "
-              << store.directory() << std::endl;
+    std::cerr << "autosnap: " << (step ? "no snapshot step " + std::to_string(*step) : "no valid snapshot")
+              << " in " << store.directory() << std::endl;
   }
   return info;
 }
@@ -117,7 +119,8 @@ void describe_entry(const std::string& name, const std::string& kind, const c10:
       std::cout << "      state[" << first->key() << "]:";
       for (const auto& item : first->value().toGenericDict()) {
         std::cout << " " << item.key().toStringRef() << "="
-                  << (item.value().isTensor() ? shape_of(item.value().toTensor()) : scalar_text(item.value()));
+                  << (item.value().isTensor() ? shape_of(item.value().toTensor())
+                                              : scalar_text(item.value()));
       }
       std::cout << "\n";
     }
@@ -133,7 +136,8 @@ void describe_entry(const std::string& name, const std::string& kind, const c10:
   for (const auto& item : d) {
     const std::string key = item.key().isString() ? item.key().toStringRef() : c10::str(item.key());
     std::cout << "      " << std::left << std::setw(static_cast<int>(width)) << key << std::right << "  "
-              << (item.value().isTensor() ? shape_of(item.value().toTensor()) : scalar_text(item.value())) << "\n";
+              << (item.value().isTensor() ? shape_of(item.value().toTensor()) : scalar_text(item.value()))
+              << "\n";
   }
 }
 
@@ -145,7 +149,8 @@ int list_snapshots(const std::string& directory, bool as_json) {
   if (as_json) {
     json out = json::array();
     for (const auto& info : entries) {
-      json item = {{"step", info.step}, {"name", info.name}, {"path", info.path}, {"status", to_string(info.status)}};
+      json item = {
+          {"step", info.step}, {"name", info.name}, {"path", info.path}, {"status", to_string(info.status)}};
       if (info.manifest) {
         item["epoch"] = info.manifest->epoch ? json(*info.manifest->epoch) : json(nullptr);
         item["time"] = info.manifest->time;
@@ -170,11 +175,12 @@ int list_snapshots(const std::string& directory, bool as_json) {
     const auto& m = info.manifest;
     std::cout << std::left << std::setw(14) << info.step << std::setw(7)
               << (m && m->epoch ? std::to_string(*m->epoch) : "-") << std::setw(26) << (m ? m->time : "-")
-              << std::setw(11) << (m ? human_bytes(m->total_bytes()) : "-") << std::setw(13) << to_string(info.status)
-              << (m ? m->reason : "") << "\n";
+              << std::setw(11) << (m ? human_bytes(m->total_bytes()) : "-") << std::setw(13)
+              << to_string(info.status) << (m ? m->reason : "") << "\n";
   }
   for (const auto& info : entries) {
-    if (!info.problem.empty()) std::cout << "step " << info.step << " (" << to_string(info.status) << "): " << info.problem << "\n";
+    if (!info.problem.empty())
+      std::cout << "step " << info.step << " (" << to_string(info.status) << "): " << info.problem << "\n";
   }
   std::cout << "(status checks manifests and sizes; `autosnap verify` checks every checksum)" << std::endl;
   return kExitOk;
@@ -185,7 +191,8 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
   std::vector<int64_t> steps;
   if (all) {
     for (const auto& info : store->list()) {
-      if (info.status != SnapshotStatus::kInProgress && info.status != SnapshotStatus::kQuarantined) steps.push_back(info.step);
+      if (info.status != SnapshotStatus::kInProgress && info.status != SnapshotStatus::kQuarantined)
+        steps.push_back(info.step);
     }
   } else if (step) {
     steps.push_back(*step);
@@ -201,8 +208,8 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
   for (int64_t s : steps) {
     auto progress = [&](uint64_t done, uint64_t total) {
       if (terminal && total > (32u << 20)) {
-        std::cerr << "\rverifying step " << s << ": " << (100 * done / total) << "% (" << human_bytes(done) << " of "
-                  << human_bytes(total) << ")   " << std::flush;
+        std::cerr << "\rverifying step " << s << ": " << (100 * done / total) << "% (" << human_bytes(done)
+                  << " of " << human_bytes(total) << ")   " << std::flush;
       }
     };
     const auto result = store->verify(s, progress);
@@ -227,20 +234,21 @@ int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, 
   const std::optional<SnapshotInfo> info = chosen_snapshot(*store, step);
   if (!info) return kExitBad;
   if (!info->manifest) {
-    std::cout << "step " << info->step << ": " << to_string(info->status) << ": " << info->problem << std::endl;
+    std::cout << "step " << info->step << ": " << to_string(info->status) << ": " << info->problem
+              << std::endl;
     return kExitBad;
   }
   const Manifest& m = *info->manifest;
   std::cout << "snapshot " << info->path << "\n"
-            << "  step " << m.step << ", epoch " << (m.epoch ? std::to_string(*m.epoch) : "-") << ", " << m.time
-            << ", reason \"" << m.reason << "\"\n"
+            << "  step " << m.step << ", epoch " << (m.epoch ? std::to_string(*m.epoch) : "-") << ", "
+            << m.time << ", reason \"" << m.reason << "\"\n"
             << "  world size " << m.world_size << ", format " << m.format_version << ", autosnap "
             << m.library_version << ", LibTorch " << m.libtorch_version << "\n"
             << "files:\n";
   for (const auto& file : m.files) {
-    std::cout << "  " << std::left << std::setw(40) << file.name << std::right << std::setw(12) << human_bytes(file.size)
-              << "  xxh3 " << std::hex << std::setw(16) << std::setfill('0') << file.xxh3 << std::dec
-              << std::setfill(' ') << "\n";
+    std::cout << "  " << std::left << std::setw(40) << file.name << std::right << std::setw(12)
+              << human_bytes(file.size) << "  xxh3 " << std::hex << std::setw(16) << std::setfill('0')
+              << file.xxh3 << std::dec << std::setfill(' ') << "\n";
   }
   const auto value = store->read_shard(info->step, rank, c10::Device(c10::kCPU));
   std::cout << "entries of " << shard_file_name(rank) << ":\n";
@@ -262,14 +270,15 @@ int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, 
 int request_snapshot(const std::string& directory, const std::string& socket, const std::string& reason,
                      double timeout_seconds) {
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
-  const auto reply =
-      control::send_request(default_socket(directory, socket), {{"cmd", "snapshot"}, {"reason", reason}}, timeout);
+  const auto reply = control::send_request(default_socket(directory, socket),
+                                           {{"cmd", "snapshot"}, {"reason", reason}}, timeout);
   if (!reply.value("ok", false)) {
-    std::cerr << "autosnap: the snapshot failed: " << reply.value("error", std::string("unknown error")) << std::endl;
+    std::cerr << "autosnap: the snapshot failed: " << reply.value("error", std::string("unknown error"))
+              << std::endl;
     return kExitBad;
   }
-  std::cout << "snapshot committed: step " << reply["step"].get<int64_t>() << " at " << reply["path"].get<std::string>()
-            << std::endl;
+  std::cout << "snapshot committed: step " << reply["step"].get<int64_t>() << " at "
+            << reply["path"].get<std::string>() << std::endl;
   return kExitOk;
 }
 
@@ -277,16 +286,20 @@ int show_status(const std::string& directory, const std::string& socket, bool as
   json job = nullptr;
   std::string not_running;
   try {
-    job = control::send_request(default_socket(directory, socket), {{"cmd", "status"}}, std::chrono::seconds(10));
+    job = control::send_request(default_socket(directory, socket), {{"cmd", "status"}},
+                                std::chrono::seconds(10));
   } catch (const control::ClientError& e) {
     if (e.kind() != control::ClientError::Kind::kNotRunning) throw;
     not_running = e.what();
   }
   std::optional<SnapshotInfo> latest;
-  if (default_file_system().status(directory).is_directory) latest = newest(*SnapshotStore::open_read_only(directory), true);
+  if (default_file_system().status(directory).is_directory)
+    latest = newest(*SnapshotStore::open_read_only(directory), true);
   if (as_json) {
     json out = {{"running", !job.is_null()}, {"job", job}};
-    out["newest_valid"] = latest ? json{{"step", latest->step}, {"path", latest->path}, {"reason", latest->manifest->reason},
+    out["newest_valid"] = latest ? json{{"step", latest->step},
+                                        {"path", latest->path},
+                                        {"reason", latest->manifest->reason},
                                         {"time", latest->manifest->time}}
                                  : json(nullptr);
     std::cout << out.dump(2) << std::endl;
@@ -297,8 +310,8 @@ int show_status(const std::string& directory, const std::string& socket, bool as
   } else {
     std::cout << "job: running (pid " << job["pid"] << "), last completed step "
               << (job["step"].is_null() ? std::string("none yet") : job["step"].dump()) << ", "
-              << job["in_flight"] << " snapshot(s) being written, " << job["committed"] << " committed by this run"
-              << (job["stopping"].get<bool>() ? ", stopping" : "") << "\n";
+              << job["in_flight"] << " snapshot(s) being written, " << job["committed"]
+              << " committed by this run" << (job["stopping"].get<bool>() ? ", stopping" : "") << "\n";
     if (!job["last_committed"].is_null()) {
       std::cout << "     last committed: step " << job["last_committed"]["step"] << " at "
                 << job["last_committed"]["path"].get<std::string>() << "\n";
@@ -334,8 +347,8 @@ int prune_snapshots(const std::string& directory, int64_t keep_last, int64_t kee
     try {
       store = SnapshotStore::open_for_writing(directory);
     } catch (const LockedError& e) {
-      std::cerr << "autosnap: " << e.what() << "; prune refuses while a job writes there (its retention applies)"
-                << std::endl;
+      std::cerr << "autosnap: " << e.what()
+                << "; prune refuses while a job writes there (its retention applies)" << std::endl;
       return kExitError;
     }
   }
@@ -355,7 +368,8 @@ int export_snapshot(const std::string& directory, std::optional<int64_t> step, c
   std::cout << "exported step " << info->step << " (rank 0) to " << out;
   if (value.isGenericDict()) {
     std::string keys;
-    for (const auto& entry : value.toGenericDict()) keys += (keys.empty() ? "" : ", ") + c10::str(entry.key());
+    for (const auto& entry : value.toGenericDict())
+      keys += (keys.empty() ? "" : ", ") + c10::str(entry.key());
     std::cout << ": " << keys;
   }
   std::cout << std::endl;

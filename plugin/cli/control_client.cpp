@@ -26,7 +26,9 @@ class Fd {
 };
 
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now())
+          .count();
   return left > 0 ? static_cast<int>(left) : 0;
 }
 
@@ -47,12 +49,16 @@ nlohmann::json send_request(const std::string& socket_path, const nlohmann::json
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     const int error = errno;
     if (error == ENOENT || error == ECONNREFUSED) {
-      throw ClientError(Kind::kNotRunning, "no running job: nothing serves the control socket '" + socket_path + "'");
+      throw ClientError(Kind::kNotRunning,
+                        "no running job: nothing serves the control socket '" + socket_path + "'");
     }
     if (error == EACCES || error == EPERM) {
       struct stat st {};
-      std::string owner = ::stat(socket_path.c_str(), &st) == 0 ? " (it belongs to uid " + std::to_string(st.st_uid) + ")" : "";
-      throw ClientError(Kind::kRefused, "refused: permission denied on the control socket '" + socket_path + "'" + owner);
+      std::string owner = ::stat(socket_path.c_str(), &st) == 0
+                              ? " (it belongs to uid " + std::to_string(st.st_uid) + ")"
+                              : "";
+      throw ClientError(Kind::kRefused,
+                        "refused: permission denied on the control socket '" + socket_path + "'" + owner);
     }
     throw ClientError(Kind::kBroken, "cannot connect to '" + socket_path + "': " + std::strerror(error));
   }
@@ -62,7 +68,8 @@ nlohmann::json send_request(const std::string& socket_path, const nlohmann::json
     if (n < 0 && errno == EINTR) continue;
     // The job may have answered (a refusal) and closed before reading: read that answer.
     if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) break;
-    if (n < 0) throw ClientError(Kind::kBroken, std::string("cannot send the request: ") + std::strerror(errno));
+    if (n < 0)
+      throw ClientError(Kind::kBroken, std::string("cannot send the request: ") + std::strerror(errno));
     sent += static_cast<size_t>(n);
   }
   std::string reply;
@@ -72,7 +79,8 @@ nlohmann::json send_request(const std::string& socket_path, const nlohmann::json
     const int ready = ::poll(&p, 1, remaining_ms(deadline));
     if (ready < 0 && errno == EINTR) continue;
     if (ready == 0) {
-      throw ClientError(Kind::kTimedOut, "timed out after " + std::to_string(timeout.count() / 1000.0).substr(0, 5) +
+      throw ClientError(Kind::kTimedOut, "timed out after " +
+                                             std::to_string(timeout.count() / 1000.0).substr(0, 5) +
                                              " s waiting for the job's reply");
     }
     ssize_t n = ::recv(fd.get(), buffer, sizeof(buffer), 0);
@@ -82,10 +90,12 @@ nlohmann::json send_request(const std::string& socket_path, const nlohmann::json
     if (reply.size() > (1 << 20)) throw ClientError(Kind::kBroken, "the job's reply is implausibly long");
   }
   auto parsed = nlohmann::json::parse(reply.substr(0, reply.find('\n')), nullptr, false);
-  if (parsed.is_discarded() || !parsed.is_object()) throw ClientError(Kind::kBroken, "the job sent a malformed reply");
+  if (parsed.is_discarded() || !parsed.is_object())
+    throw ClientError(Kind::kBroken, "the job sent a malformed reply");
   if (!parsed.value("ok", false)) {
     const std::string error = parsed.value("error", std::string("unknown error"));
-    if (error.rfind("permission denied", 0) == 0) throw ClientError(Kind::kRefused, "refused by the job: " + error);
+    if (error.rfind("permission denied", 0) == 0)
+      throw ClientError(Kind::kRefused, "refused by the job: " + error);
   }
   return parsed;
 }

@@ -31,29 +31,37 @@ int main(int argc, char** argv) {
   auto add_dir = [&](CLI::App* command) {
     command->add_option("DIR", directory, "snapshot directory")->required();
   };
-  auto add_step = [&](CLI::App* command, const std::string& help) { command->add_option("STEP", step, help); };
+  auto add_step = [&](CLI::App* command, const std::string& help) {
+    command->add_option("STEP", step, help);
+  };
 
-  auto* list = app.add_subcommand("list", "Table of the snapshots in DIR: step, epoch, time, size, status, reason");
+  auto* list =
+      app.add_subcommand("list", "Table of the snapshots in DIR: step, epoch, time, size, status, reason");
   add_dir(list);
   list->add_flag("--json", json, "print JSON instead of a table");
 
-  auto* verify = app.add_subcommand("verify", "Check every file's size and XXH3-64 checksum (default: the newest)");
+  auto* verify =
+      app.add_subcommand("verify", "Check every file's size and XXH3-64 checksum (default: the newest)");
   add_dir(verify);
   add_step(verify, "the step to verify");
   verify->add_flag("--all", all, "verify every committed snapshot");
 
-  auto* inspect = app.add_subcommand("inspect", "Manifest fields and the entries of one snapshot (default: newest valid)");
+  auto* inspect = app.add_subcommand(
+      "inspect", "Manifest fields and the entries of one snapshot (default: newest valid)");
   add_dir(inspect);
   add_step(inspect, "the step to inspect");
   inspect->add_option("--rank", rank, "which rank's shard to show")->check(CLI::NonNegativeNumber);
 
-  auto* snapshot = app.add_subcommand("snapshot", "Ask the running job for a snapshot and wait until it is committed");
+  auto* snapshot =
+      app.add_subcommand("snapshot", "Ask the running job for a snapshot and wait until it is committed");
   add_dir(snapshot);
   snapshot->add_option("--reason", reason, "recorded in the manifest and the event log");
-  snapshot->add_option("--timeout", timeout, "seconds to wait for the commit (default 600)")->check(CLI::PositiveNumber);
+  snapshot->add_option("--timeout", timeout, "seconds to wait for the commit (default 600)")
+      ->check(CLI::PositiveNumber);
   snapshot->add_option("--socket", socket, "control socket (default DIR/control.sock)");
 
-  auto* status = app.add_subcommand("status", "The running job's progress (or \"not running\") and the newest valid snapshot");
+  auto* status = app.add_subcommand(
+      "status", "The running job's progress (or \"not running\") and the newest valid snapshot");
   add_dir(status);
   status->add_option("--socket", socket, "control socket (default DIR/control.sock)");
   status->add_flag("--json", json, "print JSON");
@@ -62,14 +70,18 @@ int main(int argc, char** argv) {
   add_dir(latest);
   latest->add_flag("--fast", fast, "check manifests and sizes only, not checksums");
 
-  auto* prune = app.add_subcommand("prune", "Delete old snapshots by a retention rule (never the newest valid one)");
+  auto* prune =
+      app.add_subcommand("prune", "Delete old snapshots by a retention rule (never the newest valid one)");
   add_dir(prune);
-  prune->add_option("--keep-last", keep_last, "keep the newest N valid snapshots")->required()->check(CLI::PositiveNumber);
+  prune->add_option("--keep-last", keep_last, "keep the newest N valid snapshots")
+      ->required()
+      ->check(CLI::PositiveNumber);
   prune->add_option("--keep-every-steps", keep_every_steps, "also keep steps that are multiples of K")
       ->check(CLI::NonNegativeNumber);
   prune->add_flag("--dry-run", dry_run, "only print what would be deleted");
 
-  auto* export_command = app.add_subcommand("export", "Write one snapshot's rank-0 dict as a single torch.save file");
+  auto* export_command =
+      app.add_subcommand("export", "Write one snapshot's rank-0 dict as a single torch.save file");
   add_dir(export_command);
   add_step(export_command, "the step to export (default: newest valid)");
   export_command->add_option("--out", out, "the .pt file to write (atomically)")->required();

@@ -13,9 +13,9 @@
 // Each figure is the median of --reps runs. Ratios compare figures of one run.
 //
 //   snapshot_bench [--sizes-mb 64,256,1024] [--reps 3] [--dir PATH]
-#include <CLI/CLI.hpp>
 #include <autosnap/autosnap.h>
 #include <torch/torch.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -63,11 +63,12 @@ struct Workload {
 };
 
 autosnap::Config config_for(const std::string& directory, const std::string& flush) {
-  return autosnap::Config::from_string("directory: " + directory +
-                                           "\ntriggers: {every_steps: 1, on_train_end: false}\n"
-                                           "retention: {keep_last: 1}\ncontrol: {socket: false}\nlog_level: warn\n" +
-                                           flush,
-                                       "bench.yaml");
+  return autosnap::Config::from_string(
+      "directory: " + directory +
+          "\ntriggers: {every_steps: 1, on_train_end: false}\n"
+          "retention: {keep_last: 1}\ncontrol: {socket: false}\nlog_level: warn\n" +
+          flush,
+      "bench.yaml");
 }
 
 struct Row {
@@ -85,9 +86,10 @@ Row measure(int64_t megabytes, int reps, const std::string& root) {
   for (int r = 0; r < reps; ++r) {
     work.step();
     const auto start = Clock::now();
-    autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(work.model)},
-                                   {"optimizer_state_dict", autosnap::optimizer_state_dict(*work.optimizer)}}),
-                   plain);
+    autosnap::save(
+        autosnap::dict({{"model_state_dict", autosnap::state_dict(work.model)},
+                        {"optimizer_state_dict", autosnap::optimizer_state_dict(*work.optimizer)}}),
+        plain);
     blocking.push_back(ms_since(start));
   }
   std::filesystem::remove(plain);
@@ -139,9 +141,10 @@ Row measure(int64_t megabytes, int reps, const std::string& root) {
   row.persist = median(persist);
   row.restore = median(restore);
   row.verify_mb_s = median(verify);
-  std::printf("%7.0f MB | %9.1f ms | %9.1f ms (%5.1f%%) | %9.1f ms (%5.2f%%) | %8.1f ms | %8.1f ms | %6.0f MB/s\n", mb,
-              row.blocking, row.async_stall, 100 * row.async_stall / row.blocking, row.overlap_stall,
-              100 * row.overlap_stall / row.blocking, row.persist, row.restore, row.verify_mb_s);
+  std::printf(
+      "%7.0f MB | %9.1f ms | %9.1f ms (%5.1f%%) | %9.1f ms (%5.2f%%) | %8.1f ms | %8.1f ms | %6.0f MB/s\n",
+      mb, row.blocking, row.async_stall, 100 * row.async_stall / row.blocking, row.overlap_stall,
+      100 * row.overlap_stall / row.blocking, row.persist, row.restore, row.verify_mb_s);
   std::fflush(stdout);
   return row;
 }
@@ -153,13 +156,16 @@ int main(int argc, char** argv) {
   std::vector<int64_t> sizes = {64, 256, 1024};
   int reps = 3;
   std::string directory = "bench-snapshots";
-  app.add_option("--sizes-mb", sizes, "parameter megabytes per model (Adam state triples the checkpoint)")->delimiter(',');
+  app.add_option("--sizes-mb", sizes, "parameter megabytes per model (Adam state triples the checkpoint)")
+      ->delimiter(',');
   app.add_option("--reps", reps, "repetitions per figure (median)")->check(CLI::PositiveNumber);
   app.add_option("--dir", directory, "scratch directory on the disk to measure");
   CLI11_PARSE(app, argc, argv);
   torch::set_num_threads(1);
   std::filesystem::create_directories(directory);
-  std::printf("checkpoint |  blocking save | async stall (of blocking) | overlap stall (of blocking) |  persist   |  restore   |  verify\n");
+  std::printf(
+      "checkpoint |  blocking save | async stall (of blocking) | overlap stall (of blocking) |  persist   |  "
+      "restore   |  verify\n");
   for (int64_t size : sizes) measure(size, reps, directory);
   std::filesystem::remove_all(directory);
   return 0;

@@ -52,7 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) __builtin_trap();  // the server hung
-      break;  // reset by the server
+      break;                                                          // reset by the server
     }
   }
   ::close(fd);

@@ -48,7 +48,9 @@ class FaultInjectingFileSystem : public FileSystem {
     check("create directory", path);
     base_.create_directory(path);
   }
-  std::vector<DirEntry> list_directory(const std::string& path) override { return base_.list_directory(path); }
+  std::vector<DirEntry> list_directory(const std::string& path) override {
+    return base_.list_directory(path);
+  }
   FileStatus status(const std::string& path) override { return base_.status(path); }
   void sync_directory(const std::string& path) override {
     check("fsync directory", path);
@@ -73,7 +75,8 @@ class FaultInjectingFileSystem : public FileSystem {
 
   class File : public WritableFile {
    public:
-    File(FaultInjectingFileSystem& fs, std::unique_ptr<WritableFile> inner) : fs_(fs), inner_(std::move(inner)) {}
+    File(FaultInjectingFileSystem& fs, std::unique_ptr<WritableFile> inner)
+        : fs_(fs), inner_(std::move(inner)) {}
     void append(const void* data, size_t size) override {
       ++fs_.appends;  // attempted ones, failed ones included
       fs_.check("write", inner_->path());

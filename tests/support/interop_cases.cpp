@@ -33,10 +33,11 @@ c10::IValue dtype_cases() {
   auto base = torch::arange(6).reshape({2, 3});
   auto d = dict();
   const std::vector<std::pair<std::string, at::ScalarType>> types = {
-      {"float16", at::kHalf}, {"float32", at::kFloat}, {"float64", at::kDouble}, {"bfloat16", at::kBFloat16},
-      {"int8", at::kChar},    {"int16", at::kShort},   {"int32", at::kInt},      {"int64", at::kLong},
-      {"uint8", at::kByte}};
-  for (const auto& [name, type] : types) d.insert(name, type == at::kByte ? base.to(type) : (base - 2).to(type));
+      {"float16", at::kHalf},      {"float32", at::kFloat}, {"float64", at::kDouble},
+      {"bfloat16", at::kBFloat16}, {"int8", at::kChar},     {"int16", at::kShort},
+      {"int32", at::kInt},         {"int64", at::kLong},    {"uint8", at::kByte}};
+  for (const auto& [name, type] : types)
+    d.insert(name, type == at::kByte ? base.to(type) : (base - 2).to(type));
   d.insert("bool", (base % 2) == 1);
   d.insert("complex64", torch::complex(base.to(at::kFloat), -base.to(at::kFloat)));
   d.insert("complex128", torch::complex(base.to(at::kDouble) / 2, base.to(at::kDouble)));
@@ -122,8 +123,8 @@ std::string describe_difference(const c10::IValue& got, const c10::IValue& want,
     }
     auto gi = g.begin();
     for (auto wi = w.begin(); wi != w.end(); ++wi, ++gi) {
-      const std::string key = wi->key().isString() ? "'" + wi->key().toStringRef() + "'"
-                                                   : std::to_string(wi->key().toInt());
+      const std::string key =
+          wi->key().isString() ? "'" + wi->key().toStringRef() + "'" : std::to_string(wi->key().toInt());
       if (gi->key() != wi->key()) {
         out << path << ": key " << gi->key() << " where " << key << " was expected";
         return out.str();
@@ -147,13 +148,20 @@ std::string describe_difference(const c10::IValue& got, const c10::IValue& want,
     return "";
   }
   bool same = false;
-  if (want.isNone()) same = true;
-  else if (want.isInt()) same = got.toInt() == want.toInt();
-  else if (want.isDouble()) same = got.toDouble() == want.toDouble();
-  else if (want.isBool()) same = got.toBool() == want.toBool();
-  else if (want.isString()) same = got.toStringRef() == want.toStringRef();
-  else if (want.isComplexDouble()) same = got.toComplexDouble() == want.toComplexDouble();
-  else if (want.isDevice()) same = got.toDevice() == want.toDevice();
+  if (want.isNone())
+    same = true;
+  else if (want.isInt())
+    same = got.toInt() == want.toInt();
+  else if (want.isDouble())
+    same = got.toDouble() == want.toDouble();
+  else if (want.isBool())
+    same = got.toBool() == want.toBool();
+  else if (want.isString())
+    same = got.toStringRef() == want.toStringRef();
+  else if (want.isComplexDouble())
+    same = got.toComplexDouble() == want.toComplexDouble();
+  else if (want.isDevice())
+    same = got.toDevice() == want.toDevice();
   if (!same) out << path << ": got " << got << ", want " << want;
   return out.str();
 }

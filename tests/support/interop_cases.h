@@ -3,10 +3,10 @@
 // The C++ side of the interop cases; tests/python/interop.py builds the same
 // values in Python. Both sides save them and check what the other wrote.
 
+#include <torch/nn/functional/activation.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/linear.h>
-#include <torch/nn/functional/activation.h>
 
 #include <string>
 #include <utility>
@@ -31,7 +31,8 @@ std::vector<std::pair<std::string, c10::IValue>> interop_cases();
 
 /// Empty when `got` equals `want` exactly (types, dtypes, shapes, strides,
 /// values, container kinds and keys); otherwise what differs and where.
-std::string describe_difference(const c10::IValue& got, const c10::IValue& want, const std::string& path = "value");
+std::string describe_difference(const c10::IValue& got, const c10::IValue& want,
+                                const std::string& path = "value");
 
 }  // namespace testing
 }  // namespace autosnap

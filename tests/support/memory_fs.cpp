@@ -12,8 +12,8 @@ namespace testing {
 
 struct MemoryFileSystem::Node {
   bool directory = false;
-  std::string data;        // files
-  size_t durable_size = 0;  // bytes made durable by fsync
+  std::string data;                                // files
+  size_t durable_size = 0;                         // bytes made durable by fsync
   std::map<std::string, NodePtr> entries;          // directories: now
   std::map<std::string, NodePtr> durable_entries;  // as of the last fsync
 };
@@ -61,7 +61,8 @@ class MemoryWritableFile final : public WritableFile {
 
 class MemoryReadableFile final : public ReadableFile {
  public:
-  MemoryReadableFile(std::string contents, std::string path) : contents_(std::move(contents)), path_(std::move(path)) {}
+  MemoryReadableFile(std::string contents, std::string path)
+      : contents_(std::move(contents)), path_(std::move(path)) {}
   uint64_t size() const override { return contents_.size(); }
   void read_exact(uint64_t offset, void* buffer, size_t size) override {
     if (offset > contents_.size() || size > contents_.size() - offset) {
@@ -269,7 +270,8 @@ void MemoryFileSystem::rename(const std::string& from, const std::string& to) {
   auto it = source.parent->entries.find(source.name);
   if (it == source.parent->entries.end()) throw IoError("rename", from, ENOENT);
   auto existing = target.parent->entries.find(target.name);
-  if (existing != target.parent->entries.end() && existing->second->directory && !existing->second->entries.empty()) {
+  if (existing != target.parent->entries.end() && existing->second->directory &&
+      !existing->second->entries.empty()) {
     throw IoError("rename", from + "' to '" + to, ENOTEMPTY);
   }
   NodePtr node = it->second;

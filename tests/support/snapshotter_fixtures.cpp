@@ -13,8 +13,8 @@ namespace testing {
 using namespace std::chrono_literals;
 
 Config make_config(const std::string& directory, const std::string& extra) {
-  return Config::from_string("directory: " + directory + "\ncontrol: {socket: false}\nlog_level: warn\n" + extra,
-                             "test.yaml");
+  return Config::from_string(
+      "directory: " + directory + "\ncontrol: {socket: false}\nlog_level: warn\n" + extra, "test.yaml");
 }
 
 Config make_config_with_socket(const std::string& directory, const std::string& extra) {
@@ -23,8 +23,8 @@ Config make_config_with_socket(const std::string& directory, const std::string& 
 
 nlohmann::json request_snapshot(const std::string& directory, const std::string& reason) {
   try {
-    return control::send_request(control::default_socket_path(directory), {{"cmd", "snapshot"}, {"reason", reason}},
-                                 30s);
+    return control::send_request(control::default_socket_path(directory),
+                                 {{"cmd", "snapshot"}, {"reason", reason}}, 30s);
   } catch (const std::exception& e) {
     return {{"client_error", e.what()}};
   }

@@ -6,8 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -45,8 +45,10 @@ CommandResult run_command(const std::string& command) {
 std::string shell_quote(const std::string& text) {
   std::string quoted = "'";
   for (char c : text) {
-    if (c == '\'') quoted += "'\\''";
-    else quoted += c;
+    if (c == '\'')
+      quoted += "'\\''";
+    else
+      quoted += c;
   }
   return quoted + "'";
 }
@@ -56,20 +58,24 @@ std::string python() {
   return override_path && *override_path ? override_path : "/usr/bin/python3";
 }
 
-std::string python_script(const std::string& name) { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/python/" + name; }
+std::string python_script(const std::string& name) {
+  return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/python/" + name;
+}
 
 CommandResult run_python_code(const std::string& code, const std::string& argument) {
   return run_command(shell_quote(python()) + " -c " + shell_quote(code) + " " + shell_quote(argument));
 }
 
-std::string test_data(const std::string& name) { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/data/" + name; }
+std::string test_data(const std::string& name) {
+  return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/data/" + name;
+}
 
 std::optional<std::string> python_torch_unavailable_reason() {
   static const std::optional<std::string> reason = []() -> std::optional<std::string> {
     auto result = run_command(shell_quote(python()) + " -c 'import torch; print(torch.__version__)'");
     if (result.exit_code == 0) return std::nullopt;
-    return "Python interop skipped: '" + python() + " -c \"import torch\"' failed (install python3-torch): " +
-           result.output;
+    return "Python interop skipped: '" + python() +
+           " -c \"import torch\"' failed (install python3-torch): " + result.output;
   }();
   return reason;
 }
@@ -171,7 +177,8 @@ void flip_byte(const std::string& path, uint64_t offset) {
 }
 
 void truncate_file(const std::string& path, uint64_t size) {
-  if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0) throw std::runtime_error("truncate failed: " + path);
+  if (::truncate(path.c_str(), static_cast<off_t>(size)) != 0)
+    throw std::runtime_error("truncate failed: " + path);
 }
 
 void write_text(const std::string& path, const std::string& contents) {

@@ -61,12 +61,12 @@ std::string test_data(const std::string& name);
 /// Why Python interop tests cannot run here, or nullopt when they can.
 std::optional<std::string> python_torch_unavailable_reason();
 /// Skips the current test, saying why, when Debian's python3 with torch is missing.
-#define AUTOSNAP_REQUIRE_PYTHON_TORCH()                                              \
-  do {                                                                               \
-    if (auto reason = ::autosnap::testing::python_torch_unavailable_reason()) {      \
-      std::cout << *reason << std::endl;                                             \
-      GTEST_SKIP() << *reason;                                                       \
-    }                                                                                \
+#define AUTOSNAP_REQUIRE_PYTHON_TORCH()                                         \
+  do {                                                                          \
+    if (auto reason = ::autosnap::testing::python_torch_unavailable_reason()) { \
+      std::cout << *reason << std::endl;                                        \
+      GTEST_SKIP() << *reason;                                                  \
+    }                                                                           \
   } while (0)
 
 /// True when libfiu's `fiu-run` is on PATH (setup.sh installs fiu-utils).

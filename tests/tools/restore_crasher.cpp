@@ -23,11 +23,12 @@ int main(int argc, char** argv) {
                                               "restore_crasher");
   int64_t value = 0;
   autosnap::Snapshotter snap(config);
-  snap.track("value", [&] { return c10::IValue(value); },
-             [&](const c10::IValue& saved) {
-               if (saved.toInt() == 666) std::abort();  // a bug in user code, triggered by this snapshot
-               value = saved.toInt();
-             });
+  snap.track(
+      "value", [&] { return c10::IValue(value); },
+      [&](const c10::IValue& saved) {
+        if (saved.toInt() == 666) std::abort();  // a bug in user code, triggered by this snapshot
+        value = saved.toInt();
+      });
   if (mode == "write" || mode == "write-healthy") {
     value = 1;
     snap.on_step_end(1);

@@ -46,7 +46,7 @@ struct FlushConfig {
 };
 
 struct SignalConfig {
-  std::vector<int> snapshot = {SIGUSR1};  ///< snapshot at the next step boundary
+  std::vector<int> snapshot = {SIGUSR1};           ///< snapshot at the next step boundary
   std::vector<int> snapshot_and_stop = {SIGTERM};  ///< snapshot, then should_stop() is true
   AfterStop after_stop = AfterStop::kExit;
   int exit_code = 0;  ///< suggested exit status after a stop (see Snapshotter::exit_code)

@@ -97,7 +97,8 @@ class Snapshotter final : public Callback {
   void track(const std::string& name, at::Tensor& tensor);
   /// User state: `save` is called on the training thread at each snapshot,
   /// `load` with the saved value on restore.
-  void track(const std::string& name, std::function<c10::IValue()> save, std::function<void(const c10::IValue&)> load);
+  void track(const std::string& name, std::function<c10::IValue()> save,
+             std::function<void(const c10::IValue&)> load);
 
   // ---- hooks ----
   std::optional<ResumePoint> on_train_start() override;
@@ -132,11 +133,11 @@ class Snapshotter final : public Callback {
   /// snapshots, stops the background threads, releases the directory lock.
   void close();
 
-
  private:
   explicit Snapshotter(std::unique_ptr<daemon::SnapshotterImpl> impl);
   friend daemon::SnapshotterStats daemon::stats_of(const Snapshotter&);  // for tests and the benchmark
-  std::unique_ptr<daemon::SnapshotterImpl> impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
+  std::unique_ptr<daemon::SnapshotterImpl>
+      impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
 };
 
 }  // namespace autosnap

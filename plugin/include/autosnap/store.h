@@ -55,7 +55,7 @@ struct SnapshotInfo {
 /// Result of a full verification.
 struct VerifyResult {
   bool ok = false;
-  std::string problem;  ///< empty when ok
+  std::string problem;    ///< empty when ok
   bool io_error = false;  ///< the files could not be read (as opposed to: they are damaged)
   std::optional<Manifest> manifest;
   uint64_t bytes_checked = 0;
@@ -94,8 +94,7 @@ class SnapshotStore {
 
   /// Full verification of one committed snapshot: every file's size and
   /// XXH3-64. `progress(done, total)` is called as bytes are checked.
-  VerifyResult verify(int64_t step,
-                      const std::function<void(uint64_t, uint64_t)>& progress = {}) const;
+  VerifyResult verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress = {}) const;
 
   /// The newest snapshot that passes full verification. In a writable store,
   /// each newer one that fails is quarantined (`on_quarantine` is told its

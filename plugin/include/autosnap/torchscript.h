@@ -19,7 +19,8 @@ struct Module;
 namespace autosnap {
 
 /// Saves structure and weights atomically (temp file, fsync, rename).
-void save_module(const torch::jit::Module& module, const std::string& path, FileSystem& fs = default_file_system());
+void save_module(const torch::jit::Module& module, const std::string& path,
+                 FileSystem& fs = default_file_system());
 
 /// Loads a TorchScript archive onto `map_location` ("cpu", "cuda", "cuda:N").
 /// Call eval() on the result for inference.

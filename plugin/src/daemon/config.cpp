@@ -59,7 +59,8 @@ class Parser {
   }
 
   // Rejects keys outside `known` (suggesting the closest one) and keys given twice.
-  void check_keys(const YAML::Node& map, const std::string& section, const std::vector<std::string>& known) const {
+  void check_keys(const YAML::Node& map, const std::string& section,
+                  const std::vector<std::string>& known) const {
     std::set<std::string> seen;
     for (auto it = map.begin(); it != map.end(); ++it) {
       if (!it->first.IsScalar()) {
@@ -67,7 +68,8 @@ class Parser {
       }
       const std::string key = it->first.Scalar();
       if (!seen.insert(key).second) {
-        fail(it->first.Mark(), section.empty() ? key : section + "." + key, "given twice; each key may appear once");
+        fail(it->first.Mark(), section.empty() ? key : section + "." + key,
+             "given twice; each key may appear once");
       }
       if (std::find(known.begin(), known.end(), key) != known.end()) continue;
       std::string best;
@@ -89,7 +91,8 @@ class Parser {
     }
   }
 
-  std::string scalar_text(const YAML::Node& node, const std::string& path, const std::string& expected) const {
+  std::string scalar_text(const YAML::Node& node, const std::string& path,
+                          const std::string& expected) const {
     if (!node.IsScalar()) fail(node.Mark(), path, "expected " + expected);
     return node.Scalar();
   }
@@ -97,11 +100,13 @@ class Parser {
   bool boolean(const YAML::Node& node, const std::string& path) const {
     const std::string text = scalar_text(node, path, "true or false");
     bool value;
-    if (!YAML::convert<bool>::decode(node, value)) fail(node.Mark(), path, "expected true or false, got '" + text + "'");
+    if (!YAML::convert<bool>::decode(node, value))
+      fail(node.Mark(), path, "expected true or false, got '" + text + "'");
     return value;
   }
 
-  int64_t integer(const YAML::Node& node, const std::string& path, int64_t minimum, const std::string& expected) const {
+  int64_t integer(const YAML::Node& node, const std::string& path, int64_t minimum,
+                  const std::string& expected) const {
     const std::string text = scalar_text(node, path, expected);
     int64_t value;
     if (!YAML::convert<int64_t>::decode(node, value) || value < minimum) {
@@ -124,7 +129,8 @@ class Parser {
   }
 
   template <typename E>
-  E choice(const YAML::Node& node, const std::string& path, const std::vector<std::pair<std::string, E>>& options) const {
+  E choice(const YAML::Node& node, const std::string& path,
+           const std::vector<std::pair<std::string, E>>& options) const {
     std::string list;
     for (const auto& option : options) list += (list.empty() ? "" : " | ") + option.first;
     const std::string text = string(node, path);
@@ -144,13 +150,24 @@ class Parser {
     } catch (const std::exception&) {
       fail(node.Mark(), path, "expected " + expected + ", got '" + text + "'");
     }
-    if (text.find('-') != std::string::npos) fail(node.Mark(), path, "expected " + expected + ", got '" + text + "'");
+    if (text.find('-') != std::string::npos)
+      fail(node.Mark(), path, "expected " + expected + ", got '" + text + "'");
     std::string unit = text.substr(end);
     unit.erase(std::remove(unit.begin(), unit.end(), ' '), unit.end());
-    static const std::map<std::string, unsigned long long> units = {
-        {"", 1},          {"B", 1},          {"K", 1ull << 10}, {"KB", 1000},     {"KiB", 1ull << 10},
-        {"M", 1ull << 20}, {"MB", 1000000},   {"MiB", 1ull << 20}, {"G", 1ull << 30}, {"GB", 1000000000ull},
-        {"GiB", 1ull << 30}, {"T", 1ull << 40}, {"TB", 1000000000000ull}, {"TiB", 1ull << 40}};
+    static const std::map<std::string, unsigned long long> units = {{"", 1},
+                                                                    {"B", 1},
+                                                                    {"K", 1ull << 10},
+                                                                    {"KB", 1000},
+                                                                    {"KiB", 1ull << 10},
+                                                                    {"M", 1ull << 20},
+                                                                    {"MB", 1000000},
+                                                                    {"MiB", 1ull << 20},
+                                                                    {"G", 1ull << 30},
+                                                                    {"GB", 1000000000ull},
+                                                                    {"GiB", 1ull << 30},
+                                                                    {"T", 1ull << 40},
+                                                                    {"TB", 1000000000000ull},
+                                                                    {"TiB", 1ull << 40}};
     auto it = units.find(unit);
     if (it == units.end()) fail(node.Mark(), path, "expected " + expected + ", got '" + text + "'");
     return value * it->second;
@@ -200,7 +217,8 @@ class Parser {
       const std::string inner = text.substr(i + 2, close - i - 2);
       const size_t dash = inner.find(":-");
       const std::string name = inner.substr(0, dash);
-      if (name.empty() || !std::all_of(name.begin(), name.end(), [](unsigned char c) { return std::isalnum(c) || c == '_'; })) {
+      if (name.empty() || !std::all_of(name.begin(), name.end(),
+                                       [](unsigned char c) { return std::isalnum(c) || c == '_'; })) {
         fail(mark, path, "invalid variable name '" + name + "' in '" + text + "'");
       }
       const char* value = std::getenv(name.c_str());
@@ -209,7 +227,9 @@ class Parser {
       } else if (dash != std::string::npos) {
         out += inner.substr(dash + 2);
       } else {
-        fail(mark, path, "environment variable " + name + " is not set (write ${" + name + ":-default} to give a default)");
+        fail(mark, path,
+             "environment variable " + name + " is not set (write ${" + name +
+                 ":-default} to give a default)");
       }
       i = close;
     }
@@ -250,11 +270,14 @@ struct Option {
 // Checks the keys of `map`, then parses the options present in table order,
 // so a file with several errors reports the same first one whatever its key
 // order. (A YAML::Node is a handle on the tree: passing it by value is cheap.)
-void parse_options(const Parser& p, YAML::Node map, const std::string& section, const std::vector<Option>& options) {
+void parse_options(const Parser& p, YAML::Node map, const std::string& section,
+                   const std::vector<Option>& options) {
   std::vector<std::string> known;
   for (const auto& option : options) known.push_back(option.key);
   p.check_keys(map, section, known);
-  auto path_of = [&](const Option& option) { return section.empty() ? option.key : section + "." + option.key; };
+  auto path_of = [&](const Option& option) {
+    return section.empty() ? option.key : section + "." + option.key;
+  };
   for (const auto& option : options) {
     YAML::Node value = map[option.key];
     if (value) {
@@ -270,7 +293,8 @@ void parse_options(const Parser& p, YAML::Node map, const std::string& section, 
 }
 
 // A section such as `flush:`: a mapping of its own options, or empty.
-void parse_section(const Parser& p, YAML::Node node, const std::string& path, const std::vector<Option>& options) {
+void parse_section(const Parser& p, YAML::Node node, const std::string& path,
+                   const std::vector<Option>& options) {
   if (!node.IsMap() && !node.IsNull()) p.fail(node.Mark(), path, "expected a mapping of options");
   parse_options(p, node, path, options);
 }
@@ -306,7 +330,9 @@ Config parse_config(const std::string& yaml, const std::string& source, bool che
   } catch (const YAML::Exception& e) {
     p.fail(e.mark, "", "not valid YAML: " + e.msg);
   }
-  if (!root || root.IsNull()) p.fail(YAML::Mark::null_mark(), "", "the configuration is empty; expected a mapping with at least `directory`");
+  if (!root || root.IsNull())
+    p.fail(YAML::Mark::null_mark(), "",
+           "the configuration is empty; expected a mapping with at least `directory`");
   if (!root.IsMap()) p.fail(root.Mark(), "", "expected a mapping of options at the top level");
 
   Config c;
@@ -315,135 +341,205 @@ Config parse_config(const std::string& yaml, const std::string& source, bool che
   using Node = YAML::Node;
   using Path = const std::string&;
   // Every key, in the order config/autosnap.yaml documents them (and unknown-key messages list them).
-  parse_options(p, root, "", {
-      {"directory",
-       [&](Node n, Path path) {
-         c.directory = p.string(n, path);
-         if (c.directory.empty()) p.fail(n.Mark(), path, "expected a non-empty path");
-         directory_mark = n.Mark();
-       },
-       "missing; expected the snapshot directory path"},
-      {"device",
-       [&](Node n, Path path) {
-         c.device = p.string(n, path);
-         if (!check_environment) return;
-         try {
-           resolve_device(c.device, path);
-         } catch (const ConfigError&) {
-           throw;
-         } catch (const Error& e) {
-           p.fail(n.Mark(), path, e.what());
-         }
-       }},
-      {"resume",
-       [&](Node n, Path path) {
-         c.resume = p.choice<ResumeMode>(
-             n, path, {{"auto", ResumeMode::kAuto}, {"never", ResumeMode::kNever}, {"required", ResumeMode::kRequired}});
-       }},
-      {"triggers",
-       [&](Node n, Path path) {
-         auto& t = c.triggers;
-         parse_section(p, n, path, {
-             {"every_steps", [&](Node m, Path key) { t.every_steps = p.integer(m, key, 1, "a positive number of steps"); }},
-             {"every_seconds", [&](Node m, Path key) { t.every_seconds = p.number(m, key, "a positive number of seconds"); }},
-             {"on_epoch_end", [&](Node m, Path key) { t.on_epoch_end = p.boolean(m, key); }},
-             {"on_train_end", [&](Node m, Path key) { t.on_train_end = p.boolean(m, key); }},
-         });
-         // The defaults enable on_train_end, so only this section can turn every trigger off.
-         if (t.every_steps == 0 && t.every_seconds == 0 && !t.on_epoch_end && !t.on_train_end) {
-           p.fail(n.Mark(), path,
-                  "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, on_train_end");
-         }
-       }},
-      {"retention",
-       [&](Node n, Path path) {
-         auto& r = c.retention;
-         parse_section(p, n, path, {
-             {"keep_last", [&](Node m, Path key) { r.keep_last = p.integer(m, key, 0, "a count >= 0 (0 keeps all)"); }},
-             {"keep_every_steps", [&](Node m, Path key) { r.keep_every_steps = p.integer(m, key, 0, "a number of steps >= 0 (0: off)"); }},
-         });
-       }},
-      {"flush",
-       [&](Node n, Path path) {
-         auto& f = c.flush;
-         auto at_most_64 = [&p](const int& value) {
-           return [&p, &value](Node m, Path key) {
-             if (value > 64) p.fail(m.Mark(), key, "expected at most 64");
-           };
-         };
-         parse_section(p, n, path, {
-             {"mode", [&](Node m, Path key) { f.mode = p.choice<FlushMode>(m, key, {{"async", FlushMode::kAsync}, {"sync", FlushMode::kSync}}); }},
-             {"max_pending", [&](Node m, Path key) { f.max_pending = static_cast<int>(p.integer(m, key, 1, "a positive count")); },
-              nullptr, at_most_64(f.max_pending)},
-             {"when_busy", [&](Node m, Path key) { f.when_busy = p.choice<WhenBusy>(m, key, {{"wait", WhenBusy::kWait}, {"skip", WhenBusy::kSkip}}); }},
-             {"staging_memory_limit", [&](Node m, Path key) { f.staging_memory_limit = p.byte_size(m, key); }},
-             {"fsync", [&](Node m, Path key) { f.fsync = p.boolean(m, key); }},
-             {"overlap", [&](Node m, Path key) { f.overlap = p.boolean(m, key); }},
-             {"threads", [&](Node m, Path key) { f.threads = static_cast<int>(p.integer(m, key, 1, "a positive thread count")); },
-              nullptr, at_most_64(f.threads)},
-         });
-       }},
-      {"signals",
-       [&](Node n, Path path) {
-         auto& s = c.signals;
-         parse_section(p, n, path, {
-             {"snapshot", [&](Node m, Path key) { s.snapshot = p.signals(m, key); }},
-             {"snapshot_and_stop", [&](Node m, Path key) { s.snapshot_and_stop = p.signals(m, key); }},
-             {"after_stop", [&](Node m, Path key) { s.after_stop = p.choice<AfterStop>(m, key, {{"exit", AfterStop::kExit}, {"requeue", AfterStop::kRequeue}}); }},
-             {"exit_code",
-              [&](Node m, Path key) {
-                s.exit_code = static_cast<int>(p.integer(m, key, 0, "an exit status 0..255"));
-                if (s.exit_code > 255) p.fail(m.Mark(), key, "expected an exit status 0..255");
-              }},
-         });
-         for (int sig : s.snapshot) {
-           if (std::find(s.snapshot_and_stop.begin(), s.snapshot_and_stop.end(), sig) != s.snapshot_and_stop.end()) {
-             p.fail(n.Mark(), path, signal_name(sig) + " is listed under both snapshot and snapshot_and_stop");
-           }
-         }
-       }},
-      {"control",
-       [&](Node n, Path path) {
-         // `control: false` is short for `control: {socket: false}`.
-         if (n.IsScalar()) {
-           c.control.socket = p.boolean(n, path);
-           return;
-         }
-         parse_section(p, n, path, {
-             {"socket", [&](Node m, Path key) { c.control.socket = p.boolean(m, key); }},
-             {"socket_path", [&](Node m, Path key) { c.control.socket_path = p.string(m, key); }},
-         });
-       }},
-      {"capture",
-       [&](Node n, Path path) {
-         parse_section(p, n, path, {{"rng", [&](Node m, Path key) { c.capture.rng = p.boolean(m, key); }}});
-       }},
-      {"restore",
-       [&](Node n, Path path) {
-         parse_section(p, n, path, {
-             {"strict", [&](Node m, Path key) { c.restore.strict = p.boolean(m, key); }},
-             {"max_attempts", [&](Node m, Path key) { c.restore.max_attempts = static_cast<int>(p.integer(m, key, 1, "a positive count")); }},
-         });
-       }},
-      {"on_error",
-       [&](Node n, Path path) { c.on_error = p.choice<OnError>(n, path, {{"warn", OnError::kWarn}, {"abort", OnError::kAbort}}); }},
-      {"distributed",
-       [&](Node n, Path path) {
-         auto& d = c.distributed;
-         parse_section(p, n, path, {
-             {"backend",
-              [&](Node m, Path key) {
-                d.backend = p.choice<DistributedBackend>(
-                    m, key, {{"auto", DistributedBackend::kAuto}, {"none", DistributedBackend::kNone}, {"gloo", DistributedBackend::kGloo}});
-              }},
-             {"timeout_seconds", [&](Node m, Path key) { d.timeout_seconds = p.integer(m, key, 1, "a positive number of seconds"); }},
-         });
-       }},
-      {"log_level",
-       [&](Node n, Path path) {
-         c.log_level = p.choice<std::string>(n, path, {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}, {"off", "off"}});
-       }},
-  });
+  parse_options(
+      p, root, "",
+      {
+          {"directory",
+           [&](Node n, Path path) {
+             c.directory = p.string(n, path);
+             if (c.directory.empty()) p.fail(n.Mark(), path, "expected a non-empty path");
+             directory_mark = n.Mark();
+           },
+           "missing; expected the snapshot directory path"},
+          {"device",
+           [&](Node n, Path path) {
+             c.device = p.string(n, path);
+             if (!check_environment) return;
+             try {
+               resolve_device(c.device, path);
+             } catch (const ConfigError&) {
+               throw;
+             } catch (const Error& e) {
+               p.fail(n.Mark(), path, e.what());
+             }
+           }},
+          {"resume",
+           [&](Node n, Path path) {
+             c.resume = p.choice<ResumeMode>(n, path,
+                                             {{"auto", ResumeMode::kAuto},
+                                              {"never", ResumeMode::kNever},
+                                              {"required", ResumeMode::kRequired}});
+           }},
+          {"triggers",
+           [&](Node n, Path path) {
+             auto& t = c.triggers;
+             parse_section(
+                 p, n, path,
+                 {
+                     {"every_steps",
+                      [&](Node m, Path key) {
+                        t.every_steps = p.integer(m, key, 1, "a positive number of steps");
+                      }},
+                     {"every_seconds",
+                      [&](Node m, Path key) {
+                        t.every_seconds = p.number(m, key, "a positive number of seconds");
+                      }},
+                     {"on_epoch_end", [&](Node m, Path key) { t.on_epoch_end = p.boolean(m, key); }},
+                     {"on_train_end", [&](Node m, Path key) { t.on_train_end = p.boolean(m, key); }},
+                 });
+             // The defaults enable on_train_end, so only this section can turn every trigger off.
+             if (t.every_steps == 0 && t.every_seconds == 0 && !t.on_epoch_end && !t.on_train_end) {
+               p.fail(n.Mark(), path,
+                      "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, "
+                      "on_train_end");
+             }
+           }},
+          {"retention",
+           [&](Node n, Path path) {
+             auto& r = c.retention;
+             parse_section(p, n, path,
+                           {
+                               {"keep_last",
+                                [&](Node m, Path key) {
+                                  r.keep_last = p.integer(m, key, 0, "a count >= 0 (0 keeps all)");
+                                }},
+                               {"keep_every_steps",
+                                [&](Node m, Path key) {
+                                  r.keep_every_steps =
+                                      p.integer(m, key, 0, "a number of steps >= 0 (0: off)");
+                                }},
+                           });
+           }},
+          {"flush",
+           [&](Node n, Path path) {
+             auto& f = c.flush;
+             auto at_most_64 = [&p](const int& value) {
+               return [&p, &value](Node m, Path key) {
+                 if (value > 64) p.fail(m.Mark(), key, "expected at most 64");
+               };
+             };
+             parse_section(p, n, path,
+                           {
+                               {"mode",
+                                [&](Node m, Path key) {
+                                  f.mode = p.choice<FlushMode>(
+                                      m, key, {{"async", FlushMode::kAsync}, {"sync", FlushMode::kSync}});
+                                }},
+                               {"max_pending",
+                                [&](Node m, Path key) {
+                                  f.max_pending = static_cast<int>(p.integer(m, key, 1, "a positive count"));
+                                },
+                                nullptr, at_most_64(f.max_pending)},
+                               {"when_busy",
+                                [&](Node m, Path key) {
+                                  f.when_busy = p.choice<WhenBusy>(
+                                      m, key, {{"wait", WhenBusy::kWait}, {"skip", WhenBusy::kSkip}});
+                                }},
+                               {"staging_memory_limit",
+                                [&](Node m, Path key) { f.staging_memory_limit = p.byte_size(m, key); }},
+                               {"fsync", [&](Node m, Path key) { f.fsync = p.boolean(m, key); }},
+                               {"overlap", [&](Node m, Path key) { f.overlap = p.boolean(m, key); }},
+                               {"threads",
+                                [&](Node m, Path key) {
+                                  f.threads =
+                                      static_cast<int>(p.integer(m, key, 1, "a positive thread count"));
+                                },
+                                nullptr, at_most_64(f.threads)},
+                           });
+           }},
+          {"signals",
+           [&](Node n, Path path) {
+             auto& s = c.signals;
+             parse_section(p, n, path,
+                           {
+                               {"snapshot", [&](Node m, Path key) { s.snapshot = p.signals(m, key); }},
+                               {"snapshot_and_stop",
+                                [&](Node m, Path key) { s.snapshot_and_stop = p.signals(m, key); }},
+                               {"after_stop",
+                                [&](Node m, Path key) {
+                                  s.after_stop = p.choice<AfterStop>(
+                                      m, key, {{"exit", AfterStop::kExit}, {"requeue", AfterStop::kRequeue}});
+                                }},
+                               {"exit_code",
+                                [&](Node m, Path key) {
+                                  s.exit_code =
+                                      static_cast<int>(p.integer(m, key, 0, "an exit status 0..255"));
+                                  if (s.exit_code > 255)
+                                    p.fail(m.Mark(), key, "expected an exit status 0..255");
+                                }},
+                           });
+             for (int sig : s.snapshot) {
+               if (std::find(s.snapshot_and_stop.begin(), s.snapshot_and_stop.end(), sig) !=
+                   s.snapshot_and_stop.end()) {
+                 p.fail(n.Mark(), path,
+                        signal_name(sig) + " is listed under both snapshot and snapshot_and_stop");
+               }
+             }
+           }},
+          {"control",
+           [&](Node n, Path path) {
+             // `control: false` is short for `control: {socket: false}`.
+             if (n.IsScalar()) {
+               c.control.socket = p.boolean(n, path);
+               return;
+             }
+             parse_section(
+                 p, n, path,
+                 {
+                     {"socket", [&](Node m, Path key) { c.control.socket = p.boolean(m, key); }},
+                     {"socket_path", [&](Node m, Path key) { c.control.socket_path = p.string(m, key); }},
+                 });
+           }},
+          {"capture",
+           [&](Node n, Path path) {
+             parse_section(p, n, path,
+                           {{"rng", [&](Node m, Path key) { c.capture.rng = p.boolean(m, key); }}});
+           }},
+          {"restore",
+           [&](Node n, Path path) {
+             parse_section(p, n, path,
+                           {
+                               {"strict", [&](Node m, Path key) { c.restore.strict = p.boolean(m, key); }},
+                               {"max_attempts",
+                                [&](Node m, Path key) {
+                                  c.restore.max_attempts =
+                                      static_cast<int>(p.integer(m, key, 1, "a positive count"));
+                                }},
+                           });
+           }},
+          {"on_error",
+           [&](Node n, Path path) {
+             c.on_error = p.choice<OnError>(n, path, {{"warn", OnError::kWarn}, {"abort", OnError::kAbort}});
+           }},
+          {"distributed",
+           [&](Node n, Path path) {
+             auto& d = c.distributed;
+             parse_section(p, n, path,
+                           {
+                               {"backend",
+                                [&](Node m, Path key) {
+                                  d.backend =
+                                      p.choice<DistributedBackend>(m, key,
+                                                                   {{"auto", DistributedBackend::kAuto},
+                                                                    {"none", DistributedBackend::kNone},
+                                                                    {"gloo", DistributedBackend::kGloo}});
+                                }},
+                               {"timeout_seconds",
+                                [&](Node m, Path key) {
+                                  d.timeout_seconds = p.integer(m, key, 1, "a positive number of seconds");
+                                }},
+                           });
+           }},
+          {"log_level",
+           [&](Node n, Path path) {
+             c.log_level = p.choice<std::string>(n, path,
+                                                 {{"debug", "debug"},
+                                                  {"info", "info"},
+                                                  {"warn", "warn"},
+                                                  {"error", "error"},
+                                                  {"off", "off"}});
+           }},
+      });
 
   // Last, so that only a configuration without errors touches the disk.
   if (check_environment) check_directory_writable(p, directory_mark, c.directory);

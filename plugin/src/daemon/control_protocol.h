@@ -25,7 +25,9 @@ namespace autosnap {
 namespace control {
 
 /// Where a job serves its socket unless control.socket_path says otherwise.
-inline std::string default_socket_path(const std::string& directory) { return join_path(directory, "control.sock"); }
+inline std::string default_socket_path(const std::string& directory) {
+  return join_path(directory, "control.sock");
+}
 
 constexpr size_t kMaxRequestBytes = 4096;
 constexpr int kIdleTimeoutSeconds = 30;

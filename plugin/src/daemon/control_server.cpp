@@ -43,11 +43,12 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
     }
     const uid_t owner = ::geteuid();
     if (peer.uid != owner && peer.uid != 0) {
-      log()->warn("refused a control connection from uid {} (pid {}): only uid {} (or root) may control this job",
-                  peer.uid, peer.pid, owner);
+      log()->warn(
+          "refused a control connection from uid {} (pid {}): only uid {} (or root) may control this job",
+          peer.uid, peer.pid, owner);
       send({{"ok", false},
-            {"error", "permission denied: uid " + std::to_string(peer.uid) + " may not control this job (owner uid " +
-                          std::to_string(owner) + ")"}},
+            {"error", "permission denied: uid " + std::to_string(peer.uid) +
+                          " may not control this job (owner uid " + std::to_string(owner) + ")"}},
            /*then_close=*/true);
       return;
     }
@@ -68,20 +69,23 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
     arm_idle_timer();
     boost::asio::async_read_until(
         socket_, buffer_, '\n',
-        boost::asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code error, size_t size) {
+        boost::asio::bind_executor(strand_, [self = shared_from_this()](boost::system::error_code error,
+                                                                        size_t size) {
           self->timer_.cancel();
           if (error == boost::asio::error::not_found) {
-            self->send({{"ok", false},
-                        {"error", "request longer than " + std::to_string(control::kMaxRequestBytes) + " bytes"}},
-                       /*then_close=*/true);
+            self->send(
+                {{"ok", false},
+                 {"error", "request longer than " + std::to_string(control::kMaxRequestBytes) + " bytes"}},
+                /*then_close=*/true);
             return;
           }
           if (error) {
             self->finish();
             return;
           }
-          std::string line(boost::asio::buffers_begin(self->buffer_.data()),
-                           boost::asio::buffers_begin(self->buffer_.data()) + static_cast<std::ptrdiff_t>(size));
+          std::string line(
+              boost::asio::buffers_begin(self->buffer_.data()),
+              boost::asio::buffers_begin(self->buffer_.data()) + static_cast<std::ptrdiff_t>(size));
           self->buffer_.consume(size);
           self->handle(line);
         }));
@@ -89,8 +93,10 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
 
   void handle(const std::string& line) {
     json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (request.is_discarded() || !request.is_object() || !request.contains("cmd") || !request["cmd"].is_string()) {
-      send({{"ok", false}, {"error", "malformed request: expected one JSON object per line with a string \"cmd\""}},
+    if (request.is_discarded() || !request.is_object() || !request.contains("cmd") ||
+        !request["cmd"].is_string()) {
+      send({{"ok", false},
+            {"error", "malformed request: expected one JSON object per line with a string \"cmd\""}},
            false);
       return;
     }
@@ -108,14 +114,14 @@ class ControlServer::Session : public std::enable_shared_from_this<Session> {
     auto text = std::make_shared<std::string>(reply.dump() + "\n");
     boost::asio::async_write(
         socket_, boost::asio::buffer(*text),
-        boost::asio::bind_executor(strand_, [self = shared_from_this(), text, then_close](boost::system::error_code error,
-                                                                                       size_t) {
-          if (error || then_close) {
-            self->finish();
-            return;
-          }
-          self->read();
-        }));
+        boost::asio::bind_executor(
+            strand_, [self = shared_from_this(), text, then_close](boost::system::error_code error, size_t) {
+              if (error || then_close) {
+                self->finish();
+                return;
+              }
+              self->read();
+            }));
   }
 
   // A client that sends nothing for a while is dropped.
@@ -155,7 +161,8 @@ void clear_stale_socket(boost::asio::io_context& io, const std::string& path) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return;
   if (!S_ISSOCK(st.st_mode)) {
-    throw Error("cannot serve the control socket at '" + path + "': a file that is not a socket is in the way");
+    throw Error("cannot serve the control socket at '" + path +
+                "': a file that is not a socket is in the way");
   }
   stream_protocol::socket probe(io);
   boost::system::error_code error;
@@ -167,7 +174,8 @@ void clear_stale_socket(boost::asio::io_context& io, const std::string& path) {
     throw Error("the control socket '" + path + "' is served by another running process (pid " +
                 std::to_string(peer.pid) + "); stop it or set control.socket_path");
   }
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) throw IoError("remove stale control socket", path, errno);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    throw IoError("remove stale control socket", path, errno);
   log()->info("replaced a stale control socket left by a dead process: {}", path);
 }
 
@@ -223,11 +231,12 @@ void ControlServer::accept() {
       if (stopped_) return;
       if (sessions_.size() >= control::kMaxSessions) {
         // Say why before closing. The reply is tiny: a non-blocking write fits the fresh socket's buffer.
-        const std::string busy = json{{"ok", false},
-                                      {"error", "too many control connections (" +
-                                                    std::to_string(control::kMaxSessions) + "); try again later"}}
-                                     .dump() +
-                                 "\n";
+        const std::string busy =
+            json{{"ok", false},
+                 {"error", "too many control connections (" + std::to_string(control::kMaxSessions) +
+                               "); try again later"}}
+                .dump() +
+            "\n";
         boost::system::error_code ignored;
         socket.non_blocking(true, ignored);
         boost::asio::write(socket, boost::asio::buffer(busy), ignored);

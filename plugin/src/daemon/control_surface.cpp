@@ -27,7 +27,8 @@ void ControlSurface::serve_socket(BackgroundThreads& background) {
     log()->info("snapshot requested through the control socket ({})", reason);
     policy_.request(reason, [reply](const SnapshotOutcome& outcome) {
       json answer = {{"ok", outcome.committed}, {"step", outcome.step}};
-      answer["requested_after_step"] = outcome.requested_after_step ? json(*outcome.requested_after_step) : json(nullptr);
+      answer["requested_after_step"] =
+          outcome.requested_after_step ? json(*outcome.requested_after_step) : json(nullptr);
       if (outcome.committed) {
         answer["path"] = outcome.path;
       } else {
@@ -37,7 +38,8 @@ void ControlSurface::serve_socket(BackgroundThreads& background) {
     });
   };
   try {
-    server_ = std::make_unique<ControlServer>(background.io(), config_.control_socket_path(), std::move(target));
+    server_ =
+        std::make_unique<ControlServer>(background.io(), config_.control_socket_path(), std::move(target));
   } catch (const IoError& e) {
     // Training matters more than the socket: say why and go on without it.
     log()->warn("control socket disabled: {}", e.what());

@@ -13,7 +13,8 @@ using util::log;
 EventLog::EventLog(FileSystem& fs, std::string path) : fs_(fs), path_(std::move(path)) {}
 
 void EventLog::write(const std::string& event, nlohmann::json fields) {
-  nlohmann::json line = {{"time", utc_timestamp_now()}, {"event", event}, {"pid", static_cast<int>(::getpid())}};
+  nlohmann::json line = {
+      {"time", utc_timestamp_now()}, {"event", event}, {"pid", static_cast<int>(::getpid())}};
   line.update(fields);
   std::lock_guard<std::mutex> lock(mutex_);
   const std::string text = (start_new_line_ ? "\n" : "") + line.dump() + "\n";

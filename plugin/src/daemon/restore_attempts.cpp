@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/errors.h"
-#include "util/log.h"
 #include "fs/atomic_file.h"
+#include "util/log.h"
 
 namespace autosnap {
 namespace daemon {
@@ -116,7 +116,8 @@ void RestoreAttempts::end() {
 
 void RestoreAttempts::write_record() {
   const std::string record = nlohmann::json{{"step", step_}, {"crashes", crashes_}}.dump() + "\n";
-  write_file_atomically(fs_, record_path_, [&](WritableFile& out) { out.append(record.data(), record.size()); });
+  write_file_atomically(fs_, record_path_,
+                        [&](WritableFile& out) { out.append(record.data(), record.size()); });
 }
 
 }  // namespace daemon

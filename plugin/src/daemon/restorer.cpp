@@ -31,12 +31,15 @@ void Restorer::quarantine(const SnapshotInfo& info, const std::string& problem) 
 }
 
 std::optional<ResumePoint> Restorer::restore_latest() {
-  auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) { report_quarantined(info, problem); };
+  auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
+    report_quarantined(info, problem);
+  };
   auto attempts = std::make_unique<RestoreAttempts>(fs_, config_.directory);
   while (true) {
     const auto start = Clock::now();
     auto latest = store_.latest_valid(on_quarantine);
-    const auto agreed = coordinator_.agree_on_step(latest ? std::optional<int64_t>(latest->step) : std::nullopt);
+    const auto agreed =
+        coordinator_.agree_on_step(latest ? std::optional<int64_t>(latest->step) : std::nullopt);
     if (!agreed) return std::nullopt;
     if (*agreed != latest->step) {
       // Another rank's newest valid snapshot is older: every rank resumes from that one.
@@ -51,8 +54,9 @@ std::optional<ResumePoint> Restorer::restore_latest() {
       latest->manifest = verified.manifest;
     }
     if (latest->manifest->world_size != coordinator_.world_size()) {
-      throw StateMismatch("snapshot " + latest->path + " was written by " + std::to_string(latest->manifest->world_size) +
-                          " rank(s); this job runs " + std::to_string(coordinator_.world_size()) +
+      throw StateMismatch("snapshot " + latest->path + " was written by " +
+                          std::to_string(latest->manifest->world_size) + " rank(s); this job runs " +
+                          std::to_string(coordinator_.world_size()) +
                           "; resume it with the same number of ranks");
     }
     const int crashes = attempts->crashes(latest->step);
@@ -66,7 +70,8 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     try {
       attempts->begin(latest->step);
     } catch (const IoError& e) {
-      log()->warn("cannot record the restore attempt ({}); crash-loop protection is off for this start", e.what());
+      log()->warn("cannot record the restore attempt ({}); crash-loop protection is off for this start",
+                  e.what());
     }
     try {
       const c10::IValue value =

@@ -26,8 +26,8 @@ namespace daemon {
 
 class Restorer {
  public:
-  Restorer(const Config& config, FileSystem& fs, SnapshotStore& store, EventLog& events, Coordinator& coordinator,
-           const TrackedSet& tracked, c10::Device device);
+  Restorer(const Config& config, FileSystem& fs, SnapshotStore& store, EventLog& events,
+           Coordinator& coordinator, const TrackedSet& tracked, c10::Device device);
 
   /// Restores the newest valid snapshot; nullopt when there is none.
   std::optional<ResumePoint> restore_latest();

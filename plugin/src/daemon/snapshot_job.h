@@ -70,14 +70,15 @@ struct SnapshotJob {
   int64_t step = 0;
   std::string reason;
   std::optional<int64_t> epoch;
-  c10::IValue value;        ///< the shard dict: staged copies, or live tensors for a synchronous write
-  uint64_t bytes = 0;       ///< tensor storage bytes
-  int slot = -1;            ///< staging slot held until the job ends (-1: none)
-  bool synchronous = false; ///< written while the training thread waits (flush.mode sync, or too big to stage)
+  c10::IValue value;   ///< the shard dict: staged copies, or live tensors for a synchronous write
+  uint64_t bytes = 0;  ///< tensor storage bytes
+  int slot = -1;       ///< staging slot held until the job ends (-1: none)
+  bool synchronous =
+      false;  ///< written while the training thread waits (flush.mode sync, or too big to stage)
   std::shared_ptr<DeferredCopies> deferred;  ///< flush.overlap copies still to run
   std::shared_ptr<CommitGate> gate;          ///< flush.overlap only
   Clock::time_point started = Clock::now();
-  std::atomic<double> stall_ms{0};           ///< training-thread time spent on this snapshot
+  std::atomic<double> stall_ms{0};  ///< training-thread time spent on this snapshot
 };
 
 }  // namespace daemon

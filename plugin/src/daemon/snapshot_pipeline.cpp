@@ -27,7 +27,8 @@ std::string describe(std::exception_ptr error) {
 }  // namespace
 
 SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events,
-                                   Coordinator& coordinator, const TrackedSet& tracked, BackgroundThreads& background)
+                                   Coordinator& coordinator, const TrackedSet& tracked,
+                                   BackgroundThreads& background)
     : config_(config),
       store_(store),
       events_(events),
@@ -35,7 +36,7 @@ SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, E
       tracked_(tracked),
       background_(background),
       overlap_(config.flush.overlap && config.flush.mode == FlushMode::kAsync),
-      slots_(static_cast<size_t>(config.flush.max_pending)) {}
+      slots_(config.flush) {}
 
 // ---------------------------------------------------------------------------
 // Staging (training thread)
@@ -57,7 +58,9 @@ bool SnapshotPipeline::submit(int64_t step, std::optional<int64_t> epoch, const 
   if (!job) return false;  // skipped (never with waiters: requests are kMustTake)
 
   job->epoch = epoch;
-  events_.write("started", {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}});
+  events_.write(
+      "started",
+      {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}});
   add_in_flight(+1);
   if (!job->synchronous) {
     job->stall_ms = milliseconds_since(job->started);
@@ -77,7 +80,8 @@ bool SnapshotPipeline::submit(int64_t step, std::optional<int64_t> epoch, const 
   return true;
 }
 
-std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::string& reason, Urgency urgency) {
+std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::string& reason,
+                                                     Urgency urgency) {
   auto job = std::make_shared<SnapshotJob>();
   job->step = step;
   job->reason = reason;
@@ -89,19 +93,22 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
 
   job->synchronous = config_.flush.mode == FlushMode::kSync;
   if (!job->synchronous) {
-    job->slot = acquire_slot(job->bytes, urgency);
-    if (job->slot == kSkip) {
-      log()->info("skipped the snapshot of step {} ({}): {} snapshot(s) still being written and flush.when_busy is skip",
-                  step, reason, config_.flush.max_pending);
+    job->slot = slots_.acquire(job->bytes, urgency);
+    if (job->slot == StagingSlots::kSkip) {
+      log()->info(
+          "skipped the snapshot of step {} ({}): {} snapshot(s) still being written and flush.when_busy is "
+          "skip",
+          step, reason, config_.flush.max_pending);
       events_.write("skipped", {{"step", step}, {"reason", reason}, {"why", "busy"}});
       std::lock_guard<std::mutex> lock(mutex_);
       ++stats_.skipped;
       return nullptr;
     }
-    if (job->slot == kTooBig) {
-      log()->info("the snapshot of step {} needs {} bytes of staging, more than flush.staging_memory_limit ({}); "
-                  "writing it synchronously",
-                  step, job->bytes, config_.flush.staging_memory_limit);
+    if (job->slot == StagingSlots::kTooBig) {
+      log()->info(
+          "the snapshot of step {} needs {} bytes of staging, more than flush.staging_memory_limit ({}); "
+          "writing it synchronously",
+          step, job->bytes, config_.flush.staging_memory_limit);
       job->synchronous = true;
       job->slot = -1;
     }
@@ -112,12 +119,7 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
   }
   try {
     std::vector<StorageCopy> copies;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto& arena = slots_[static_cast<size_t>(job->slot)].arena;
-      job->value = arena.stage(shard, step_only, copies);
-      arena.trim();
-    }
+    job->value = slots_.stage(job->slot, shard, step_only, copies);
     if (!overlap_) {
       perform_copies(copies);
       return job;
@@ -137,7 +139,7 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
     overlap_job_ = job;
     return job;
   } catch (...) {
-    release_slot(job->slot);  // e.g. out of host memory for staging: the slot must not stay taken
+    slots_.release(job->slot);  // e.g. out of host memory for staging: the slot must not stay taken
     throw;
   }
 }
@@ -153,52 +155,11 @@ void SnapshotPipeline::answer_after_pending_writes(int64_t step, std::vector<Out
       outcome.committed = last_committed_ == step;
       outcome.path = outcome.committed ? last_committed_path_ : "";
     }
-    if (!outcome.committed) outcome.error = "the snapshot of step " + std::to_string(step) + " failed (see events.jsonl)";
+    if (!outcome.committed)
+      outcome.error = "the snapshot of step " + std::to_string(step) + " failed (see events.jsonl)";
     for (auto& waiter : waiters) waiter(outcome);
     add_in_flight(-1);
   });
-}
-
-int SnapshotPipeline::acquire_slot(uint64_t bytes, Urgency urgency) {
-  const uint64_t limit = config_.flush.staging_memory_limit;
-  std::unique_lock<std::mutex> lock(mutex_);
-  while (true) {
-    int free = -1;
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      if (!slots_[i].busy) {
-        free = static_cast<int>(i);
-        break;
-      }
-    }
-    if (free >= 0) {
-      if (limit == 0) {
-        slots_[static_cast<size_t>(free)].busy = true;
-        return free;
-      }
-      if (bytes > limit) return kTooBig;
-      uint64_t others = 0;
-      for (size_t i = 0; i < slots_.size(); ++i) {
-        if (static_cast<int>(i) == free) continue;
-        if (!slots_[i].busy) slots_[i].arena.release();  // idle buffers give way to the limit
-        others += slots_[i].arena.bytes();
-      }
-      if (others + bytes <= limit) {
-        slots_[static_cast<size_t>(free)].busy = true;
-        return free;
-      }
-    }
-    if (config_.flush.when_busy == WhenBusy::kSkip && urgency == Urgency::kMaySkip) return kSkip;
-    changed_.wait(lock);
-  }
-}
-
-void SnapshotPipeline::release_slot(int slot) {
-  if (slot < 0) return;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    slots_[static_cast<size_t>(slot)].busy = false;
-  }
-  changed_.notify_all();
 }
 
 void SnapshotPipeline::add_in_flight(int delta) {
@@ -228,9 +189,10 @@ void SnapshotPipeline::settle_overlap(bool commit) {
 void SnapshotPipeline::abandon_unconfirmed_overlap() {
   if (!overlap_job_) return;
   // The optimizer may have run during the copy, so that snapshot is unsafe.
-  log()->warn("flush.overlap needs before_optimizer_step() before optimizer.step(); discarding the snapshot of "
-              "step {} and staging synchronously from now on",
-              overlap_job_->step);
+  log()->warn(
+      "flush.overlap needs before_optimizer_step() before optimizer.step(); discarding the snapshot of "
+      "step {} and staging synchronously from now on",
+      overlap_job_->step);
   settle_overlap(/*commit=*/false);
   overlap_ = false;
 }
@@ -251,7 +213,7 @@ void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<
     outcome.error = describe(std::current_exception());
     record_failure(job->step, job->reason, std::current_exception());
   }
-  release_slot(job->slot);
+  slots_.release(job->slot);
   for (auto& waiter : waiters) {
     try {
       waiter(outcome);
@@ -277,7 +239,8 @@ SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
     throw;
   }
   if (!coordinator_.may_commit(true)) {
-    throw Error("snapshot of step " + std::to_string(job.step) + " not committed: another rank failed to write its shard");
+    throw Error("snapshot of step " + std::to_string(job.step) +
+                " not committed: another rank failed to write its shard");
   }
   Manifest manifest;
   manifest.epoch = job.epoch;
@@ -327,7 +290,8 @@ void SnapshotPipeline::record_failure(int64_t step, const std::string& reason, s
   }
   events_.write("failed", {{"step", step}, {"reason", reason}, {"error", message}});
   if (config_.on_error == OnError::kAbort) {
-    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step, message);
+    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step,
+                 message);
   } else {
     log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn)", step, message);
   }
@@ -365,14 +329,13 @@ SnapshotPipeline::Progress SnapshotPipeline::progress() const {
 }
 
 SnapshotterStats SnapshotPipeline::stats() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  SnapshotterStats s = stats_;
-  s.staging_bytes = 0;
-  s.staging_allocations = 0;
-  for (const auto& slot : slots_) {
-    s.staging_bytes += slot.arena.bytes();
-    s.staging_allocations += slot.arena.allocations();
+  SnapshotterStats s;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    s = stats_;
   }
+  s.staging_bytes = slots_.bytes();
+  s.staging_allocations = slots_.allocations();
   return s;
 }
 

@@ -1,17 +1,16 @@
 #pragma once
 
 // Taking snapshots: the training thread stages the tracked state into a
-// reusable host slot (or, in sync mode or when it does not fit, has it
-// written from the live tensors while it waits); the writer strand
+// staging slot (staging_slots.h; or, in sync mode or when it does not fit,
+// has it written from the live tensors while it waits); the writer strand
 // serializes, checksums, writes, commits when every rank may, and applies
-// retention. Backpressure (max_pending, when_busy, staging_memory_limit)
-// and flush.overlap's deferred copies live here too.
+// retention. flush.overlap's deferred copies are settled here too.
 //
 // Thread-safety: submit(), settle_overlap(), abandon_unconfirmed_overlap()
 // and resumed_from() are called from the training thread;
 // wait_until_finished(), check_for_errors(), stats() and progress() from any
-// thread; the writing itself runs on the strand. One mutex guards the slots,
-// counters and errors; no callback runs while it is held.
+// thread; the writing itself runs on the strand. One mutex guards the counters
+// and errors; no callback runs while it is held.
 
 #include <condition_variable>
 #include <deque>
@@ -29,7 +28,7 @@
 #include "daemon/event_log.h"
 #include "daemon/snapshot_job.h"
 #include "daemon/snapshotter_stats.h"
-#include "daemon/staging.h"
+#include "daemon/staging_slots.h"
 #include "daemon/tracked_set.h"
 
 namespace autosnap {
@@ -75,16 +74,7 @@ class SnapshotPipeline {
   SnapshotterStats stats() const;
 
  private:
-  struct Slot {
-    StagingArena arena;
-    bool busy = false;
-  };
-  static constexpr int kSkip = -1;
-  static constexpr int kTooBig = -2;
-
   std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
-  int acquire_slot(uint64_t bytes, Urgency urgency);
-  void release_slot(int slot);
   void run(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters);  // strand
   SnapshotInfo write(SnapshotJob& job);                                                     // strand
   void apply_retention(int64_t newest);                                                     // strand
@@ -102,9 +92,10 @@ class SnapshotPipeline {
   bool overlap_;
   std::shared_ptr<SnapshotJob> overlap_job_;  // staged, deferred copies not yet confirmed
 
+  StagingSlots slots_;
+
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable changed_;
-  std::vector<Slot> slots_;
   int in_flight_ = 0;
   std::deque<std::exception_ptr> errors_;
   SnapshotterStats stats_;

@@ -40,7 +40,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     util::set_log_level(config_.log_level);
     surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_);
     background_.start(config_.flush.threads);
-    log()->info("snapshots go to {} (config {})", config_.directory, config_.source.empty() ? "in code" : config_.source);
+    log()->info("snapshots go to {} (config {})", config_.directory,
+                config_.source.empty() ? "in code" : config_.source);
   }
   ~ActiveSnapshotter() override { shutdown(); }
 
@@ -74,7 +75,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     restorer_.step_completed();
     if (policy_.should_stop() && !stop_ignored_warned_) {
       stop_ignored_warned_ = true;
-      log()->warn("a stop was requested but training goes on: check should_stop() after on_step_end() and leave the loop");
+      log()->warn(
+          "a stop was requested but training goes on: check should_stop() after on_step_end() and leave the "
+          "loop");
     }
     auto due = policy_.after_step(step);
     if (!due.reason.empty()) take_snapshot(step, due);
@@ -172,7 +175,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
       pipeline_.answer_after_pending_writes(step, std::move(due.waiters));
       return;
     }
-    if (pipeline_.submit(step, epoch_, due.reason, due.urgency, std::move(due.waiters))) policy_.snapshot_taken(step);
+    if (pipeline_.submit(step, epoch_, due.reason, due.urgency, std::move(due.waiters)))
+      policy_.snapshot_taken(step);
   }
 
   // A new run must not share a directory with an earlier run's snapshots:
@@ -181,12 +185,14 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   void refuse_earlier_runs() {
     std::optional<int64_t> newest;
     for (const auto& info : store_->list()) {
-      if (info.status != SnapshotStatus::kInProgress && info.status != SnapshotStatus::kQuarantined) newest = info.step;
+      if (info.status != SnapshotStatus::kInProgress && info.status != SnapshotStatus::kQuarantined)
+        newest = info.step;
     }
     if (newest) {
-      throw Error("resume: never, but '" + config_.directory + "' already holds snapshots of an earlier run (newest: step " +
-                  std::to_string(*newest) +
-                  "); a new run would collide with them: use another directory, remove them, or set resume: auto");
+      throw Error(
+          "resume: never, but '" + config_.directory +
+          "' already holds snapshots of an earlier run (newest: step " + std::to_string(*newest) +
+          "); a new run would collide with them: use another directory, remove them, or set resume: auto");
     }
   }
 

@@ -110,13 +110,15 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const std::string& p
   if (v.isList()) {
     const auto live = v.toList();
     c10::impl::GenericList out(live.elementType());
-    for (size_t i = 0; i < live.size(); ++i) out.push_back(stage_value(live.get(i), path + "/" + std::to_string(i)));
+    for (size_t i = 0; i < live.size(); ++i)
+      out.push_back(stage_value(live.get(i), path + "/" + std::to_string(i)));
     return out;
   }
   if (v.isTuple()) {
     std::vector<c10::IValue> elements;
     const auto& live = v.toTupleRef().elements();
-    for (size_t i = 0; i < live.size(); ++i) elements.push_back(stage_value(live[i], path + "/" + std::to_string(i)));
+    for (size_t i = 0; i < live.size(); ++i)
+      elements.push_back(stage_value(live[i], path + "/" + std::to_string(i)));
     return c10::ivalue::Tuple::create(std::move(elements));
   }
   return v;  // ints, doubles, strings, ... are values already

@@ -26,7 +26,7 @@ namespace daemon {
 /// One storage to copy into its staging buffer.
 struct StorageCopy {
   c10::Storage source;
-  at::Tensor destination;  ///< uint8 host buffer of source.nbytes() bytes
+  at::Tensor destination;   ///< uint8 host buffer of source.nbytes() bytes
   bool deferrable = false;  ///< only optimizer.step() modifies the source
 };
 

@@ -48,8 +48,8 @@ class ModuleState final : public TrackedState {
   }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
-    return state::prepare_tensor_copies(state::named_state(module_), saved, strict, "'" + name + "' (" + kind() + ")",
-                                        result);
+    return state::prepare_tensor_copies(state::named_state(module_), saved, strict,
+                                        "'" + name + "' (" + kind() + ")", result);
   }
 
  private:
@@ -72,8 +72,8 @@ class ScriptModuleState final : public TrackedState {
   }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
-    return state::prepare_tensor_copies(state::named_state(module_), saved, strict, "'" + name + "' (" + kind() + ")",
-                                        result);
+    return state::prepare_tensor_copies(state::named_state(module_), saved, strict,
+                                        "'" + name + "' (" + kind() + ")", result);
   }
   void write_extra_files(const std::string& name, const c10::IValue& staged, SnapshotWriter& writer,
                          int rank) override {
@@ -100,10 +100,12 @@ class OptimizerState final : public TrackedState {
     for (const auto& param : state) {
       for (const auto& entry : param.value().toGenericDict()) {
         const auto& v = entry.value();
-        if (v.isTensor() && v.toTensor().has_storage()) out.insert(v.toTensor().storage().unsafeGetStorageImpl());
+        if (v.isTensor() && v.toTensor().has_storage())
+          out.insert(v.toTensor().storage().unsafeGetStorageImpl());
         if (v.isList()) {
           for (const auto& e : v.toListRef()) {
-            if (e.isTensor() && e.toTensor().has_storage()) out.insert(e.toTensor().storage().unsafeGetStorageImpl());
+            if (e.isTensor() && e.toTensor().has_storage())
+              out.insert(e.toTensor().storage().unsafeGetStorageImpl());
           }
         }
       }
@@ -136,7 +138,8 @@ class ScalarState final : public TrackedState {
  private:
   T convert(const c10::IValue& saved, const std::string& name) const {
     auto mismatch = [&]() -> T {
-      throw StateMismatch("'" + name + "' is tracked as " + kind_ + " but the snapshot holds a " + saved.tagKind());
+      throw StateMismatch("'" + name + "' is tracked as " + kind_ + " but the snapshot holds a " +
+                          saved.tagKind());
     };
     if constexpr (std::is_same_v<T, int64_t>) {
       return saved.isInt() ? saved.toInt() : mismatch();
@@ -162,14 +165,16 @@ class TensorState final : public TrackedState {
   state::Commit prepare_restore(const c10::IValue& saved, bool, const std::string& name) override {
     if (saved.isNone()) return [this] { tensor_ = at::Tensor(); };
     if (!saved.isTensor()) {
-      throw StateMismatch("'" + name + "' is tracked as a tensor but the snapshot holds a " + saved.tagKind());
+      throw StateMismatch("'" + name + "' is tracked as a tensor but the snapshot holds a " +
+                          saved.tagKind());
     }
     at::Tensor source = saved.toTensor();
     if (!tensor_.defined()) return [this, source] { tensor_ = source; };
     if (source.sizes() != tensor_.sizes() || source.scalar_type() != tensor_.scalar_type()) {
-      throw StateMismatch("'" + name + "': the snapshot holds a " + std::string(c10::toString(source.scalar_type())) +
-                          c10::str(source.sizes()) + " tensor, the tracked one is " +
-                          std::string(c10::toString(tensor_.scalar_type())) + c10::str(tensor_.sizes()));
+      throw StateMismatch("'" + name + "': the snapshot holds a " +
+                          std::string(c10::toString(source.scalar_type())) + c10::str(source.sizes()) +
+                          " tensor, the tracked one is " + std::string(c10::toString(tensor_.scalar_type())) +
+                          c10::str(tensor_.sizes()));
     }
     return [this, source] {
       at::NoGradGuard no_grad;
@@ -198,22 +203,30 @@ class CallbackState final : public TrackedState {
 
 }  // namespace
 
-std::unique_ptr<TrackedState> track_module(torch::nn::Module& module) { return std::make_unique<ModuleState>(module); }
+std::unique_ptr<TrackedState> track_module(torch::nn::Module& module) {
+  return std::make_unique<ModuleState>(module);
+}
 std::unique_ptr<TrackedState> track_script_module(torch::jit::Module& module) {
   return std::make_unique<ScriptModuleState>(module);
 }
 std::unique_ptr<TrackedState> track_optimizer(torch::optim::Optimizer& optimizer) {
   return std::make_unique<OptimizerState>(optimizer);
 }
-std::unique_ptr<TrackedState> track_int(int64_t& value) { return std::make_unique<ScalarState<int64_t>>(value, "int"); }
+std::unique_ptr<TrackedState> track_int(int64_t& value) {
+  return std::make_unique<ScalarState<int64_t>>(value, "int");
+}
 std::unique_ptr<TrackedState> track_double(double& value) {
   return std::make_unique<ScalarState<double>>(value, "double");
 }
-std::unique_ptr<TrackedState> track_bool(bool& value) { return std::make_unique<ScalarState<bool>>(value, "bool"); }
+std::unique_ptr<TrackedState> track_bool(bool& value) {
+  return std::make_unique<ScalarState<bool>>(value, "bool");
+}
 std::unique_ptr<TrackedState> track_string(std::string& value) {
   return std::make_unique<ScalarState<std::string>>(value, "string");
 }
-std::unique_ptr<TrackedState> track_tensor(at::Tensor& tensor) { return std::make_unique<TensorState>(tensor); }
+std::unique_ptr<TrackedState> track_tensor(at::Tensor& tensor) {
+  return std::make_unique<TensorState>(tensor);
+}
 std::unique_ptr<TrackedState> track_callbacks(std::function<c10::IValue()> save,
                                               std::function<void(const c10::IValue&)> load) {
   return std::make_unique<CallbackState>(std::move(save), std::move(load));

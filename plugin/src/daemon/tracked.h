@@ -40,7 +40,8 @@ class TrackedState {
   virtual state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) = 0;
   /// Writes files besides the shard entry (TorchScript archives) from the
   /// staged value, on a background thread.
-  virtual void write_extra_files(const std::string& name, const c10::IValue& staged, SnapshotWriter& writer, int rank) {}
+  virtual void write_extra_files(const std::string& name, const c10::IValue& staged, SnapshotWriter& writer,
+                                 int rank) {}
 };
 
 std::unique_ptr<TrackedState> track_module(torch::nn::Module& module);

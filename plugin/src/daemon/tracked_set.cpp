@@ -13,9 +13,8 @@ namespace {
 
 bool valid_track_name(const std::string& name) {
   if (name.empty() || name.size() > 128 || name == "." || name == "..") return false;
-  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
-  });
+  return std::all_of(name.begin(), name.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '_' || c == '-' || c == '.'; });
 }
 
 std::string join(const std::vector<std::string>& items) {
@@ -30,7 +29,8 @@ void TrackedSet::add(const std::string& name, std::unique_ptr<TrackedState> stat
   if (!valid_track_name(name)) {
     throw Error("cannot track '" + name + "': names may use letters, digits, '_', '-' and '.' only");
   }
-  if (name == kRngEntry) throw Error("cannot track '" + name + "': the name is reserved for the random generator state");
+  if (name == kRngEntry)
+    throw Error("cannot track '" + name + "': the name is reserved for the random generator state");
   for (const auto& [existing, _] : entries_) {
     if (existing == name) throw Error("cannot track '" + name + "': the name is already tracked");
   }
@@ -55,12 +55,14 @@ std::vector<std::pair<std::string, std::string>> TrackedSet::manifest_entries() 
   return out;
 }
 
-void TrackedSet::write_extra_files(const c10::impl::GenericDict& staged, SnapshotWriter& writer, int rank) const {
+void TrackedSet::write_extra_files(const c10::impl::GenericDict& staged, SnapshotWriter& writer,
+                                   int rank) const {
   for (const auto& [name, state] : entries_) state->write_extra_files(name, staged.at(name), writer, rank);
 }
 
 void TrackedSet::apply(const c10::IValue& value, bool strict, const std::string& origin) const {
-  if (!value.isGenericDict()) throw StateMismatch("snapshot " + origin + " does not hold a dict of tracked objects");
+  if (!value.isGenericDict())
+    throw StateMismatch("snapshot " + origin + " does not hold a dict of tracked objects");
   const auto shard = value.toGenericDict();
   std::vector<std::string> missing, untracked;
   for (const auto& [name, state] : entries_) {
@@ -68,8 +70,8 @@ void TrackedSet::apply(const c10::IValue& value, bool strict, const std::string&
   }
   for (const auto& entry : shard) {
     const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
-    const bool known = key == kRngEntry ||
-                       std::any_of(entries_.begin(), entries_.end(), [&](const auto& t) { return t.first == key; });
+    const bool known = key == kRngEntry || std::any_of(entries_.begin(), entries_.end(),
+                                                       [&](const auto& t) { return t.first == key; });
     if (!known) untracked.push_back(key);
   }
   if (!missing.empty() || !untracked.empty()) {
@@ -84,7 +86,8 @@ void TrackedSet::apply(const c10::IValue& value, bool strict, const std::string&
   for (const auto& [name, state] : entries_) {
     if (shard.contains(name)) commits.push_back(state->prepare_restore(shard.at(name), strict, name));
   }
-  if (capture_rng_ && shard.contains(kRngEntry)) commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
+  if (capture_rng_ && shard.contains(kRngEntry))
+    commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
   for (auto& commit : commits) commit();
 }
 

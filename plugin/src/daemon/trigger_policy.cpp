@@ -65,7 +65,8 @@ void TriggerPolicy::fail_requests(const std::string& why) {
 
 std::string TriggerPolicy::due(int64_t step) const {
   if (triggers_.every_steps > 0 && step % triggers_.every_steps == 0) return "every_steps";
-  if (triggers_.every_seconds > 0 && milliseconds_since(last_snapshot_time_) >= triggers_.every_seconds * 1000) {
+  if (triggers_.every_seconds > 0 &&
+      milliseconds_since(last_snapshot_time_) >= triggers_.every_seconds * 1000) {
     return "every_seconds";
   }
   return "";

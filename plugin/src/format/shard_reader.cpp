@@ -33,7 +33,8 @@ std::string find_prefix(const ZipReader& zip) {
     }
   }
   if (prefix.empty()) {
-    throw CorruptSnapshot("'" + zip.path() + "' is a zip file without a data.pkl record (not a torch.save file)");
+    throw CorruptSnapshot("'" + zip.path() +
+                          "' is a zip file without a data.pkl record (not a torch.save file)");
   }
   return prefix;
 }
@@ -60,9 +61,8 @@ c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check
     const uint64_t element_size = c10::elementSize(request.dtype);
     if (request.numel > entry->size / element_size || request.numel * element_size != entry->size) {
       throw CorruptSnapshot("'" + file.path() + "': storage data/" + request.key + " should hold " +
-                            std::to_string(request.numel) + " elements of " +
-                            std::to_string(element_size) + " bytes but the record is " +
-                            std::to_string(entry->size) + " bytes");
+                            std::to_string(request.numel) + " elements of " + std::to_string(element_size) +
+                            " bytes but the record is " + std::to_string(entry->size) + " bytes");
     }
     c10::Storage storage(c10::Storage::use_byte_size_t(), static_cast<size_t>(entry->size),
                          c10::GetCPUAllocator(), /*resizable=*/false);

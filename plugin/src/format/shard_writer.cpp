@@ -38,14 +38,13 @@ class Sink {
 };
 
 void check_tensor(const at::Tensor& t, const std::string& where) {
-  auto refuse = [&](const std::string& why) {
-    throw Error("cannot save " + where + ": " + why);
-  };
+  auto refuse = [&](const std::string& why) { throw Error("cannot save " + where + ": " + why); };
   if (!t.defined()) refuse("undefined tensor");
   if (t.is_sparse() || t.layout() != at::kStrided) refuse("only dense (strided) tensors can be saved");
   if (t.is_quantized()) refuse("quantized tensors are not supported");
   if (t.is_nested()) refuse("nested tensors are not supported");
-  if (t.is_conj() || t.is_neg()) refuse("tensor has a lazy conj/neg bit; call resolve_conj()/resolve_neg() first");
+  if (t.is_conj() || t.is_neg())
+    refuse("tensor has a lazy conj/neg bit; call resolve_conj()/resolve_neg() first");
   if (!t.has_storage()) refuse("tensor has no storage");
 }
 
@@ -72,8 +71,8 @@ void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
                                        : where + "[" + std::to_string(key.toInt()) + "]";
       check_value(entry.value(), sub, depth + 1);
     }
-  } else if (!(v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() ||
-               v.isComplexDouble() || v.isDevice())) {
+  } else if (!(v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isComplexDouble() ||
+               v.isDevice())) {
     throw Error("cannot save " + where + ": values of type " + v.tagKind() +
                 " are not supported (save tensors, lists, tuples, dicts, None, bool, int, "
                 "float and str; for modules save their state_dict)");

@@ -56,13 +56,18 @@ struct RawTuple {
 
 const std::unordered_map<std::string, at::ScalarType>& storage_types() {
   static const std::unordered_map<std::string, at::ScalarType> types = {
-      {"FloatStorage", at::kFloat},         {"DoubleStorage", at::kDouble},
-      {"HalfStorage", at::kHalf},           {"BFloat16Storage", at::kBFloat16},
+      {"FloatStorage", at::kFloat},
+      {"DoubleStorage", at::kDouble},
+      {"HalfStorage", at::kHalf},
+      {"BFloat16Storage", at::kBFloat16},
       {"ComplexFloatStorage", at::kComplexFloat},
       {"ComplexDoubleStorage", at::kComplexDouble},
-      {"BoolStorage", at::kBool},           {"CharStorage", at::kChar},
-      {"ShortStorage", at::kShort},         {"IntStorage", at::kInt},
-      {"LongStorage", at::kLong},           {"ByteStorage", at::kByte},
+      {"BoolStorage", at::kBool},
+      {"CharStorage", at::kChar},
+      {"ShortStorage", at::kShort},
+      {"IntStorage", at::kInt},
+      {"LongStorage", at::kLong},
+      {"ByteStorage", at::kByte},
       {"UntypedStorage", at::kByte},
   };
   return types;
@@ -108,9 +113,7 @@ class Unpickler {
         case '2':  // DUP
           push(top());
           break;
-        case 'N':
-          push(IValue());
-          break;
+        case 'N': push(IValue()); break;
         case 0x88:  // NEWTRUE
           push(IValue(true));
           break;
@@ -183,8 +186,8 @@ class Unpickler {
         case 't':  // TUPLE
           push(make_tuple(pop_mark()));
           break;
-        case 0x85:  // TUPLE1
-        case 0x86:  // TUPLE2
+        case 0x85:    // TUPLE1
+        case 0x86:    // TUPLE2
         case 0x87: {  // TUPLE3
           const size_t n = op - 0x84;
           if (stack_.size() < n + stack_floor()) fail("tuple needs more items than the stack holds");
@@ -278,8 +281,7 @@ class Unpickler {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw CorruptSnapshot("'" + source_ + "': data.pkl offset " + std::to_string(op_offset_) +
-                          ": " + what);
+    throw CorruptSnapshot("'" + source_ + "': data.pkl offset " + std::to_string(op_offset_) + ": " + what);
   }
 
   // ---- reading the byte stream ----
@@ -511,8 +513,7 @@ class Unpickler {
         if (!list.isList()) fail(global->name + " expects a list");
         return list;
       }
-      case Callable::kRestoreTypeTag:
-        return arg_value(0);
+      case Callable::kRestoreTypeTag: return arg_value(0);
       case Callable::kDevice: {
         IValue& type = arg_value(0);
         if (!type.isString()) fail("torch.device expects a string");
@@ -534,8 +535,7 @@ class Unpickler {
         if (!dims.isTuple()) fail("torch.Size expects a tuple");
         return dims;
       }
-      case Callable::kStorageType:
-        fail("a storage type cannot be called");
+      case Callable::kStorageType: fail("a storage type cannot be called");
     }
     fail("unreachable");
   }
@@ -550,7 +550,8 @@ class Unpickler {
     if (!v.isTuple()) fail(std::string("tensor ") + what + " is not a tuple");
     std::vector<int64_t> out;
     for (const auto& e : v.toTupleRef().elements()) {
-      if (!e.isInt() || e.toInt() < 0) fail(std::string("tensor ") + what + " holds a negative or non-integer entry");
+      if (!e.isInt() || e.toInt() < 0)
+        fail(std::string("tensor ") + what + " holds a negative or non-integer entry");
       out.push_back(e.toInt());
     }
     return out;
@@ -576,14 +577,16 @@ class Unpickler {
     bool empty = false;
     for (size_t i = 0; i < sizes.size(); ++i) {
       if (sizes[i] == 0) empty = true;
-      last += static_cast<unsigned __int128>(sizes[i] > 0 ? sizes[i] - 1 : 0) * static_cast<uint64_t>(strides[i]);
+      last +=
+          static_cast<unsigned __int128>(sizes[i] > 0 ? sizes[i] - 1 : 0) * static_cast<uint64_t>(strides[i]);
     }
     if (empty ? static_cast<unsigned __int128>(offset->toInt()) > storage_numel : last >= storage_numel) {
       fail("tensor view (offset " + std::to_string(offset->toInt()) + ") reaches past its storage of " +
            std::to_string(static_cast<uint64_t>(storage_numel)) + " elements");
     }
     try {
-      at::Tensor t = at::empty({0}, at::TensorOptions().dtype(storage->dtype).device(storage->storage.device()));
+      at::Tensor t =
+          at::empty({0}, at::TensorOptions().dtype(storage->dtype).device(storage->storage.device()));
       t.set_(storage->storage, offset->toInt(), sizes, strides);
       if (requires_grad->toBool() && (t.is_floating_point() || t.is_complex())) t.set_requires_grad(true);
       return IValue(t);

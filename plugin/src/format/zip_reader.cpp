@@ -74,8 +74,9 @@ ZipReader::ZipReader(ReadableFile& file) : file_(file) {
     unsigned char head[2] = {0, 0};
     file_.read_exact(0, head, std::min<uint64_t>(2, file_size));
     if (head[0] == 0x80) {
-      fail("it is in the legacy (pre-1.6) torch.save format; re-save it in Python with "
-           "torch.save(obj, path) from PyTorch >= 1.6");
+      fail(
+          "it is in the legacy (pre-1.6) torch.save format; re-save it in Python with "
+          "torch.save(obj, path) from PyTorch >= 1.6");
     }
     fail("no zip end-of-central-directory record (truncated or not a zip file)");
   }
@@ -106,8 +107,8 @@ ZipReader::ZipReader(ReadableFile& file) : file_(file) {
     cd_end_limit = zip64_end_offset;
   }
   if (cd_offset > cd_end_limit || cd_size > cd_end_limit - cd_offset) {
-    fail("central directory (offset " + std::to_string(cd_offset) + ", size " +
-         std::to_string(cd_size) + ") lies outside the file");
+    fail("central directory (offset " + std::to_string(cd_offset) + ", size " + std::to_string(cd_size) +
+         ") lies outside the file");
   }
   if (cd_size > kMaxCentralDirectorySize) fail("central directory is implausibly large");
   if (entry_count > cd_size / kCentralHeaderSize) {
@@ -221,8 +222,8 @@ void ZipReader::read(const Entry& entry, void* buffer, bool check_crc) {
 
 std::string ZipReader::read_string(const Entry& entry, uint64_t max_size, bool check_crc) {
   if (entry.size > max_size) {
-    fail("entry '" + entry.name + "' is " + std::to_string(entry.size) +
-         " bytes, more than the allowed " + std::to_string(max_size));
+    fail("entry '" + entry.name + "' is " + std::to_string(entry.size) + " bytes, more than the allowed " +
+         std::to_string(max_size));
   }
   std::string data(static_cast<size_t>(entry.size), '\0');
   read(entry, data.data(), check_crc);

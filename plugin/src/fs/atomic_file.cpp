@@ -12,7 +12,6 @@ namespace {
 
 constexpr const char* kTempMarker = ".autosnap-tmp-";
 
-
 }  // namespace
 
 bool is_temp_file_name(const std::string& name) {
@@ -54,7 +53,8 @@ void write_file_atomically(FileSystem& fs, const std::string& path,
     if (lock && fs.status(temp).exists) break;
     lock.reset();
     file.reset();
-    if (attempt >= 8) throw IoError("create temp file for", path, "lost the race against concurrent cleaners");
+    if (attempt >= 8)
+      throw IoError("create temp file for", path, "lost the race against concurrent cleaners");
   }
 
   try {

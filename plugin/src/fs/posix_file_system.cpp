@@ -96,8 +96,7 @@ class PosixWritableFile final : public WritableFile {
 
 class PosixReadableFile final : public ReadableFile {
  public:
-  PosixReadableFile(std::string path, int fd, uint64_t size)
-      : path_(std::move(path)), fd_(fd), size_(size) {}
+  PosixReadableFile(std::string path, int fd, uint64_t size) : path_(std::move(path)), fd_(fd), size_(size) {}
   ~PosixReadableFile() override { ::close(fd_); }
 
   uint64_t size() const override { return size_; }
@@ -111,8 +110,7 @@ class PosixReadableFile final : public ReadableFile {
         throw IoError("read", path_, errno);
       }
       if (n == 0) {
-        throw IoError("read", path_,
-                      "unexpected end of file at offset " + std::to_string(offset));
+        throw IoError("read", path_, "unexpected end of file at offset " + std::to_string(offset));
       }
       out += n;
       offset += static_cast<uint64_t>(n);
@@ -137,8 +135,7 @@ class PosixFileLock final : public FileLock {
     if (::ftruncate(fd_, 0) != 0) throw IoError("truncate", path_, errno);
     size_t done = 0;
     while (done < contents.size()) {
-      ssize_t n = ::pwrite(fd_, contents.data() + done, contents.size() - done,
-                           static_cast<off_t>(done));
+      ssize_t n = ::pwrite(fd_, contents.data() + done, contents.size() - done, static_cast<off_t>(done));
       if (n < 0) {
         if (errno == EINTR) continue;
         throw IoError("write", path_, errno);

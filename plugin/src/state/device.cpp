@@ -33,8 +33,8 @@ void check_device_available(const c10::Device& device, const std::string& what) 
   }
   const auto count = static_cast<int64_t>(torch::cuda::device_count());
   if (device.has_index() && device.index() >= count) {
-    throw Error(what + " '" + device.str() + "' does not exist: this process sees " +
-                std::to_string(count) + " CUDA device(s)");
+    throw Error(what + " '" + device.str() + "' does not exist: this process sees " + std::to_string(count) +
+                " CUDA device(s)");
   }
 }
 

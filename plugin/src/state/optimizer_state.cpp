@@ -119,13 +119,15 @@ std::tuple<double, double> read_betas(const Reader& r) {
   if (v.isTuple() && v.toTupleRef().elements().size() == 2) {
     const auto& e = v.toTupleRef().elements();
     if ((e[0].isDouble() || e[0].isInt()) && (e[1].isDouble() || e[1].isInt())) {
-      return {e[0].isDouble() ? e[0].toDouble() : e[0].toInt(), e[1].isDouble() ? e[1].toDouble() : e[1].toInt()};
+      return {e[0].isDouble() ? e[0].toDouble() : e[0].toInt(),
+              e[1].isDouble() ? e[1].toDouble() : e[1].toInt()};
     }
   }
   if (v.isList() && v.toListRef().size() == 2) {
     const auto& e = v.toListRef();
     if ((e[0].isDouble() || e[0].isInt()) && (e[1].isDouble() || e[1].isInt())) {
-      return {e[0].isDouble() ? e[0].toDouble() : e[0].toInt(), e[1].isDouble() ? e[1].toDouble() : e[1].toInt()};
+      return {e[0].isDouble() ? e[0].toDouble() : e[0].toInt(),
+              e[1].isDouble() ? e[1].toDouble() : e[1].toInt()};
     }
   }
   r.fail("'betas' should be a pair of numbers");
@@ -138,7 +140,7 @@ std::tuple<double, double> read_betas(const Reader& r) {
 template <typename T>
 struct Field {
   std::string key;
-  std::function<c10::optional<IValue>(const T&)> write;  // nullopt: Python leaves the key out
+  std::function<c10::optional<IValue>(const T&)> write;                  // nullopt: Python leaves the key out
   std::function<void(const Reader&, const at::Tensor& param, T&)> read;  // empty: not read back
   // Set for a per-parameter tensor: checked against the parameter's shape once every entry is read.
   std::function<const at::Tensor&(const T&)> tensor;
@@ -170,79 +172,93 @@ auto field(const char* key, Write write, Read read, Get tensor = nullptr) {
 // KEY(name): the Python key and the accessor of LibTorch's TORCH_ARG member of
 // the same name (they agree for every entry here). The accessor's `auto&` gives
 // a const reference when writing a dict and a mutable one when reading it back.
-#define KEY(name) #name, [](auto& x) -> auto& { return x.name(); }
+#define KEY(name) \
+#name, [](auto& x) -> auto& { return x.name(); }
 
 // ---- param_group entries (hyper-parameters) ----
 
 template <typename Get>
 auto number(const char* key, Get get) {  // a Python float
-  return field(key, [=](const auto& o) { return IValue(get(o)); },
-               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.number(key); });
+  return field(
+      key, [=](const auto& o) { return IValue(get(o)); },
+      [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.number(key); });
 }
 template <typename Get>
 auto integer(const char* key, Get get) {  // a Python int
-  return field(key, [=](const auto& o) { return IValue(get(o)); },
-               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.integer(key); });
+  return field(
+      key, [=](const auto& o) { return IValue(get(o)); },
+      [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.integer(key); });
 }
 template <typename Get>
 auto flag(const char* key, Get get) {  // a Python bool; False when absent
-  return field(key, [=](const auto& o) { return IValue(get(o)); },
-               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.boolean(key, false); });
+  return field(
+      key, [=](const auto& o) { return IValue(get(o)); },
+      [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.boolean(key, false); });
 }
 template <typename Get>
 auto optional_integer(const char* key, Get get) {  // an int or None
-  return field(key, [=](const auto& o) { return get(o) ? IValue(*get(o)) : IValue(); },
-               [=](const Reader& r, const at::Tensor&, auto& o) {
-                 get(o) = r.get(key).isNone() ? c10::optional<int64_t>() : r.integer(key);
-               });
+  return field(
+      key, [=](const auto& o) { return get(o) ? IValue(*get(o)) : IValue(); },
+      [=](const Reader& r, const at::Tensor&, auto& o) {
+        get(o) = r.get(key).isNone() ? c10::optional<int64_t>() : r.integer(key);
+      });
 }
 template <typename Get>
 auto optional_string(const char* key, Get get) {  // a str or None
-  return field(key, [=](const auto& o) { return get(o) ? IValue(*get(o)) : IValue(); },
-               [=](const Reader& r, const at::Tensor&, auto& o) {
-                 const IValue& v = r.get(key);
-                 if (!v.isNone() && !v.isString()) r.fail("'" + std::string(key) + "' should be None or a string");
-                 get(o) = v.isNone() ? c10::optional<std::string>() : v.toStringRef();
-               });
+  return field(
+      key, [=](const auto& o) { return get(o) ? IValue(*get(o)) : IValue(); },
+      [=](const Reader& r, const at::Tensor&, auto& o) {
+        const IValue& v = r.get(key);
+        if (!v.isNone() && !v.isString()) r.fail("'" + std::string(key) + "' should be None or a string");
+        get(o) = v.isNone() ? c10::optional<std::string>() : v.toStringRef();
+      });
 }
 template <typename Get>
 auto pair(const char* key, Get get) {  // a tuple of two floats (Adam's betas)
-  return field(key, [=](const auto& o) { return betas_tuple(get(o)); },
-               [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = read_betas(r); });
+  return field(
+      key, [=](const auto& o) { return betas_tuple(get(o)); },
+      [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = read_betas(r); });
 }
 // An option only Python has: written with Python's default, ignored when read.
 auto python_only(const char* key, const IValue& value) {
-  return field(key, [=](const auto&) { return value; }, nullptr);
+  return field(
+      key, [=](const auto&) { return value; }, nullptr);
 }
 // A Python option LibTorch cannot honour: written False; True refuses the restore.
 auto unsupported_flag(const char* key) {
-  return field(key, [](const auto&) { return IValue(false); },
-               [=](const Reader& r, const at::Tensor&, const auto&) { r.forbid_true(key); });
+  return field(
+      key, [](const auto&) { return IValue(false); },
+      [=](const Reader& r, const at::Tensor&, const auto&) { r.forbid_true(key); });
 }
 
 // ---- per-parameter state entries ----
 
 template <typename Get>
-auto step_tensor(const char* key, Get get) {  // Python 1.13 keeps Adam's and Adagrad's step as a float32 tensor
-  return field(key, [=](const auto& s) { return IValue(at::scalar_tensor(static_cast<double>(get(s)), at::kFloat)); },
-               [=](const Reader& r, const at::Tensor&, auto& s) { get(s) = r.integer(key); });
+auto step_tensor(const char* key,
+                 Get get) {  // Python 1.13 keeps Adam's and Adagrad's step as a float32 tensor
+  return field(
+      key, [=](const auto& s) { return IValue(at::scalar_tensor(static_cast<double>(get(s)), at::kFloat)); },
+      [=](const Reader& r, const at::Tensor&, auto& s) { get(s) = r.integer(key); });
 }
 template <typename Get>
 auto tensor(const char* key, Get get) {  // always present
-  return field(key, [=](const auto& s) { return IValue(get(s)); },
-               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p); }, get);
+  return field(
+      key, [=](const auto& s) { return IValue(get(s)); },
+      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p); }, get);
 }
 template <typename Get>
 auto optional_tensor(const char* key, Get get) {  // left out while LibTorch has none
-  return field(key, [=](const auto& s) { return get(s).defined() ? c10::optional<IValue>(get(s)) : c10::nullopt; },
-               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
-               get);
+  return field(
+      key, [=](const auto& s) { return get(s).defined() ? c10::optional<IValue>(get(s)) : c10::nullopt; },
+      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
+      get);
 }
 template <typename Get>
 auto nullable_tensor(const char* key, Get get) {  // None while LibTorch has none
-  return field(key, [=](const auto& s) { return tensor_or_none(get(s)); },
-               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
-               get);
+  return field(
+      key, [=](const auto& s) { return tensor_or_none(get(s)); },
+      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
+      get);
 }
 
 template <typename Tensors>
@@ -253,29 +269,32 @@ IValue list_of(const Tensors& tensors) {
 }
 template <typename Get>
 auto tensors(const char* key, Get get) {  // a list of tensors (LBFGS's history)
-  return field(key, [=](const auto& s) { return list_of(get(s)); },
-               [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor_list(key, p); });
+  return field(
+      key, [=](const auto& s) { return list_of(get(s)); },
+      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor_list(key, p); });
 }
 template <typename Get>
-auto optional_tensors(const char* key, Get get) {  // a list of tensors or None, left out (or None) while absent
-  return field(key, [=](const auto& s) { return get(s) ? c10::optional<IValue>(list_of(*get(s))) : c10::nullopt; },
-               [=](const Reader& r, const at::Tensor& p, auto& s) {
-                 if (!r.has(key) || r.get(key).isNone()) return;
-                 const IValue& list = r.get(key);
-                 const std::string name = "'" + std::string(key) + "'";
-                 if (!list.isList()) r.fail(name + " should be a list");
-                 std::vector<at::Tensor> values;
-                 for (const IValue& e : list.toListRef()) {
-                   if (e.isNone()) {
-                     values.emplace_back();
-                   } else if (e.isTensor()) {
-                     values.push_back(e.toTensor().to(p.device(), p.scalar_type(), false, true));
-                   } else {
-                     r.fail(name + " should hold tensors or None");
-                   }
-                 }
-                 get(s) = std::move(values);
-               });
+auto optional_tensors(const char* key,
+                      Get get) {  // a list of tensors or None, left out (or None) while absent
+  return field(
+      key, [=](const auto& s) { return get(s) ? c10::optional<IValue>(list_of(*get(s))) : c10::nullopt; },
+      [=](const Reader& r, const at::Tensor& p, auto& s) {
+        if (!r.has(key) || r.get(key).isNone()) return;
+        const IValue& list = r.get(key);
+        const std::string name = "'" + std::string(key) + "'";
+        if (!list.isList()) r.fail(name + " should be a list");
+        std::vector<at::Tensor> values;
+        for (const IValue& e : list.toListRef()) {
+          if (e.isNone()) {
+            values.emplace_back();
+          } else if (e.isTensor()) {
+            values.push_back(e.toTensor().to(p.device(), p.scalar_type(), false, true));
+          } else {
+            r.fail(name + " should hold tensors or None");
+          }
+        }
+        get(s) = std::move(values);
+      });
 }
 
 template <typename... Binders>
@@ -295,7 +314,9 @@ enum class StateShape { kPerParameter, kFlat };
 
 struct KeepAll {
   template <typename State>
-  bool operator()(const State&) const { return true; }
+  bool operator()(const State&) const {
+    return true;
+  }
 };
 
 struct OptimizerKind {
@@ -319,7 +340,8 @@ Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
 
 // `group` and `state` list the entries in the order Python 1.13 writes them
 // (the saved files keep that order); they are read back in the same order.
-template <typename Opt, typename Options, typename State, typename Group, typename PerParameter, typename Keep = KeepAll>
+template <typename Opt, typename Options, typename State, typename Group, typename PerParameter,
+          typename Keep = KeepAll>
 OptimizerKind kind(std::string python_name, const Group& group, const PerParameter& state,
                    StateShape shape = StateShape::kPerParameter, Keep keep = {}) {
   auto options_fields = std::make_shared<std::vector<Field<Options>>>(bind_fields<Options>(group));
@@ -359,8 +381,8 @@ const std::vector<OptimizerKind>& optimizer_kinds() {
     // Adam and AdamW keep the same entries; Python 1.13 writes different
     // Python-only options after them.
     auto adam_group = [](auto... python_only_options) {
-      return entries(number(KEY(lr)), pair(KEY(betas)), number(KEY(eps)), number(KEY(weight_decay)), flag(KEY(amsgrad)),
-                     python_only_options...);
+      return entries(number(KEY(lr)), pair(KEY(betas)), number(KEY(eps)), number(KEY(weight_decay)),
+                     flag(KEY(amsgrad)), python_only_options...);
     };
     const auto adam_state = entries(step_tensor(KEY(step)), tensor(KEY(exp_avg)), tensor(KEY(exp_avg_sq)),
                                     optional_tensor(KEY(max_exp_avg_sq)));
@@ -375,32 +397,39 @@ const std::vector<OptimizerKind>& optimizer_kinds() {
             [](const SGDParamState& s) { return s.momentum_buffer().defined(); }),
         kind<Adam, AdamOptions, AdamParamState>(
             "Adam",
-            adam_group(unsupported_flag("maximize"), python_only("foreach", None), python_only("capturable", false),
-                       python_only("differentiable", false), python_only("fused", false)),
+            adam_group(unsupported_flag("maximize"), python_only("foreach", None),
+                       python_only("capturable", false), python_only("differentiable", false),
+                       python_only("fused", false)),
             adam_state),
         kind<AdamW, AdamWOptions, AdamWParamState>(
-            "AdamW", adam_group(python_only("foreach", None), unsupported_flag("maximize"), python_only("capturable", false)),
+            "AdamW",
+            adam_group(python_only("foreach", None), unsupported_flag("maximize"),
+                       python_only("capturable", false)),
             adam_state),
         kind<RMSprop, RMSpropOptions, RMSpropParamState>(
             "RMSprop",
-            entries(number(KEY(lr)), number(KEY(momentum)), number(KEY(alpha)), number(KEY(eps)), flag(KEY(centered)),
-                    number(KEY(weight_decay)), python_only("foreach", None), unsupported_flag("maximize"),
-                    python_only("differentiable", false)),
+            entries(number(KEY(lr)), number(KEY(momentum)), number(KEY(alpha)), number(KEY(eps)),
+                    flag(KEY(centered)), number(KEY(weight_decay)), python_only("foreach", None),
+                    unsupported_flag("maximize"), python_only("differentiable", false)),
             entries(integer(KEY(step)),  // a plain int in Python's RMSprop
-                    tensor(KEY(square_avg)), optional_tensor(KEY(momentum_buffer)), optional_tensor(KEY(grad_avg)))),
+                    tensor(KEY(square_avg)), optional_tensor(KEY(momentum_buffer)),
+                    optional_tensor(KEY(grad_avg)))),
         kind<Adagrad, AdagradOptions, AdagradParamState>(
             "Adagrad",
             entries(number(KEY(lr)), number(KEY(lr_decay)), number(KEY(eps)), number(KEY(weight_decay)),
-                    number(KEY(initial_accumulator_value)), python_only("foreach", None), unsupported_flag("maximize")),
+                    number(KEY(initial_accumulator_value)), python_only("foreach", None),
+                    unsupported_flag("maximize")),
             entries(step_tensor(KEY(step)), tensor(KEY(sum)))),
         kind<LBFGS, LBFGSOptions, LBFGSParamState>(
             "LBFGS",
-            entries(number(KEY(lr)), integer(KEY(max_iter)), optional_integer(KEY(max_eval)), number(KEY(tolerance_grad)),
-                    number(KEY(tolerance_change)), integer(KEY(history_size)), optional_string(KEY(line_search_fn))),
+            entries(number(KEY(lr)), integer(KEY(max_iter)), optional_integer(KEY(max_eval)),
+                    number(KEY(tolerance_grad)), number(KEY(tolerance_change)), integer(KEY(history_size)),
+                    optional_string(KEY(line_search_fn))),
             // LBFGS keeps one flat state for all parameters, stored under the first one.
-            entries(integer(KEY(func_evals)), integer(KEY(n_iter)), optional_tensors(KEY(al)), nullable_tensor(KEY(d)),
-                    number(KEY(t)), tensors(KEY(old_dirs)), tensors(KEY(old_stps)), tensors(KEY(ro)),
-                    nullable_tensor(KEY(H_diag)), nullable_tensor(KEY(prev_flat_grad)), number(KEY(prev_loss))),
+            entries(integer(KEY(func_evals)), integer(KEY(n_iter)), optional_tensors(KEY(al)),
+                    nullable_tensor(KEY(d)), number(KEY(t)), tensors(KEY(old_dirs)), tensors(KEY(old_stps)),
+                    tensors(KEY(ro)), nullable_tensor(KEY(H_diag)), nullable_tensor(KEY(prev_flat_grad)),
+                    number(KEY(prev_loss))),
             StateShape::kFlat),
     };
   }();
@@ -418,7 +447,8 @@ const OptimizerKind& kind_of(const Optimizer& optimizer) {
   for (size_t i = 0; i < kinds.size(); ++i) {
     names += (i == 0 ? "" : i + 1 == kinds.size() ? " and " : ", ") + kinds[i].python_name;
   }
-  throw Error("optimizer type " + c10::demangle(typeid(optimizer).name()) + " is not supported; supported are " + names);
+  throw Error("optimizer type " + c10::demangle(typeid(optimizer).name()) +
+              " is not supported; supported are " + names);
 }
 
 }  // namespace
@@ -472,8 +502,8 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
     if (!ids.isList()) group.fail("'params' should be a list of ints");
     const auto& live_params = live_groups[g].params();
     if (ids.toListRef().size() != live_params.size()) {
-      group.fail("it lists " + std::to_string(ids.toListRef().size()) + " parameters, the optimizer's group has " +
-                 std::to_string(live_params.size()));
+      group.fail("it lists " + std::to_string(ids.toListRef().size()) +
+                 " parameters, the optimizer's group has " + std::to_string(live_params.size()));
     }
     for (size_t i = 0; i < live_params.size(); ++i) {
       const IValue& id = ids.toListRef()[i];
@@ -493,7 +523,8 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
     const int64_t id = entry.key().toInt();
     auto param = param_by_id.find(id);
     if (param == param_by_id.end()) {
-      top.fail("'state' has an entry for parameter id " + std::to_string(id) + ", which no param group lists");
+      top.fail("'state' has an entry for parameter id " + std::to_string(id) +
+               ", which no param group lists");
     }
     Reader reader(entry.value(), "state[" + std::to_string(id) + "]");
     auto state = optimizer_kind.state_from_dict(reader, param->second);
@@ -515,6 +546,5 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
 void load_optimizer_state_dict(Optimizer& optimizer, const IValue& value) {
   state::prepare_optimizer_restore(optimizer, value)();
 }
-
 
 }  // namespace autosnap

@@ -34,8 +34,8 @@ NamedTensors named_state(const torch::nn::Module& module);
 /// Checks `saved` (name -> tensor dict) against `live`. Fills `result`; with
 /// `strict` any problem throws StateMismatch whose text is
 /// result.message(owner). The commit copies every entry that fits.
-Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict, const std::string& owner,
-                             LoadStateDictResult& result);
+Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict,
+                             const std::string& owner, LoadStateDictResult& result);
 
 /// Converts and checks a Python-layout optimizer state; the commit installs it.
 Commit prepare_optimizer_restore(torch::optim::Optimizer& optimizer, const c10::IValue& saved);

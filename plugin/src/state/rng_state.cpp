@@ -50,7 +50,8 @@ Commit prepare_rng_restore(const c10::IValue& saved) {
   auto cuda_entry = d.find("cuda");
   if (cuda_entry != d.end() && cuda_entry->value().isList()) {
     for (const auto& v : cuda_entry->value().toListRef()) {
-      if (!is_state_tensor(v)) throw StateMismatch("rng_state['cuda'] should hold uint8 generator state tensors");
+      if (!is_state_tensor(v))
+        throw StateMismatch("rng_state['cuda'] should hold uint8 generator state tensors");
       cuda.push_back(v.toTensor().cpu());
     }
   }

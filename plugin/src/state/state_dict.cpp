@@ -43,10 +43,11 @@ NamedTensors named_state(const torch::nn::Module& module) {
   return out;
 }
 
-Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict, const std::string& owner,
-                             LoadStateDictResult& result) {
+Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict,
+                             const std::string& owner, LoadStateDictResult& result) {
   if (!saved.isGenericDict()) {
-    throw StateMismatch("state for " + owner + " should be a dict of name -> tensor, got a " + saved.tagKind());
+    throw StateMismatch("state for " + owner + " should be a dict of name -> tensor, got a " +
+                        saved.tagKind());
   }
   std::unordered_map<std::string, const at::Tensor*> by_name;
   for (const auto& [name, tensor] : live) by_name.emplace(name, &tensor);
@@ -55,7 +56,8 @@ Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved,
 
   for (const auto& entry : saved.toGenericDict()) {
     if (!entry.key().isString()) {
-      result.unexpected_keys.push_back(entry.key().isInt() ? std::to_string(entry.key().toInt()) : "<non-string key>");
+      result.unexpected_keys.push_back(entry.key().isInt() ? std::to_string(entry.key().toInt())
+                                                           : "<non-string key>");
       continue;
     }
     const std::string& name = entry.key().toStringRef();
@@ -68,15 +70,15 @@ Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved,
     const at::Tensor& destination = *found->second;
     const c10::IValue& value = entry.value();
     if (!value.isTensor()) {
-      result.mismatched.push_back("type mismatch for " + name + ": the checkpoint holds a " + value.tagKind() +
-                                  ", expected a tensor.");
+      result.mismatched.push_back("type mismatch for " + name + ": the checkpoint holds a " +
+                                  value.tagKind() + ", expected a tensor.");
       continue;
     }
     const at::Tensor& source = value.toTensor();
     if (source.sizes() != destination.sizes()) {
-      result.mismatched.push_back("size mismatch for " + name + ": copying a param with shape " +
-                                  shape_text(source.sizes()) + " from checkpoint, the shape in current model is " +
-                                  shape_text(destination.sizes()) + ".");
+      result.mismatched.push_back(
+          "size mismatch for " + name + ": copying a param with shape " + shape_text(source.sizes()) +
+          " from checkpoint, the shape in current model is " + shape_text(destination.sizes()) + ".");
       continue;
     }
     if (source.scalar_type() != destination.scalar_type()) {

@@ -59,7 +59,8 @@ torch::jit::Module load_module(const std::string& path, const std::string& map_l
   try {
     return torch::jit::load(path, device);
   } catch (const c10::Error& e) {
-    throw CorruptSnapshot("'" + path + "' is not a loadable TorchScript archive: " + e.what_without_backtrace());
+    throw CorruptSnapshot("'" + path +
+                          "' is not a loadable TorchScript archive: " + e.what_without_backtrace());
   }
 }
 
@@ -71,7 +72,8 @@ StateDict state_dict(const torch::jit::Module& module) {
 
 LoadStateDictResult load_state_dict(torch::jit::Module& module, const c10::IValue& state, bool strict) {
   LoadStateDictResult result;
-  const std::string owner = module.type()->name() ? module.type()->name()->qualifiedName() : "TorchScript module";
+  const std::string owner =
+      module.type()->name() ? module.type()->name()->qualifiedName() : "TorchScript module";
   state::prepare_tensor_copies(state::named_state(module), state, strict, owner, result)();
   return result;
 }

@@ -45,7 +45,10 @@ std::string Manifest::to_yaml() const {
   out << YAML::Key << "format_version" << YAML::Value << format_version;
   out << YAML::Key << "step" << YAML::Value << step;
   out << YAML::Key << "epoch" << YAML::Value;
-  if (epoch) out << *epoch; else out << YAML::Null;
+  if (epoch)
+    out << *epoch;
+  else
+    out << YAML::Null;
   out << YAML::Key << "time" << YAML::Value << time;
   out << YAML::Key << "reason" << YAML::Value << YAML::DoubleQuoted << reason;
   out << YAML::Key << "world_size" << YAML::Value << world_size;
@@ -62,7 +65,8 @@ std::string Manifest::to_yaml() const {
   out << YAML::EndSeq;
   if (!entries.empty()) {
     out << YAML::Key << "entries" << YAML::Value << YAML::BeginMap;
-    for (const auto& [name, kind] : entries) out << YAML::Key << name << YAML::Value << YAML::DoubleQuoted << kind;
+    for (const auto& [name, kind] : entries)
+      out << YAML::Key << name << YAML::Value << YAML::DoubleQuoted << kind;
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
@@ -80,9 +84,10 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
   Manifest m;
   m.format_version = field<int>(root, "format_version", source);
   if (m.format_version != kSnapshotFormatVersion) {
-    throw UnsupportedFormat("manifest '" + source + "' has format version " + std::to_string(m.format_version) +
-                          "; this build of autosnap reads version " + std::to_string(kSnapshotFormatVersion) +
-                          (m.format_version > kSnapshotFormatVersion ? " (written by a newer autosnap)" : ""));
+    throw UnsupportedFormat(
+        "manifest '" + source + "' has format version " + std::to_string(m.format_version) +
+        "; this build of autosnap reads version " + std::to_string(kSnapshotFormatVersion) +
+        (m.format_version > kSnapshotFormatVersion ? " (written by a newer autosnap)" : ""));
   }
   m.step = field<int64_t>(root, "step", source);
   if (m.step < 0) throw CorruptSnapshot("manifest '" + source + "': step is negative");
@@ -94,7 +99,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
   m.library_version = field<std::string>(root, "library_version", source);
   m.libtorch_version = field<std::string>(root, "libtorch_version", source);
   const YAML::Node files = root["files"];
-  if (!files || !files.IsSequence()) throw CorruptSnapshot("manifest '" + source + "': 'files' must be a list");
+  if (!files || !files.IsSequence())
+    throw CorruptSnapshot("manifest '" + source + "': 'files' must be a list");
   std::unordered_set<std::string> names;
   for (const auto& node : files) {
     if (!node.IsMap()) throw CorruptSnapshot("manifest '" + source + "': each file entry must be a mapping");
@@ -106,7 +112,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
       throw CorruptSnapshot("manifest '" + source + "': unsafe file name '" + file.name + "'");
     }
     if (!format::parse_hex(hex, file.xxh3)) {
-      throw CorruptSnapshot("manifest '" + source + "': checksum of '" + file.name + "' is not 16 hex digits");
+      throw CorruptSnapshot("manifest '" + source + "': checksum of '" + file.name +
+                            "' is not 16 hex digits");
     }
     if (!names.insert(file.name).second) {
       throw CorruptSnapshot("manifest '" + source + "' lists '" + file.name + "' twice");

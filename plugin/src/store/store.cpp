@@ -10,11 +10,11 @@
 
 #include "autosnap/errors.h"
 #include "autosnap/version.h"
-#include "util/log.h"
 #include "format/checksum.h"
 #include "format/shard.h"
 #include "fs/unique_suffix.h"
 #include "store/snapshot_writer.h"
+#include "util/log.h"
 
 namespace autosnap {
 namespace {
@@ -43,13 +43,14 @@ std::optional<ParsedName> parse_entry_name(const std::string& name) {
   const std::string suffix = name.substr(5 + kStepDigits);
   if (suffix.empty()) return ParsedName{step, EntryKind::kCommitted};
   if (suffix.rfind(".tmp-", 0) == 0 && suffix.size() > 5) return ParsedName{step, EntryKind::kTmp};
-  if (suffix.rfind(".corrupt-", 0) == 0 && suffix.size() > 9) return ParsedName{step, EntryKind::kQuarantined};
+  if (suffix.rfind(".corrupt-", 0) == 0 && suffix.size() > 9)
+    return ParsedName{step, EntryKind::kQuarantined};
   return std::nullopt;
 }
 
-
 // Empty when `digest` is what the manifest lists for the file, else the problem.
-std::string digest_mismatch(const ManifestFile& expected, const format::FileDigest& digest, const std::string& label) {
+std::string digest_mismatch(const ManifestFile& expected, const format::FileDigest& digest,
+                            const std::string& label) {
   if (digest.size == expected.size && digest.xxh3 == expected.xxh3) return "";
   return "checksum mismatch in '" + label + "' (expected " + format::to_hex(expected.xxh3) + ", found " +
          format::to_hex(digest.xxh3) + ")";
@@ -75,7 +76,8 @@ const char* to_string(SnapshotStatus status) {
   return "unknown";
 }
 
-SnapshotStore::SnapshotStore(std::string directory, FileSystem& fs, bool fsync, std::unique_ptr<FileLock> lock)
+SnapshotStore::SnapshotStore(std::string directory, FileSystem& fs, bool fsync,
+                             std::unique_ptr<FileLock> lock)
     : directory_(std::move(directory)), fs_(fs), fsync_(fsync), lock_(std::move(lock)) {}
 
 SnapshotStore::~SnapshotStore() = default;
@@ -133,7 +135,9 @@ std::string SnapshotStore::directory_name(int64_t step) {
   return text;
 }
 
-std::string SnapshotStore::snapshot_path(int64_t step) const { return join_path(directory_, directory_name(step)); }
+std::string SnapshotStore::snapshot_path(int64_t step) const {
+  return join_path(directory_, directory_name(step));
+}
 
 void SnapshotStore::require_writable(const char* operation) const {
   if (!writable()) {
@@ -151,15 +155,16 @@ SnapshotInfo SnapshotStore::inspect_committed(int64_t step, const std::string& n
     if (!fs_.status(manifest_path).exists) throw CorruptSnapshot("manifest.yaml is missing");
     Manifest manifest = Manifest::parse(fs_.read_small_file(manifest_path, kMaxManifestSize), manifest_path);
     if (manifest.step != step) {
-      throw CorruptSnapshot("manifest says step " + std::to_string(manifest.step) + " but the directory is " + name);
+      throw CorruptSnapshot("manifest says step " + std::to_string(manifest.step) + " but the directory is " +
+                            name);
     }
     info.manifest = manifest;
     for (const auto& file : manifest.files) {
       auto st = fs_.status(join_path(info.path, file.name));
       if (!st.exists || st.is_directory) throw CorruptSnapshot("file '" + file.name + "' is missing");
       if (st.size != file.size) {
-        throw CorruptSnapshot("file '" + file.name + "' is " + std::to_string(st.size) + " bytes, the manifest says " +
-                              std::to_string(file.size));
+        throw CorruptSnapshot("file '" + file.name + "' is " + std::to_string(st.size) +
+                              " bytes, the manifest says " + std::to_string(file.size));
       }
     }
     info.status = SnapshotStatus::kValid;
@@ -190,7 +195,8 @@ std::vector<SnapshotInfo> SnapshotStore::list() const {
     info.step = parsed->step;
     info.name = entry.name;
     info.path = join_path(directory_, entry.name);
-    info.status = parsed->kind == EntryKind::kTmp ? SnapshotStatus::kInProgress : SnapshotStatus::kQuarantined;
+    info.status =
+        parsed->kind == EntryKind::kTmp ? SnapshotStatus::kInProgress : SnapshotStatus::kQuarantined;
     out.push_back(std::move(info));
   }
   std::sort(out.begin(), out.end(), [](const SnapshotInfo& a, const SnapshotInfo& b) {
@@ -207,7 +213,8 @@ std::vector<int64_t> SnapshotStore::valid_steps() const {
   return steps;
 }
 
-VerifyResult SnapshotStore::verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress) const {
+VerifyResult SnapshotStore::verify(int64_t step,
+                                   const std::function<void(uint64_t, uint64_t)>& progress) const {
   VerifyResult result;
   SnapshotInfo info = inspect_committed(step, directory_name(step));
   result.manifest = info.manifest;
@@ -301,14 +308,16 @@ void SnapshotStore::remove(int64_t step) {
   remove_tree(fs_, doomed);
 }
 
-std::vector<int64_t> SnapshotStore::prune(const RetentionRule& rule, bool dry_run, std::optional<int64_t> below) {
+std::vector<int64_t> SnapshotStore::prune(const RetentionRule& rule, bool dry_run,
+                                          std::optional<int64_t> below) {
   if (!dry_run) require_writable("prune snapshots");
   std::vector<int64_t> doomed;
   if (rule.keep_last == 0) return doomed;
   const std::vector<int64_t> steps = valid_steps();
   if (steps.empty()) return doomed;
   // keep_last >= 1 here, so the newest valid snapshot is always kept.
-  std::set<int64_t> keep(steps.end() - std::min<size_t>(steps.size(), static_cast<size_t>(rule.keep_last)), steps.end());
+  std::set<int64_t> keep(steps.end() - std::min<size_t>(steps.size(), static_cast<size_t>(rule.keep_last)),
+                         steps.end());
   for (int64_t step : steps) {
     if (keep.count(step) || (below && step >= *below)) continue;
     if (rule.keep_every_steps > 0 && step % rule.keep_every_steps == 0) continue;
@@ -364,7 +373,8 @@ ManifestFile SnapshotWriter::write_shard(int rank, const c10::IValue& value) {
   return write_file(shard_file_name(rank), [&](WritableFile& out) { format::write_shard(value, out); });
 }
 
-ManifestFile SnapshotWriter::write_file(const std::string& name, const std::function<void(WritableFile&)>& write) {
+ManifestFile SnapshotWriter::write_file(const std::string& name,
+                                        const std::function<void(WritableFile&)>& write) {
   if (!is_valid_snapshot_file_name(name) || name == kManifestName) {
     throw Error("'" + name + "' is not a valid snapshot file name");
   }
@@ -392,7 +402,8 @@ SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
   manifest.files = files_;
   for (int rank = 0; rank < manifest.world_size; ++rank) {
     if (!manifest.find(shard_file_name(rank))) {
-      throw Error("cannot commit step " + std::to_string(step_) + ": no shard for rank " + std::to_string(rank));
+      throw Error("cannot commit step " + std::to_string(step_) + ": no shard for rank " +
+                  std::to_string(rank));
     }
   }
   const std::string text = manifest.to_yaml();
@@ -403,7 +414,8 @@ SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
   if (store_.fsync_) fs.sync_directory(tmp_path_);
   const std::string final_path = store_.snapshot_path(step_);
   if (fs.status(final_path).exists) {
-    throw Error("snapshot " + SnapshotStore::directory_name(step_) + " already exists in '" + store_.directory_ + "'");
+    throw Error("snapshot " + SnapshotStore::directory_name(step_) + " already exists in '" +
+                store_.directory_ + "'");
   }
   fs.rename(tmp_path_, final_path);
   finished_ = true;
