@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, configure, build (ccache), run the
-# tests, then the ASan+UBSan build of the suite and 60 s of each fuzz target
+# tests, the Slurm end-to-end run (scripts/slurm-e2e.sh), then the ASan+UBSan build of the suite and 60 s of each fuzz target
 # (scripts/sanitize.sh address). The TSan build and the 1000-kill soak run in
 # scripts/crash-soak.sh.
 set -euo pipefail
@@ -12,6 +12,9 @@ jobs=$(nproc)
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DAUTOSNAP_BUILD_TESTS=ON -DAUTOSNAP_BUILD_EXAMPLES=ON >/dev/null
 cmake --build "$build_dir" -j "$jobs"
 (cd "$build_dir" && ctest --output-on-failure -j "$jobs")
+
+# Multi-rank preemption and requeue on a real one-node Slurm (installs it; needs root).
+scripts/slurm-e2e.sh "$build_dir"
 
 if [ "${AUTOSNAP_SKIP_SANITIZERS:-0}" != 1 ]; then
   scripts/sanitize.sh address

@@ -24,16 +24,16 @@ TEST(Coordinator, OneProcessAnswersItself) {
 }
 
 // Rank 0 of a job whose other ranks answered `others` (gathered strings;
-// "" = no valid snapshot) and `other_failed` (any()).
+// "" = no valid snapshot) and `other_failed` (its flag in bitwise_or()).
 class SimulatedRankZero final : public Coordinator {
  public:
   SimulatedRankZero(std::vector<std::string> others, bool other_failed)
       : others_(std::move(others)), other_failed_(other_failed) {}
   int rank() const override { return 0; }
   int world_size() const override { return static_cast<int>(others_.size()) + 1; }
-  bool any(bool mine, Channel channel) override {
+  uint64_t bitwise_or(uint64_t mine, Channel channel) override {
     channels_[channel]++;
-    return mine || other_failed_;
+    return mine | (other_failed_ ? 1 : 0);
   }
   std::string broadcast(const std::string& value, Channel channel) override {
     channels_[channel]++;

@@ -169,14 +169,15 @@ int list_snapshots(const std::string& directory, bool as_json) {
     return kExitOk;
   }
   std::cout << std::left << std::setw(14) << "STEP" << std::setw(7) << "EPOCH" << std::setw(26) << "TIME"
-            << std::setw(11) << "SIZE" << std::setw(13) << "STATUS"
+            << std::setw(11) << "SIZE" << std::setw(7) << "RANKS" << std::setw(13) << "STATUS"
             << "REASON\n";
   for (const auto& info : entries) {
     const auto& m = info.manifest;
     std::cout << std::left << std::setw(14) << info.step << std::setw(7)
               << (m && m->epoch ? std::to_string(*m->epoch) : "-") << std::setw(26) << (m ? m->time : "-")
-              << std::setw(11) << (m ? human_bytes(m->total_bytes()) : "-") << std::setw(13)
-              << to_string(info.status) << (m ? m->reason : "") << "\n";
+              << std::setw(11) << (m ? human_bytes(m->total_bytes()) : "-") << std::setw(7)
+              << (m ? std::to_string(m->world_size) : "-") << std::setw(13) << to_string(info.status)
+              << (m ? m->reason : "") << "\n";
   }
   for (const auto& info : entries) {
     if (!info.problem.empty())
@@ -359,13 +360,14 @@ int prune_snapshots(const std::string& directory, int64_t keep_last, int64_t kee
   return kExitOk;
 }
 
-int export_snapshot(const std::string& directory, std::optional<int64_t> step, const std::string& out) {
+int export_snapshot(const std::string& directory, std::optional<int64_t> step, const std::string& out,
+                    int rank) {
   auto store = SnapshotStore::open_read_only(directory);
   const std::optional<SnapshotInfo> info = chosen_snapshot(*store, step);
   if (!info) return kExitBad;
-  const auto value = store->read_shard(info->step, 0, c10::Device(c10::kCPU));  // checksum-verified
+  const auto value = store->read_shard(info->step, rank, c10::Device(c10::kCPU));  // checksum-verified
   save(value, out);
-  std::cout << "exported step " << info->step << " (rank 0) to " << out;
+  std::cout << "exported step " << info->step << " (rank " << rank << ") to " << out;
   if (value.isGenericDict()) {
     std::string keys;
     for (const auto& entry : value.toGenericDict())

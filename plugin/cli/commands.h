@@ -27,7 +27,9 @@ int request_snapshot(const std::string& directory, const std::string& socket, co
 int show_status(const std::string& directory, const std::string& socket, bool json);
 int print_latest(const std::string& directory, bool fast);
 int prune_snapshots(const std::string& directory, int64_t keep_last, int64_t keep_every_steps, bool dry_run);
-int export_snapshot(const std::string& directory, std::optional<int64_t> step, const std::string& out);
+/// Rank `rank`'s shard (the whole dict) as one torch.save file.
+int export_snapshot(const std::string& directory, std::optional<int64_t> step, const std::string& out,
+                    int rank);
 
 }  // namespace cli
 }  // namespace autosnap

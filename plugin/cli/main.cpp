@@ -80,11 +80,13 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
   prune->add_flag("--dry-run", dry_run, "only print what would be deleted");
 
-  auto* export_command =
-      app.add_subcommand("export", "Write one snapshot's rank-0 dict as a single torch.save file");
+  auto* export_command = app.add_subcommand(
+      "export", "Write one rank's dict of a snapshot (rank 0 by default) as a single torch.save file");
   add_dir(export_command);
   add_step(export_command, "the step to export (default: newest valid)");
   export_command->add_option("--out", out, "the .pt file to write (atomically)")->required();
+  export_command->add_option("--rank", rank, "which rank's shard to export (default 0)")
+      ->check(CLI::NonNegativeNumber);
 
   try {
     app.parse(argc, argv);
@@ -105,7 +107,7 @@ int main(int argc, char** argv) {
     if (*status) return show_status(directory, socket, json);
     if (*latest) return print_latest(directory, fast);
     if (*prune) return prune_snapshots(directory, keep_last, keep_every_steps, dry_run);
-    if (*export_command) return export_snapshot(directory, step, out);
+    if (*export_command) return export_snapshot(directory, step, out, rank);
   } catch (const autosnap::control::ClientError& e) {
     std::cerr << "autosnap: " << e.what() << std::endl;
     switch (e.kind()) {

@@ -70,8 +70,15 @@ struct RestoreConfig {
 };
 
 struct DistributedConfig {
+  /// auto: gloo when the launcher's environment says world size > 1.
   DistributedBackend backend = DistributedBackend::kAuto;
+  /// A rank that dies is noticed at once; one that hangs after this long.
   int64_t timeout_seconds = 300;
+  /// Port of autosnap's own TCPStore on rank 0's host; 0: MASTER_PORT + 1.
+  int port = 0;
+  /// Pure data parallel: every rank holds the same model and optimizer, so a
+  /// snapshot of another world size resumes (each rank loads rank 0's state).
+  bool replicated = false;
 };
 
 struct Config {

@@ -34,6 +34,8 @@ struct Manifest {
   /// What each shard entry is ("model_state_dict" -> "module Net",
   /// "optimizer_state_dict" -> "optimizer Adam", "epoch" -> "int"), in order.
   std::vector<std::pair<std::string, std::string>> entries;
+  /// Where the job ran, when known: "slurm_job_id", "slurm_restart_count".
+  std::vector<std::pair<std::string, std::string>> job;
 
   uint64_t total_bytes() const;
   const ManifestFile* find(const std::string& name) const;

@@ -74,6 +74,11 @@ class SnapshotStore {
   /// as valid: checksums still decide.
   static std::unique_ptr<SnapshotStore> open_for_writing(const std::string& directory, bool fsync = true,
                                                          FileSystem& fs = default_file_system());
+  /// Opens the directory for a rank other than 0 of a multi-rank job: it
+  /// writes its shards into the snapshots rank 0 starts (SnapshotWriter::join)
+  /// and reads, but never locks, commits, removes, quarantines or prunes.
+  static std::unique_ptr<SnapshotStore> open_for_rank(const std::string& directory, bool fsync = true,
+                                                      FileSystem& fs = default_file_system());
   /// Opens an existing directory for reading; never changes anything in it.
   static std::unique_ptr<SnapshotStore> open_read_only(const std::string& directory,
                                                        FileSystem& fs = default_file_system());
@@ -89,6 +94,8 @@ class SnapshotStore {
   /// Every snapshot-like entry (committed, tmp, quarantined), by step then
   /// name, with cheap checks only (manifest parses, sizes). Other files are ignored.
   std::vector<SnapshotInfo> list() const;
+  /// The cheap checks (manifest parses, sizes) of the committed snapshot of `step`.
+  SnapshotInfo inspect(int64_t step) const;
   /// Steps of committed snapshots that pass the cheap checks, ascending.
   std::vector<int64_t> valid_steps() const;
 
@@ -129,7 +136,8 @@ class SnapshotStore {
   std::string snapshot_path(int64_t step) const;
 
  private:
-  SnapshotStore(std::string directory, FileSystem& fs, bool fsync, std::unique_ptr<FileLock> lock);
+  SnapshotStore(std::string directory, FileSystem& fs, bool fsync, std::unique_ptr<FileLock> lock,
+                bool writes_shards = false);
   void require_writable(const char* operation) const;
   SnapshotInfo inspect_committed(int64_t step, const std::string& name) const;
   friend class SnapshotWriter;
@@ -138,6 +146,7 @@ class SnapshotStore {
   FileSystem& fs_;
   bool fsync_;
   std::unique_ptr<FileLock> lock_;
+  bool writes_shards_;  // open_for_rank
 };
 
 }  // namespace autosnap

@@ -514,21 +514,27 @@ Config parse_config(const std::string& yaml, const std::string& source, bool che
           {"distributed",
            [&](Node n, Path path) {
              auto& d = c.distributed;
-             parse_section(p, n, path,
-                           {
-                               {"backend",
-                                [&](Node m, Path key) {
-                                  d.backend =
-                                      p.choice<DistributedBackend>(m, key,
-                                                                   {{"auto", DistributedBackend::kAuto},
-                                                                    {"none", DistributedBackend::kNone},
-                                                                    {"gloo", DistributedBackend::kGloo}});
-                                }},
-                               {"timeout_seconds",
-                                [&](Node m, Path key) {
-                                  d.timeout_seconds = p.integer(m, key, 1, "a positive number of seconds");
-                                }},
-                           });
+             parse_section(
+                 p, n, path,
+                 {
+                     {"backend",
+                      [&](Node m, Path key) {
+                        d.backend = p.choice<DistributedBackend>(m, key,
+                                                                 {{"auto", DistributedBackend::kAuto},
+                                                                  {"none", DistributedBackend::kNone},
+                                                                  {"gloo", DistributedBackend::kGloo}});
+                      }},
+                     {"timeout_seconds",
+                      [&](Node m, Path key) {
+                        d.timeout_seconds = p.integer(m, key, 1, "a positive number of seconds");
+                      }},
+                     {"port",
+                      [&](Node m, Path key) {
+                        d.port = static_cast<int>(p.integer(m, key, 0, "a TCP port 1..65535, or 0"));
+                        if (d.port > 65535) p.fail(m.Mark(), key, "expected a TCP port 1..65535, or 0");
+                      }},
+                     {"replicated", [&](Node m, Path key) { d.replicated = p.boolean(m, key); }},
+                 });
            }},
           {"log_level",
            [&](Node n, Path path) {

@@ -14,13 +14,13 @@ using nlohmann::json;
 using util::log;
 
 ControlSurface::ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events,
-                               TriggerPolicy& policy, const SnapshotPipeline& pipeline)
+                               TriggerPolicy& policy, const SnapshotPipeline& pipeline, bool serve_socket)
     : config_(config), events_(events), policy_(policy), pipeline_(pipeline) {
-  if (config_.control.socket) serve_socket(background);
+  if (serve_socket && config_.control.socket) serve(background);
   listen_for_signals(background);
 }
 
-void ControlSurface::serve_socket(BackgroundThreads& background) {
+void ControlSurface::serve(BackgroundThreads& background) {
   ControlTarget target;
   target.status = [this] { return status(); };
   target.snapshot = [this](const std::string& reason, ControlReply reply) {

@@ -26,11 +26,11 @@ namespace daemon {
 
 class ControlSurface {
  public:
-  /// Serves the socket (unless control.socket is off; a socket that cannot
-  /// be served is logged and left out, training matters more) and listens
-  /// for the configured signals.
+  /// Serves the socket (with `serve_socket`, rank 0's, unless control.socket
+  /// is off; a socket that cannot be served is logged and left out, training
+  /// matters more) and listens for the configured signals.
   ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events, TriggerPolicy& policy,
-                 const SnapshotPipeline& pipeline);
+                 const SnapshotPipeline& pipeline, bool serve_socket = true);
   ~ControlSurface() { stop(); }
   ControlSurface(const ControlSurface&) = delete;
   ControlSurface& operator=(const ControlSurface&) = delete;
@@ -41,7 +41,7 @@ class ControlSurface {
   nlohmann::json status() const;
 
  private:
-  void serve_socket(BackgroundThreads& background);
+  void serve(BackgroundThreads& background);
   void listen_for_signals(BackgroundThreads& background);
   void wait_for_signal();
   void on_signal(int signal_number);

@@ -28,9 +28,12 @@ class Coordinator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
 
+  /// The bitwise or of every rank's `mine`, on every rank (flags such as
+  /// "this rank wants a snapshot / was asked to stop").
+  virtual uint64_t bitwise_or(uint64_t mine, Channel channel) = 0;
   /// True on every rank when `mine` is true on at least one ("did any rank
   /// fail / want a snapshot?").
-  virtual bool any(bool mine, Channel channel) = 0;
+  bool any(bool mine, Channel channel) { return bitwise_or(mine ? 1 : 0, channel) != 0; }
   /// Rank 0's `value`, on every rank.
   virtual std::string broadcast(const std::string& value, Channel channel) = 0;
   /// On rank 0 every rank's `value`, by rank; elsewhere empty.
@@ -53,7 +56,7 @@ class SingleProcessCoordinator final : public Coordinator {
  public:
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
-  bool any(bool mine, Channel) override { return mine; }
+  uint64_t bitwise_or(uint64_t mine, Channel) override { return mine; }
   std::string broadcast(const std::string& value, Channel) override { return value; }
   std::vector<std::string> gather(const std::string& value, Channel) override { return {value}; }
   void barrier(Channel) override {}

@@ -1,5 +1,7 @@
 #include "daemon/restore_attempts.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -74,11 +76,24 @@ void remove_if_present(FileSystem& fs, const std::string& path) {
 
 }  // namespace
 
-RestoreAttempts::RestoreAttempts(FileSystem& fs, const std::string& directory)
+namespace {
+
+// Rank 0 keeps the names single-process jobs always had; other ranks add theirs.
+std::string per_rank(const std::string& name, int rank) {
+  if (rank == 0) return name;
+  char suffix[32];
+  std::snprintf(suffix, sizeof(suffix), ".rank-%05d", rank);
+  const size_t dot = name.find('.');
+  return dot == std::string::npos ? name + suffix : name.substr(0, dot) + suffix + name.substr(dot);
+}
+
+}  // namespace
+
+RestoreAttempts::RestoreAttempts(FileSystem& fs, const std::string& directory, int rank)
     : fs_(fs),
       directory_(directory),
-      record_path_(join_path(directory, kRecordFile)),
-      marker_path_(join_path(directory, kMarkerFile)) {
+      record_path_(join_path(directory, per_rank(kRecordFile, rank))),
+      marker_path_(join_path(directory, per_rank(kMarkerFile, rank))) {
   try {
     if (fs_.status(record_path_).exists) {
       const auto record = nlohmann::json::parse(fs_.read_small_file(record_path_, 4096));

@@ -21,7 +21,8 @@ namespace daemon {
 class RestoreAttempts {
  public:
   /// Reads the record and folds in a crash marker left by the last process.
-  RestoreAttempts(FileSystem& fs, const std::string& directory);
+  /// Each rank of a job keeps its own (DIR/restore-attempts.rank-00001.json, ...).
+  RestoreAttempts(FileSystem& fs, const std::string& directory, int rank = 0);
   /// Disarms the handlers (the record stays: the restore is still unconfirmed).
   ~RestoreAttempts();
   RestoreAttempts(const RestoreAttempts&) = delete;

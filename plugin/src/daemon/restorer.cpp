@@ -24,69 +24,141 @@ void Restorer::report_quarantined(const SnapshotInfo& info, const std::string& p
   events_.write("quarantined", {{"step", info.step}, {"name", info.name}, {"problem", problem}});
 }
 
-void Restorer::quarantine(const SnapshotInfo& info, const std::string& problem) {
-  SnapshotInfo quarantined = info;
-  quarantined.name = store_.quarantine(info.step);
+void Restorer::quarantine(int64_t step, const std::string& problem) {
+  SnapshotInfo quarantined;
+  quarantined.step = step;
+  quarantined.name = store_.quarantine(step);
   report_quarantined(quarantined, problem);
 }
 
-std::optional<ResumePoint> Restorer::restore_latest() {
-  auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
-    report_quarantined(info, problem);
-  };
-  auto attempts = std::make_unique<RestoreAttempts>(fs_, config_.directory);
-  while (true) {
-    const auto start = Clock::now();
-    auto latest = store_.latest_valid(on_quarantine);
-    const auto agreed =
-        coordinator_.agree_on_step(latest ? std::optional<int64_t>(latest->step) : std::nullopt);
-    if (!agreed) return std::nullopt;
-    if (*agreed != latest->step) {
-      // Another rank's newest valid snapshot is older: every rank resumes from that one.
-      const VerifyResult verified = store_.verify(*agreed);
-      if (!verified.ok) {
-        throw CorruptSnapshot("the ranks agreed to resume from step " + std::to_string(*agreed) +
-                              ", which is not valid here: " + verified.problem);
-      }
-      latest->step = *agreed;
-      latest->name = SnapshotStore::directory_name(*agreed);
-      latest->path = store_.snapshot_path(*agreed);
-      latest->manifest = verified.manifest;
+// This rank's part of restoring one snapshot.
+struct Restorer::Attempt {
+  enum Kind { kReady, kBad, kError } kind = kError;  // kBad: quarantine it and try an older one
+  std::string problem;
+  std::exception_ptr error;          // kError on this rank
+  std::function<void()> install;     // kReady
+  std::optional<ResumePoint> point;  // kReady
+
+  std::string report() const {
+    return kind == kReady ? "ready" : (kind == kBad ? "bad:" : "error:") + problem;
+  }
+};
+
+Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
+  Attempt attempt;
+  try {
+    const SnapshotInfo info = store_.inspect(step);
+    if (info.status != SnapshotStatus::kValid) throw CorruptSnapshot(info.problem);
+    const int world = coordinator_.world_size();
+    const int rank = coordinator_.rank();
+    const int written_by = info.manifest->world_size;
+    if (written_by != world && !config_.distributed.replicated) {
+      throw StateMismatch(
+          "snapshot " + info.path + " was written by " + std::to_string(written_by) +
+          " rank(s); this job runs " + std::to_string(world) +
+          "; resume it with the same number of ranks (or, for pure data parallel training, set "
+          "distributed.replicated: true)");
     }
-    if (latest->manifest->world_size != coordinator_.world_size()) {
-      throw StateMismatch("snapshot " + latest->path + " was written by " +
-                          std::to_string(latest->manifest->world_size) + " rank(s); this job runs " +
-                          std::to_string(coordinator_.world_size()) +
-                          "; resume it with the same number of ranks");
-    }
-    const int crashes = attempts->crashes(latest->step);
+    const int crashes = attempts.crashes(step);
     if (crashes >= config_.restore.max_attempts) {
-      quarantine(*latest, "restoring it crashed the process " + std::to_string(crashes) +
-                              " times in a row (restore.max_attempts)");
-      forget(*attempts);
-      continue;
+      attempt.kind = Attempt::kBad;
+      attempt.problem = "restoring it crashed " +
+                        (world == 1 ? std::string("the process") : "rank " + std::to_string(rank)) + " " +
+                        std::to_string(crashes) + " times in a row (restore.max_attempts)";
+      return attempt;
     }
     // Count this attempt durably before touching anything: if it crashes us, the next start knows.
     try {
-      attempts->begin(latest->step);
+      attempts.begin(step);
     } catch (const IoError& e) {
       log()->warn("cannot record the restore attempt ({}); crash-loop protection is off for this start",
                   e.what());
     }
-    try {
-      const c10::IValue value =
-          store_.read_shard(latest->step, coordinator_.rank(), device_, /*verify=*/false);  // verified above
-      tracked_.apply(value, config_.restore.strict, latest->path);
-    } catch (const CorruptSnapshot& e) {
-      forget(*attempts);
-      quarantine(*latest, e.what());
-      continue;
-    } catch (const Error&) {
-      forget(*attempts);  // an error, not a crash: do not count it
-      throw;
+    // Replicated state: rank 0's shard, with this rank's own random state when it has a shard.
+    const bool replicated = written_by != world;
+    // Rank 0's latest_valid() verified every file; the others check their own shard as they read it.
+    c10::IValue shard = store_.read_shard(step, replicated ? 0 : rank, device_, /*verify=*/rank != 0);
+    if (replicated && config_.capture.rng) {
+      auto dict = shard.toGenericDict();
+      dict.erase(kRngEntry);
+      if (rank < written_by) {
+        const auto own = store_.read_shard(step, rank, device_, /*verify=*/rank != 0).toGenericDict();
+        if (own.contains(kRngEntry)) dict.insert(kRngEntry, own.at(kRngEntry));
+      }
     }
+    attempt.install = tracked_.prepare(shard, config_.restore.strict, info.path);
+    attempt.point = ResumePoint{step, info.manifest->epoch, info.manifest->reason, info.path};
+    attempt.kind = Attempt::kReady;
+  } catch (const CorruptSnapshot& e) {
+    attempt.kind = Attempt::kBad;
+    attempt.problem = e.what();
+  } catch (const std::exception& e) {
+    attempt.kind = Attempt::kError;
+    attempt.problem = e.what();
+    attempt.error = std::current_exception();
+  }
+  return attempt;
+}
+
+std::optional<ResumePoint> Restorer::restore_latest() {
+  const bool leader = coordinator_.rank() == 0;
+  auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
+    report_quarantined(info, problem);
+  };
+  auto attempts = std::make_unique<RestoreAttempts>(fs_, config_.directory, coordinator_.rank());
+  while (true) {
+    const auto start = Clock::now();
+    // Rank 0 picks: the newest snapshot whose every file (every rank's shard) verifies.
+    std::string pick;
+    std::exception_ptr pick_error;
+    if (leader) {
+      try {
+        auto latest = store_.latest_valid(on_quarantine);
+        pick = latest ? std::to_string(latest->step) : "none";
+      } catch (const std::exception& e) {
+        pick_error = std::current_exception();
+        pick = std::string("!") + e.what();
+      }
+    }
+    pick = coordinator_.broadcast(pick, Channel::kTraining);
+    if (pick_error) std::rethrow_exception(pick_error);
+    if (!pick.empty() && pick[0] == '!')
+      throw Error("rank 0 could not choose a snapshot to resume from: " + pick.substr(1));
+    if (pick == "none") return std::nullopt;
+    const int64_t step = std::stoll(pick);
+
+    // Every rank prepares its part; rank 0 hears them all and decides for all.
+    Attempt attempt = prepare(step, *attempts);
+    const auto reports = coordinator_.gather(attempt.report(), Channel::kTraining);
+    std::string verdict = "ready";
+    if (leader) {
+      for (size_t r = 0; r < reports.size(); ++r) {
+        if (reports[r] == "ready") continue;
+        const std::string said = (r == 0 ? "" : "rank " + std::to_string(r) + ": ") + reports[r];
+        if (reports[r].rfind("error:", 0) == 0) {
+          verdict = said;
+          break;
+        }
+        if (verdict == "ready") verdict = said;
+      }
+    }
+    verdict = coordinator_.broadcast(verdict, Channel::kTraining);
+    if (verdict != "ready") {
+      forget(*attempts);  // an error or a bad snapshot, not a crash: do not count it
+      if (attempt.error) std::rethrow_exception(attempt.error);
+      const size_t error_at = verdict.find("error:");
+      if (error_at != std::string::npos) {
+        throw Error("cannot resume from step " + std::to_string(step) + ": " + verdict.substr(0, error_at) +
+                    verdict.substr(error_at + 6));
+      }
+      const size_t bad_at = verdict.find("bad:");
+      if (leader) quarantine(step, verdict.substr(0, bad_at) + verdict.substr(bad_at + 4));
+      coordinator_.barrier(Channel::kTraining);  // the quarantine is done before anyone looks again
+      continue;
+    }
+    attempt.install();
     unconfirmed_ = std::move(attempts);  // confirmed by the first completed step
-    ResumePoint point{latest->step, latest->manifest->epoch, latest->manifest->reason, latest->path};
+    const ResumePoint point = *attempt.point;
     const double load_ms = milliseconds_since(start);
     events_.write("restored", {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}});
     log()->info("resumed from step {} ({}), restored in {:.0f} ms", point.step, point.path, load_ms);

@@ -1,10 +1,14 @@
 #pragma once
 
-// Restoring: finds the newest snapshot every rank has valid (checksums
-// verified, damaged ones quarantined), reads this rank's shard and installs
-// it into everything tracked — only when all of it fits. Crash-loop
-// protection (restore_attempts.h) quarantines a snapshot whose restore keeps
-// crashing the process.
+// Restoring: rank 0 picks the newest snapshot whose every file verifies
+// (quarantining the ones that don't); every rank reads and verifies its own
+// shard and checks it against what it tracks; only when every rank can,
+// every rank installs it. A rank's corrupt shard quarantines the snapshot for
+// all and they try the next older one; an error on any rank is an error on
+// all. Crash-loop protection (restore_attempts.h) quarantines a snapshot
+// whose restore keeps crashing a process. A snapshot of another world size
+// is an error, unless distributed.replicated: then every rank restores rank
+// 0's shard, with its own random state when the snapshot has its shard.
 //
 // Thread-safety: training thread only.
 
@@ -35,7 +39,9 @@ class Restorer {
   void step_completed();
 
  private:
-  void quarantine(const SnapshotInfo& info, const std::string& problem);
+  struct Attempt;
+  Attempt prepare(int64_t step, RestoreAttempts& attempts);
+  void quarantine(int64_t step, const std::string& problem);
   void report_quarantined(const SnapshotInfo& info, const std::string& problem);
   void forget(RestoreAttempts& attempts);
 

@@ -3,6 +3,7 @@
 #include <boost/asio/post.hpp>
 
 #include <future>
+#include <nlohmann/json.hpp>
 
 #include "autosnap/errors.h"
 #include "store/snapshot_writer.h"
@@ -28,13 +29,14 @@ std::string describe(std::exception_ptr error) {
 
 SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events,
                                    Coordinator& coordinator, const TrackedSet& tracked,
-                                   BackgroundThreads& background)
+                                   BackgroundThreads& background, Labels labels)
     : config_(config),
       store_(store),
       events_(events),
       coordinator_(coordinator),
       tracked_(tracked),
       background_(background),
+      labels_(std::move(labels)),
       overlap_(config.flush.overlap && config.flush.mode == FlushMode::kAsync),
       slots_(config.flush) {}
 
@@ -58,9 +60,10 @@ bool SnapshotPipeline::submit(int64_t step, std::optional<int64_t> epoch, const 
   if (!job) return false;  // skipped (never with waiters: requests are kMustTake)
 
   job->epoch = epoch;
-  events_.write(
-      "started",
-      {{"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}});
+  nlohmann::json started = {
+      {"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}};
+  for (const auto& [key, value] : labels_) started[key] = value;
+  events_.write("started", std::move(started));
   add_in_flight(+1);
   if (!job->synchronous) {
     job->stall_ms = milliseconds_since(job->started);
@@ -224,53 +227,129 @@ void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<
   add_in_flight(-1);
 }
 
+namespace {
+
+std::string encode_files(const std::vector<ManifestFile>& files) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& f : files) out.push_back({f.name, f.size, f.xxh3});
+  return out.dump();
+}
+
+std::vector<ManifestFile> decode_files(const std::string& text) {
+  std::vector<ManifestFile> files;
+  for (const auto& f : nlohmann::json::parse(text)) {
+    files.push_back({f.at(0).get<std::string>(), f.at(1).get<uint64_t>(), f.at(2).get<uint64_t>()});
+  }
+  return files;
+}
+
+}  // namespace
+
+// Every rank writes its shard into one tmp dir that rank 0 began; rank 0
+// commits only when every rank reported its files, and tells everyone.
 SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
   const int rank = coordinator_.rank();
-  auto writer = SnapshotWriter::begin(store_, job.step);
+  const bool leader = rank == 0;
+  std::unique_ptr<SnapshotWriter> writer;
+  std::exception_ptr failure;  // this rank's
+  std::string tmp_name;
+  if (leader) {
+    try {
+      writer = SnapshotWriter::begin(store_, job.step);
+      tmp_name = writer->tmp_name();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  }
+  tmp_name = coordinator_.broadcast(tmp_name, Channel::kWriter);  // empty: rank 0 could not begin
   try {
-    writer->write_shard(rank, job.value);
-    tracked_.write_extra_files(job.value.toGenericDict(), *writer, rank);
-    if (job.gate && !job.gate->wait()) {
-      throw Error("snapshot of step " + std::to_string(job.step) +
-                  " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
+    if (!leader) {
+      if (tmp_name.empty())
+        throw Error("rank 0 could not start the snapshot of step " + std::to_string(job.step));
+      writer = SnapshotWriter::join(store_, job.step, tmp_name);
+    }
+    if (!failure) {
+      writer->write_shard(rank, job.value);
+      tracked_.write_extra_files(job.value.toGenericDict(), *writer, rank);
+      if (job.gate && !job.gate->wait()) {
+        throw Error("snapshot of step " + std::to_string(job.step) +
+                    " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
+      }
     }
   } catch (...) {
-    coordinator_.may_commit(false);  // every rank learns that this snapshot is off
-    throw;
+    if (!failure) failure = std::current_exception();
   }
-  if (!coordinator_.may_commit(true)) {
-    throw Error("snapshot of step " + std::to_string(job.step) +
-                " not committed: another rank failed to write its shard");
+  // Each rank reports its files, or why it failed ("!" + text), to rank 0.
+  const auto reports = coordinator_.gather(failure ? "!" + describe(failure) : encode_files(writer->files()),
+                                           Channel::kWriter);
+  std::string verdict;  // rank 0's: "ok", or why the snapshot is not committed
+  std::optional<SnapshotInfo> committed;
+  if (leader) {
+    for (size_t r = 1; r < reports.size() && verdict.empty(); ++r) {
+      if (!reports[r].empty() && reports[r][0] == '!')
+        verdict = "rank " + std::to_string(r) + ": " + reports[r].substr(1);
+    }
+    if (!failure && verdict.empty()) {
+      try {
+        for (size_t r = 1; r < reports.size(); ++r) {
+          for (const auto& file : decode_files(reports[r])) writer->add_file(file);
+        }
+        committed = commit(job, *writer);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+    }
+    if (failure) verdict = "rank 0: " + describe(failure);
+    if (verdict.empty()) verdict = "ok";
   }
-  Manifest manifest;
-  manifest.epoch = job.epoch;
-  manifest.reason = job.reason;
-  manifest.world_size = coordinator_.world_size();
-  manifest.entries = tracked_.manifest_entries();
-  SnapshotInfo info = writer->commit(manifest);
+  verdict = coordinator_.broadcast(verdict, Channel::kWriter);
+  if (failure) std::rethrow_exception(failure);  // this rank's own error, as it was
+  if (verdict != "ok") {
+    throw Error("snapshot of step " + std::to_string(job.step) + " not committed: " + verdict);
+  }
+  if (!committed) {  // rank 0 committed it
+    committed = SnapshotInfo{};
+    committed->step = job.step;
+    committed->name = SnapshotStore::directory_name(job.step);
+    committed->path = store_.snapshot_path(job.step);
+    committed->status = SnapshotStatus::kValid;
+  }
   const double persist_ms = milliseconds_since(job.started);
-  const uint64_t bytes = info.manifest ? info.manifest->total_bytes() : 0;
+  const uint64_t bytes = committed->manifest ? committed->manifest->total_bytes() : 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.committed;
     stats_.last_stall_ms = job.stall_ms;
     last_committed_ = job.step;
-    last_committed_path_ = info.path;
+    last_committed_path_ = committed->path;
   }
-  events_.write("committed", {{"step", job.step},
-                              {"reason", job.reason},
-                              {"bytes", bytes},
-                              {"stall_ms", job.stall_ms.load()},
-                              {"persist_ms", persist_ms},
-                              {"path", info.path}});
-  log()->info("committed step {} ({}, {}) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
-              util::human_bytes(bytes), persist_ms, job.stall_ms.load());
-  try {
-    apply_retention(job.step);
-  } catch (...) {
-    record_failure(job.step, "retention", std::current_exception());
+  nlohmann::json event = {{"step", job.step},
+                          {"reason", job.reason},
+                          {"stall_ms", job.stall_ms.load()},
+                          {"persist_ms", persist_ms},
+                          {"path", committed->path}};
+  if (leader) event["bytes"] = bytes;
+  events_.write("committed", std::move(event));
+  log()->info("committed step {} ({}{}) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
+              leader ? ", " + util::human_bytes(bytes) : "", persist_ms, job.stall_ms.load());
+  if (leader) {
+    try {
+      apply_retention(job.step);
+    } catch (...) {
+      record_failure(job.step, "retention", std::current_exception());
+    }
   }
-  return info;
+  return *committed;
+}
+
+SnapshotInfo SnapshotPipeline::commit(const SnapshotJob& job, SnapshotWriter& writer) {
+  Manifest manifest;
+  manifest.epoch = job.epoch;
+  manifest.reason = job.reason;
+  manifest.world_size = coordinator_.world_size();
+  manifest.entries = tracked_.manifest_entries();
+  manifest.job = labels_;
+  return writer.commit(manifest);
 }
 
 void SnapshotPipeline::apply_retention(int64_t newest) {

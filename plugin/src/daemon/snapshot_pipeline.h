@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autosnap/config.h"
@@ -36,8 +37,11 @@ namespace daemon {
 
 class SnapshotPipeline {
  public:
+  using Labels = std::vector<std::pair<std::string, std::string>>;
+  /// `labels` (where the job runs: Slurm job id, restart count) go into
+  /// every manifest and `started` event.
   SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events, Coordinator& coordinator,
-                   const TrackedSet& tracked, BackgroundThreads& background);
+                   const TrackedSet& tracked, BackgroundThreads& background, Labels labels = {});
   SnapshotPipeline(const SnapshotPipeline&) = delete;
   SnapshotPipeline& operator=(const SnapshotPipeline&) = delete;
 
@@ -77,6 +81,7 @@ class SnapshotPipeline {
   std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
   void run(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters);  // strand
   SnapshotInfo write(SnapshotJob& job);                                                     // strand
+  SnapshotInfo commit(const SnapshotJob& job, SnapshotWriter& writer);                      // strand, rank 0
   void apply_retention(int64_t newest);                                                     // strand
   void record_failure(int64_t step, const std::string& reason, std::exception_ptr error);
   void add_in_flight(int delta);
@@ -87,6 +92,7 @@ class SnapshotPipeline {
   Coordinator& coordinator_;
   const TrackedSet& tracked_;
   BackgroundThreads& background_;
+  const Labels labels_;
 
   // Training thread only.
   bool overlap_;

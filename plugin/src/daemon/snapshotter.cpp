@@ -2,6 +2,7 @@
 // policy, snapshot pipeline, restorer, control surface), and the public face.
 #include "autosnap/snapshotter.h"
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "autosnap/device.h"
@@ -28,17 +29,23 @@ using util::log;
 // each guard their own state; none holds its lock while calling another.
 class ActiveSnapshotter final : public SnapshotterImpl {
  public:
-  ActiveSnapshotter(Config config, FileSystem& fs)
-      : config_(std::move(config)),
+  ActiveSnapshotter(Config config, FileSystem& fs, JobContext job)
+      : config_(for_the_job(std::move(config), job)),
         device_(resolve_device(config_.device, "device")),
-        store_(SnapshotStore::open_for_writing(config_.directory, config_.flush.fsync, fs)),
-        events_(fs, join_path(config_.directory, "events.jsonl")),
+        coordinator_(job.coordinator ? std::move(job.coordinator)
+                                     : std::make_unique<SingleProcessCoordinator>()),
+        leader_(coordinator_->rank() == 0),
+        store_(leader_ ? SnapshotStore::open_for_writing(config_.directory, config_.flush.fsync, fs)
+                       : SnapshotStore::open_for_rank(config_.directory, config_.flush.fsync, fs)),
+        events_(fs, join_path(config_.directory, events_file_name(coordinator_->rank()))),
         tracked_(config_.capture.rng),
         policy_(config_.triggers),
-        pipeline_(config_, *store_, events_, coordinator_, tracked_, background_),
-        restorer_(config_, fs, *store_, events_, coordinator_, tracked_, device_) {
+        pipeline_(config_, *store_, events_, *coordinator_, tracked_, background_, job.labels),
+        restorer_(config_, fs, *store_, events_, *coordinator_, tracked_, device_),
+        requeue_(std::move(job.requeue)) {
     util::set_log_level(config_.log_level);
-    surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_);
+    // Only rank 0 serves the socket; every rank hears signals (Slurm signals every task).
+    surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_, leader_);
     background_.start(config_.flush.threads);
     log()->info("snapshots go to {} (config {})", config_.directory,
                 config_.source.empty() ? "in code" : config_.source);
@@ -79,7 +86,11 @@ class ActiveSnapshotter final : public SnapshotterImpl {
           "a stop was requested but training goes on: check should_stop() after on_step_end() and leave the "
           "loop");
     }
-    auto due = policy_.after_step(step);
+    // Every rank decides the same: each one's wishes, or-ed across the job; rank 0's clock decides
+    // every_seconds.
+    uint64_t wishes = policy_.wishes(step, leader_);
+    if (coordinator_->world_size() > 1) wishes = coordinator_->bitwise_or(wishes, Channel::kTraining);
+    auto due = policy_.after_step(step, wishes);
     if (!due.reason.empty()) take_snapshot(step, due);
     if (due.stop) policy_.stopped();  // the stop signal's snapshot is taken: the loop may leave now
   }
@@ -99,8 +110,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     train_end_done_ = true;
     pipeline_.settle_overlap(/*commit=*/true);  // no optimizer step can follow
     if (last_step_) {
-      // A request that arrived after the last step boundary is served now.
-      auto due = policy_.pending_requests();
+      // A request that arrived after the last step boundary (on any rank) is served now.
+      TriggerPolicy::Decision due;
+      if (coordinator_->any(policy_.has_requests(), Channel::kTraining)) due = policy_.claim_requests();
       if (due.reason.empty() && config_.triggers.on_train_end) due = {"train_end", Urgency::kMustTake};
       if (!due.reason.empty()) take_snapshot(*last_step_, due);
     }
@@ -162,6 +174,12 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     shutdown();
     store_.reset();  // releases the directory lock
     if (error) std::rethrow_exception(error);
+    if (leader_ && policy_.should_stop() && config_.signals.after_stop == AfterStop::kRequeue) {
+      if (!requeue_)
+        throw Error("signals.after_stop: requeue, but this job runs under no scheduler that can requeue it");
+      log()->info("requeueing the job (signals.after_stop: requeue)");
+      requeue_();
+    }
   }
 
  private:
@@ -205,16 +223,37 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     surface_.reset();  // after the threads: no handler can reach it any more
   }
 
+  // A job of several ranks never skips a snapshot: every rank must take the same ones.
+  static Config for_the_job(Config config, const JobContext& job) {
+    if (job.coordinator && job.coordinator->world_size() > 1 && config.flush.when_busy == WhenBusy::kSkip) {
+      log()->warn(
+          "flush.when_busy: skip is ignored in a job of {} ranks: every rank must take the same snapshots",
+          job.coordinator->world_size());
+      config.flush.when_busy = WhenBusy::kWait;
+    }
+    return config;
+  }
+
+  // Rank 0 writes events.jsonl; the others events.rank-00001.jsonl, ...
+  static std::string events_file_name(int rank) {
+    if (rank == 0) return "events.jsonl";
+    char name[48];
+    std::snprintf(name, sizeof(name), "events.rank-%05d.jsonl", rank);
+    return name;
+  }
+
   Config config_;
   c10::Device device_;  // checked before the directory is touched
+  std::unique_ptr<Coordinator> coordinator_;
+  bool leader_;  // rank 0: holds the lock, serves the socket, commits
   std::unique_ptr<SnapshotStore> store_;
   EventLog events_;
-  SingleProcessCoordinator coordinator_;
   TrackedSet tracked_;
   TriggerPolicy policy_;
   BackgroundThreads background_;
   SnapshotPipeline pipeline_;
   Restorer restorer_;
+  std::function<void()> requeue_;
   std::unique_ptr<ControlSurface> surface_;
 
   // Training thread.
@@ -227,8 +266,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
 }  // namespace
 
-std::unique_ptr<SnapshotterImpl> make_active_snapshotter(Config config, FileSystem& fs) {
-  return std::make_unique<ActiveSnapshotter>(std::move(config), fs);
+std::unique_ptr<SnapshotterImpl> make_active_snapshotter(Config config, FileSystem& fs, JobContext job) {
+  return std::make_unique<ActiveSnapshotter>(std::move(config), fs, std::move(job));
 }
 
 SnapshotterStats stats_of(const Snapshotter& snapshotter) {
@@ -239,24 +278,13 @@ SnapshotterStats stats_of(const Snapshotter& snapshotter) {
 
 // ---------------------------------------------------------------------------
 // The public face: every call goes to the active or the disabled implementation.
+// (from_config, from_env and the Config constructor are the cluster layer's:
+// cluster/snapshotter_factory.cpp, which knows the job's ranks.)
 // ---------------------------------------------------------------------------
-
-Snapshotter Snapshotter::from_config(const std::string& path) { return Snapshotter(Config::from_file(path)); }
-
-Snapshotter Snapshotter::from_env() {
-  const char* path = std::getenv("AUTOSNAP_CONFIG");
-  if (path == nullptr || *path == '\0') {
-    util::log()->info("AUTOSNAP_CONFIG is not set: snapshots are disabled");
-    return disabled();
-  }
-  return from_config(path);
-}
 
 Snapshotter Snapshotter::disabled() { return Snapshotter(std::make_unique<daemon::SnapshotterImpl>()); }
 
 Snapshotter::Snapshotter(std::unique_ptr<daemon::SnapshotterImpl> impl) : impl_(std::move(impl)) {}
-Snapshotter::Snapshotter(Config config, FileSystem& fs)
-    : impl_(daemon::make_active_snapshotter(std::move(config), fs)) {}
 Snapshotter::Snapshotter(Snapshotter&&) noexcept = default;
 Snapshotter& Snapshotter::operator=(Snapshotter&&) noexcept = default;
 

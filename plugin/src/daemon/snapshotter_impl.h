@@ -8,9 +8,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autosnap/snapshotter.h"
+#include "daemon/coordinator.h"
 #include "daemon/snapshotter_stats.h"
 #include "daemon/tracked.h"
 
@@ -48,8 +50,18 @@ class SnapshotterImpl {
   virtual SnapshotterStats stats() const { return {}; }
 };
 
-/// The real thing: opens and locks config.directory, starts the background threads.
-std::unique_ptr<SnapshotterImpl> make_active_snapshotter(Config config, FileSystem& fs);
+/// What the cluster layer tells the daemon about the job it runs in.
+struct JobContext {
+  std::unique_ptr<Coordinator> coordinator;  ///< null: one process
+  /// Recorded in every manifest and `started` event ("slurm_job_id", "slurm_restart_count").
+  std::vector<std::pair<std::string, std::string>> labels;
+  /// Rank 0, at close(), after a stop asked for with signals.after_stop: requeue.
+  std::function<void()> requeue;
+};
+
+/// The real thing: opens config.directory (rank 0 locks it), starts the
+/// background threads.
+std::unique_ptr<SnapshotterImpl> make_active_snapshotter(Config config, FileSystem& fs, JobContext job = {});
 
 }  // namespace daemon
 }  // namespace autosnap

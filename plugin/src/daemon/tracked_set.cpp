@@ -60,7 +60,8 @@ void TrackedSet::write_extra_files(const c10::impl::GenericDict& staged, Snapsho
   for (const auto& [name, state] : entries_) state->write_extra_files(name, staged.at(name), writer, rank);
 }
 
-void TrackedSet::apply(const c10::IValue& value, bool strict, const std::string& origin) const {
+std::function<void()> TrackedSet::prepare(const c10::IValue& value, bool strict,
+                                          const std::string& origin) const {
   if (!value.isGenericDict())
     throw StateMismatch("snapshot " + origin + " does not hold a dict of tracked objects");
   const auto shard = value.toGenericDict();
@@ -88,7 +89,9 @@ void TrackedSet::apply(const c10::IValue& value, bool strict, const std::string&
   }
   if (capture_rng_ && shard.contains(kRngEntry))
     commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
-  for (auto& commit : commits) commit();
+  return [commits = std::move(commits)] {
+    for (const auto& commit : commits) commit();
+  };
 }
 
 }  // namespace daemon

@@ -9,6 +9,7 @@
 
 #include <ATen/core/ivalue.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -44,9 +45,9 @@ class TrackedSet {
 
   /// Checks `shard` against everything tracked (StateMismatch naming what is
   /// missing, untracked or does not fit; `strict: false` restores what
-  /// matches), then installs it. Nothing changes unless all of it fits.
-  /// `origin` names the snapshot in messages.
-  void apply(const c10::IValue& shard, bool strict, const std::string& origin) const;
+  /// matches) and returns what installs it; nothing changes before that is
+  /// called. `origin` names the snapshot in messages.
+  std::function<void()> prepare(const c10::IValue& shard, bool strict, const std::string& origin) const;
 
  private:
   bool capture_rng_;

@@ -15,37 +15,59 @@ void TriggerPolicy::request(const std::string& reason, OutcomeCallback done) {
   });
 }
 
-TriggerPolicy::Decision TriggerPolicy::claim_requests() {
-  Decision decision;
+TriggerPolicy::Decision TriggerPolicy::claim_requests_locked() {
+  Decision decision("request on another rank", Urgency::kMustTake);
   if (reasons_.empty()) return decision;
   decision.reason = reasons_.front();
-  decision.urgency = Urgency::kMustTake;
   reasons_.clear();
   decision.waiters.swap(waiters_);
   return decision;
 }
 
-TriggerPolicy::Decision TriggerPolicy::after_step(int64_t step) {
+uint64_t TriggerPolicy::wishes(int64_t step, bool clock_decides) {
+  uint64_t wishes = 0;
   // The stop first: its signal queues the request before the stop, so a stop
   // seen here always comes with its request.
-  const bool stop = stop_pending_.exchange(false);
-  Decision decision;
+  if (stop_pending_) wishes |= kStopRequested;
   {
-    // Publishing the step and claiming the requests at once: a request queued
-    // before is served by this step, one queued after already sees this step
-    // as the last completed one.
+    // Publishing the step and looking at the requests at once: a request
+    // queued before is served by this step, one queued after already sees
+    // this step as the last completed one.
     std::lock_guard<std::mutex> lock(mutex_);
     last_completed_step_ = step;
-    decision = claim_requests();
+    if (!reasons_.empty()) wishes |= kSnapshotRequested;
   }
-  if (decision.reason.empty()) decision.reason = due(step);
-  decision.stop = stop;
+  if (clock_decides && triggers_.every_seconds > 0 &&
+      milliseconds_since(last_snapshot_time_) >= triggers_.every_seconds * 1000) {
+    wishes |= kSecondsElapsed;
+  }
+  return wishes;
+}
+
+TriggerPolicy::Decision TriggerPolicy::after_step(int64_t step, uint64_t job_wishes) {
+  Decision decision;
+  if (job_wishes & kSnapshotRequested) {
+    decision = claim_requests();
+  } else if (triggers_.every_steps > 0 && step % triggers_.every_steps == 0) {
+    decision = Decision("every_steps", Urgency::kMaySkip);
+  } else if (job_wishes & kSecondsElapsed) {
+    decision = Decision("every_seconds", Urgency::kMaySkip);
+  }
+  if (job_wishes & kStopRequested) {
+    stop_pending_ = false;
+    decision.stop = true;
+  }
   return decision;
 }
 
-TriggerPolicy::Decision TriggerPolicy::pending_requests() {
+bool TriggerPolicy::has_requests() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return claim_requests();
+  return !reasons_.empty();
+}
+
+TriggerPolicy::Decision TriggerPolicy::claim_requests() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return claim_requests_locked();
 }
 
 void TriggerPolicy::fail_requests(const std::string& why) {
@@ -61,15 +83,6 @@ void TriggerPolicy::fail_requests(const std::string& why) {
   outcome.step = step.value_or(0);
   outcome.error = why;
   for (auto& waiter : waiters) waiter(outcome);
-}
-
-std::string TriggerPolicy::due(int64_t step) const {
-  if (triggers_.every_steps > 0 && step % triggers_.every_steps == 0) return "every_steps";
-  if (triggers_.every_seconds > 0 &&
-      milliseconds_since(last_snapshot_time_) >= triggers_.every_seconds * 1000) {
-    return "every_seconds";
-  }
-  return "";
 }
 
 void TriggerPolicy::snapshot_taken(int64_t step) {

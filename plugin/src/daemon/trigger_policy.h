@@ -3,6 +3,9 @@
 // When to snapshot: after each step, what is due from the configured
 // triggers (every_steps, every_seconds), from requests made on other threads
 // (control socket, signals, request_snapshot) and whether a stop was asked.
+// In a multi-rank job every rank must decide the same: each rank's wishes()
+// are or-ed across the job and after_step() decides from the result, so a
+// request or a stop on any rank, and rank 0's clock, decide for all.
 //
 // Thread-safety: request(), request_stop(), stopping() and
 // last_completed_step() may be called from any thread; everything else from
@@ -41,11 +44,22 @@ class TriggerPolicy {
   /// Any thread: stop after the next step boundary (its snapshot is requested separately).
   void request_stop() { stop_pending_ = true; }
 
+  /// What this rank wishes after a step (or'ed across ranks).
+  enum Wish : uint64_t { kSnapshotRequested = 1, kStopRequested = 2, kSecondsElapsed = 4 };
+
   /// Training thread, after step `step`: publishes it as the last completed
-  /// step and decides. A request outranks the automatic triggers.
-  Decision after_step(int64_t step);
-  /// Training thread, when no step will follow (train end): requests only.
-  Decision pending_requests();
+  /// step (a request queued from now on is for a later step) and tells what
+  /// this rank wishes. `clock_decides`: every_seconds is this rank's call
+  /// (rank 0 in a job).
+  uint64_t wishes(int64_t step, bool clock_decides = true);
+  /// Training thread: decides from the job's wishes (every rank's or'ed).
+  /// A request outranks the automatic triggers.
+  Decision after_step(int64_t step, uint64_t job_wishes);
+  /// Training thread, when no step will follow (train end): whether this rank
+  /// has requests; then claim_requests() takes them.
+  bool has_requests() const;
+  /// The queued requests (a request made on another rank when there are none here).
+  Decision claim_requests();
   /// Answers every queued requester with `why` (the job ends).
   void fail_requests(const std::string& why);
 
@@ -63,8 +77,7 @@ class TriggerPolicy {
   std::optional<int64_t> last_completed_step() const;
 
  private:
-  std::string due(int64_t step) const;
-  Decision claim_requests();  // with mutex_ held
+  Decision claim_requests_locked();
 
   const TriggerConfig triggers_;
   mutable std::mutex mutex_;  // guards the three below

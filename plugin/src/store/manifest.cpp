@@ -69,6 +69,12 @@ std::string Manifest::to_yaml() const {
       out << YAML::Key << name << YAML::Value << YAML::DoubleQuoted << kind;
     out << YAML::EndMap;
   }
+  if (!job.empty()) {
+    out << YAML::Key << "job" << YAML::Value << YAML::BeginMap;
+    for (const auto& [key, value] : job)
+      out << YAML::Key << key << YAML::Value << YAML::DoubleQuoted << value;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
@@ -127,6 +133,16 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
         m.entries.emplace_back(it->first.as<std::string>(), it->second.as<std::string>());
       } catch (const YAML::Exception&) {
         throw CorruptSnapshot("manifest '" + source + "': 'entries' must map names to strings");
+      }
+    }
+  }
+  if (const YAML::Node job = root["job"]) {
+    if (!job.IsMap()) throw CorruptSnapshot("manifest '" + source + "': 'job' must be a mapping");
+    for (auto it = job.begin(); it != job.end(); ++it) {
+      try {
+        m.job.emplace_back(it->first.as<std::string>(), it->second.as<std::string>());
+      } catch (const YAML::Exception&) {
+        throw CorruptSnapshot("manifest '" + source + "': 'job' must map names to strings");
       }
     }
   }

@@ -77,8 +77,12 @@ const char* to_string(SnapshotStatus status) {
 }
 
 SnapshotStore::SnapshotStore(std::string directory, FileSystem& fs, bool fsync,
-                             std::unique_ptr<FileLock> lock)
-    : directory_(std::move(directory)), fs_(fs), fsync_(fsync), lock_(std::move(lock)) {}
+                             std::unique_ptr<FileLock> lock, bool writes_shards)
+    : directory_(std::move(directory)),
+      fs_(fs),
+      fsync_(fsync),
+      lock_(std::move(lock)),
+      writes_shards_(writes_shards) {}
 
 SnapshotStore::~SnapshotStore() = default;
 
@@ -119,6 +123,14 @@ std::unique_ptr<SnapshotStore> SnapshotStore::open_for_writing(const std::string
   }
   if (removed && fsync) fs.sync_directory(directory);
   return store;
+}
+
+std::unique_ptr<SnapshotStore> SnapshotStore::open_for_rank(const std::string& directory, bool fsync,
+                                                            FileSystem& fs) {
+  // Rank 0 creates the directory and holds its lock; this rank waits for neither.
+  create_directories(fs, directory, fsync);
+  return std::unique_ptr<SnapshotStore>(
+      new SnapshotStore(directory, fs, fsync, nullptr, /*writes_shards=*/true));
 }
 
 std::unique_ptr<SnapshotStore> SnapshotStore::open_read_only(const std::string& directory, FileSystem& fs) {
@@ -203,6 +215,10 @@ std::vector<SnapshotInfo> SnapshotStore::list() const {
     return a.step != b.step ? a.step < b.step : a.name < b.name;
   });
   return out;
+}
+
+SnapshotInfo SnapshotStore::inspect(int64_t step) const {
+  return inspect_committed(step, directory_name(step));
 }
 
 std::vector<int64_t> SnapshotStore::valid_steps() const {
@@ -359,11 +375,31 @@ std::unique_ptr<SnapshotWriter> SnapshotWriter::begin(SnapshotStore& store, int6
   }
   const std::string tmp = join_path(store.directory_, final_name + ".tmp-" + unique_suffix());
   store.fs_.create_directory(tmp);
-  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(store, step, tmp));
+  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(store, step, tmp, /*owner=*/true));
 }
 
-SnapshotWriter::SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path)
-    : store_(store), step_(step), tmp_path_(std::move(tmp_path)) {}
+std::unique_ptr<SnapshotWriter> SnapshotWriter::join(SnapshotStore& store, int64_t step,
+                                                     const std::string& tmp_name) {
+  if (!store.writable() && !store.writes_shards_) {
+    throw Error("cannot write a shard in '" + store.directory_ + "': the store is open read-only");
+  }
+  const auto parsed = parse_entry_name(tmp_name);
+  if (!parsed || parsed->kind != EntryKind::kTmp || parsed->step != step ||
+      tmp_name.find('/') != std::string::npos) {
+    throw Error("cannot join the snapshot of step " + std::to_string(step) + ": '" + tmp_name +
+                "' is not its tmp dir name");
+  }
+  const std::string tmp = join_path(store.directory_, tmp_name);
+  if (!store.fs_.status(tmp).is_directory) {
+    throw IoError("join the snapshot of step " + std::to_string(step) + " in", tmp, ENOENT);
+  }
+  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(store, step, tmp, /*owner=*/false));
+}
+
+SnapshotWriter::SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path, bool owner)
+    : store_(store), step_(step), tmp_path_(std::move(tmp_path)), owner_(owner) {}
+
+std::string SnapshotWriter::tmp_name() const { return base_name(tmp_path_); }
 
 SnapshotWriter::~SnapshotWriter() {
   if (!finished_) abort();
@@ -392,6 +428,8 @@ ManifestFile SnapshotWriter::write_file(const std::string& name,
 void SnapshotWriter::add_file(const ManifestFile& file) { files_.push_back(file); }
 
 SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
+  if (!owner_)
+    throw Error("snapshot step " + std::to_string(step_) + ": only the writer that began it commits");
   if (finished_) throw Error("snapshot step " + std::to_string(step_) + " was already committed or aborted");
   FileSystem& fs = store_.fs_;
   manifest.format_version = kSnapshotFormatVersion;
@@ -426,6 +464,7 @@ SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
 void SnapshotWriter::abort() noexcept {
   if (finished_) return;
   finished_ = true;
+  if (!owner_) return;
   try {
     remove_tree(store_.fs_, tmp_path_);
   } catch (...) {

@@ -1,0 +1,213 @@
+// Multi-rank jobs end to end: train_ddp on 2 and 4 ranks started by
+// scripts/launch_local.sh (torchrun's variables, loopback), snapshots of
+// every rank committed together, a rank killed mid-flush, the whole job
+// killed and relaunched, another world size, a snapshot asked of one rank.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "autosnap/autosnap.h"
+#include "support/test_util.h"
+
+namespace autosnap {
+namespace {
+
+using testing::ChildProcess;
+using testing::TempDir;
+
+// Keep every snapshot; a dead rank is noticed at once, a hung one after 10 s.
+const std::string kJob = "retention: {keep_last: 0}\ndistributed: {timeout_seconds: 10}\n";
+
+std::string launcher() { return std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/../scripts/launch_local.sh"; }
+
+std::string write_config(const TempDir& dir, const std::string& extra) {
+  const std::string path = dir.file("autosnap.yaml");
+  testing::write_text(path, "directory: " + dir.file("snapshots") + "\nlog_level: warn\n" + extra);
+  return path;
+}
+
+// The job in a session of its own (setsid), so that the test can kill all of it.
+std::unique_ptr<ChildProcess> launch(int ranks, const std::vector<std::string>& arguments,
+                                     const std::vector<std::string>& env = {}) {
+  std::vector<std::string> argv = {"/usr/bin/setsid", launcher(), std::to_string(ranks),
+                                   testing::example_path("train_ddp")};
+  argv.insert(argv.end(), arguments.begin(), arguments.end());
+  return std::make_unique<ChildProcess>(argv, env);
+}
+
+int run_job(int ranks, const std::vector<std::string>& arguments, std::string* output = nullptr) {
+  auto job = launch(ranks, arguments);
+  job->read_all();
+  if (output) *output = job->output();
+  return job->wait();
+}
+
+// Every committed snapshot verifies and holds a shard of each of its `world` ranks (0: as its manifest says).
+void expect_every_snapshot_complete(const std::string& directory, int world) {
+  auto store = SnapshotStore::open_read_only(directory);
+  const auto steps = store->valid_steps();
+  EXPECT_FALSE(steps.empty());
+  for (int64_t step : steps) {
+    const auto result = store->verify(step);
+    EXPECT_TRUE(result.ok) << "step " << step << ": " << result.problem;
+    ASSERT_TRUE(result.manifest.has_value());
+    if (world > 0) EXPECT_EQ(result.manifest->world_size, world);
+    for (int r = 0; r < result.manifest->world_size; ++r) {
+      EXPECT_NE(result.manifest->find(shard_file_name(r)), nullptr) << "step " << step << " lacks rank " << r;
+    }
+  }
+  for (const auto& info : store->list()) {
+    EXPECT_NE(info.status, SnapshotStatus::kCorrupt) << info.name << ": " << info.problem;
+  }
+}
+
+std::vector<std::string> training(const std::string& config, const std::string& out, int steps) {
+  std::vector<std::string> argv = {"--steps", std::to_string(steps), "--hidden", "256", "--log-every", "1"};
+  if (!config.empty()) argv.insert(argv.end(), {"--config", config});
+  if (!out.empty()) argv.insert(argv.end(), {"--out", out});
+  return argv;
+}
+
+TEST(ClusterJob, TwoAndFourRanksCommitEveryShardTogether) {
+  for (int world : {2, 4}) {
+    TempDir dir;
+    const auto config = write_config(dir, "triggers: {every_steps: 10}\ncontrol: {socket: false}\n" + kJob);
+    std::string output;
+    ASSERT_EQ(run_job(world, training(config, dir.file("out.pt"), 30), &output), 0) << output;
+    expect_every_snapshot_complete(dir.file("snapshots"), world);
+    EXPECT_EQ(SnapshotStore::open_read_only(dir.file("snapshots"))->valid_steps(),
+              (std::vector<int64_t>{0, 10, 20, 29}))
+        << "every_steps and the train-end snapshot, once each, with every rank's shard";
+    for (int r = 1; r < world; ++r) {
+      char name[64];
+      std::snprintf(name, sizeof(name), "snapshots/events.rank-%05d.jsonl", r);
+      EXPECT_TRUE(default_file_system().status(dir.file(name)).exists)
+          << "rank " << r << " keeps its own events";
+    }
+  }
+}
+
+int64_t resumed_step(const std::string& output) {
+  std::smatch match;
+  static const std::regex pattern("rank 0 of [0-9]+: resumed from step ([0-9]+)");
+  return std::regex_search(output, match, pattern) ? std::stoll(match[1]) : -1;
+}
+
+TEST(ClusterJob, KilledAtRandomAndRelaunchedEndsBitwiseEqual) {
+  TempDir dir;
+  const int steps = 3000;  // more than 20 short runs get through
+  std::string output;
+  ASSERT_EQ(run_job(2, training("", dir.file("reference.pt"), steps), &output), 0) << output;
+
+  const auto config =
+      write_config(dir,
+                   "triggers: {every_steps: 3}\nretention: {keep_last: 2}\ncontrol: {socket: false}\n"
+                   "distributed: {timeout_seconds: 10}\n");
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> delay_ms(0, 500);
+  int kills = 0, mid_flush = 0;
+  int64_t last_resumed = -1;
+  for (; kills < 20; ++kills) {
+    auto job = launch(2, training(config, "", steps));
+    ASSERT_TRUE(job->wait_for_line("  loss ")) << job->output();  // training runs
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    ::kill(-job->pid(), SIGKILL);  // the launcher and every rank
+    job->wait();
+    const int64_t resumed = resumed_step(job->output());
+    EXPECT_GE(resumed, last_resumed) << job->output();
+    last_resumed = std::max(last_resumed, resumed);
+    for (const auto& name : testing::list_names(dir.file("snapshots")))
+      mid_flush += name.find(".tmp-") != std::string::npos;
+  }
+  std::string last_output;
+  ASSERT_EQ(run_job(2, training(config, dir.file("resumed.pt"), steps), &last_output), 0) << last_output;
+  EXPECT_GT(resumed_step(last_output), 0) << last_output;
+  expect_every_snapshot_complete(dir.file("snapshots"), 2);
+  const auto reference = default_file_system().read_small_file(dir.file("reference.pt"), 64 << 20);
+  const auto resumed = default_file_system().read_small_file(dir.file("resumed.pt"), 64 << 20);
+  EXPECT_TRUE(reference == resumed)
+      << "the resumed job's model and optimizer differ from the uninterrupted run's";
+  std::cout << kills << " kills of the whole 2-rank job (" << mid_flush
+            << " left a snapshot in progress); the last run resumed from step " << resumed_step(last_output)
+            << std::endl;
+}
+
+TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {
+  TempDir dir;
+  // Big snapshots every step, so that the kill lands while they are written.
+  const auto config =
+      write_config(dir,
+                   "triggers: {every_steps: 1}\ncontrol: {socket: false}\nretention: {keep_last: 3}\n"
+                   "distributed: {timeout_seconds: 10}\n");
+  auto job = launch(
+      3, {"--steps", "100000", "--hidden", "4096", "--input", "512", "--config", config, "--log-every", "1"});
+  ASSERT_TRUE(job->wait_for_line("step      3")) << job->output();
+  // Rank 1: find it among the launcher's children and kill it alone.
+  const auto ranks = testing::run_command("pgrep -P " + std::to_string(job->pid()));
+  std::vector<std::string> pids;
+  std::istringstream in(ranks.output);
+  for (std::string pid; in >> pid;) pids.push_back(pid);
+  ASSERT_EQ(pids.size(), 3u) << ranks.output;
+  const auto killed_at = std::chrono::steady_clock::now();
+  ::kill(std::stoi(pids[1]), SIGKILL);
+  job->read_all();
+  const int status = job->wait();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  EXPECT_NE(status, 0) << job->output();
+  EXPECT_LT(seconds, 30.0) << "the job must end within the timeout, not hang:\n" << job->output();
+  EXPECT_NE(job->output().find("exited with status 137"), std::string::npos) << job->output();
+  expect_every_snapshot_complete(dir.file("snapshots"), 3);
+}
+
+TEST(ClusterJob, AnotherWorldSizeIsAClearErrorUnlessReplicated) {
+  TempDir dir;
+  auto config = write_config(dir, "triggers: {every_steps: 10}\ncontrol: {socket: false}\n" + kJob);
+  std::string output;
+  ASSERT_EQ(run_job(2, training(config, "", 20), &output), 0) << output;
+  EXPECT_NE(run_job(4, training(config, "", 40), &output), 0) << output;
+  EXPECT_NE(output.find("was written by 2 rank(s); this job runs 4"), std::string::npos) << output;
+  testing::write_text(
+      config, "directory: " + dir.file("snapshots") +
+                  "\ntriggers: {every_steps: 10}\ncontrol: {socket: false}\nlog_level: warn\n"
+                  "retention: {keep_last: 0}\ndistributed: {replicated: true, timeout_seconds: 10}\n");
+  ASSERT_EQ(run_job(4, training(config, "", 40), &output), 0) << output;
+  EXPECT_NE(output.find("rank 3 of 4: resumed from step 19"), std::string::npos) << output;
+  expect_every_snapshot_complete(dir.file("snapshots"), 0);  // 2 shards before, 4 after
+}
+
+TEST(ClusterJob, OneRankAskedForASnapshotSnapshotsEveryRankAtTheSameStep) {
+  TempDir dir;
+  const auto config = write_config(dir, "triggers: {every_steps: 100000, on_train_end: false}\n" + kJob);
+  auto job = launch(2, {"--steps", "100000", "--config", config, "--log-every", "1", "--sleep-ms", "20"});
+  ASSERT_TRUE(job->wait_for_line("step     10")) << job->output();
+  const auto ranks = testing::run_command("pgrep -P " + std::to_string(job->pid()));
+  std::istringstream in(ranks.output);
+  std::vector<std::string> pids;
+  for (std::string pid; in >> pid;) pids.push_back(pid);
+  ASSERT_EQ(pids.size(), 2u) << ranks.output;
+  ::kill(std::stoi(pids[1]), SIGUSR1);  // rank 1 only
+  const auto cli = testing::shell_quote(AUTOSNAP_CLI_PATH);
+  // And a manual snapshot through rank 0's socket.
+  auto manual = testing::run_command(cli + " snapshot " + testing::shell_quote(dir.file("snapshots")) +
+                                     " --timeout 60");
+  EXPECT_EQ(manual.exit_code, 0) << manual.output;
+  ::kill(-job->pid(), SIGTERM);  // a stop: every rank snapshots the same step, then leaves
+  job->read_all();
+  EXPECT_EQ(job->wait(), 0) << job->output();
+  auto store = SnapshotStore::open_read_only(dir.file("snapshots"));
+  EXPECT_GE(store->valid_steps().size(), 3u) << "SIGUSR1 on rank 1, the manual one, the stop";
+  expect_every_snapshot_complete(dir.file("snapshots"), 2);
+  std::smatch a, b;
+  const std::string out = job->output();
+  ASSERT_TRUE(std::regex_search(out, a, std::regex("rank 0: stopping after step ([0-9]+)"))) << out;
+  ASSERT_TRUE(std::regex_search(out, b, std::regex("rank 1: stopping after step ([0-9]+)"))) << out;
+  EXPECT_EQ(a[1], b[1]) << "both ranks stop after the same step";
+}
+
+}  // namespace
+}  // namespace autosnap

@@ -1,0 +1,90 @@
+// One rank of a job that exercises the c10d Coordinator (cluster_test.cpp
+// starts N of them): every primitive and every daemon question, then an
+// optional fault. Prints "rank R: <what> = <result>" lines; exits 0 when
+// every answer was the expected one.
+//
+//   coordinator_probe PORT [die-before-commit | hang-before-commit SECONDS]
+//   (RANK, WORLD_SIZE, MASTER_ADDR from the environment; timeout 5 s)
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "autosnap/errors.h"
+#include "cluster/c10d_coordinator.h"
+#include "cluster/rank_discovery.h"
+
+using autosnap::daemon::Channel;
+
+int main(int argc, char** argv) {
+  if (argc < 2) return 2;
+  const int port = std::atoi(argv[1]);
+  const std::string fault = argc > 2 ? argv[2] : "";
+  const auto info = autosnap::cluster::discover_rank();
+  const int r = info.rank;
+  bool ok = true;
+  auto expect = [&](const std::string& what, const std::string& got, const std::string& want) {
+    std::printf("rank %d: %s = %s\n", r, what.c_str(), got.c_str());
+    if (got != want) {
+      std::printf("rank %d: MISMATCH in %s: expected %s\n", r, what.c_str(), want.c_str());
+      ok = false;
+    }
+  };
+  try {
+    const auto start = std::chrono::steady_clock::now();
+    autosnap::cluster::C10dCoordinator coordinator(info, port, std::chrono::seconds(5));
+    const double formed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("rank %d: formed in %.2f s\n", r, formed);
+    std::fflush(stdout);
+    const int world = coordinator.world_size();
+    expect("broadcast", coordinator.broadcast(r == 0 ? "from rank 0" : "ignored", Channel::kTraining),
+           "from rank 0");
+    auto gathered = coordinator.gather("r" + std::to_string(r) + std::string(r, 'x'), Channel::kWriter);
+    std::string all;
+    for (const auto& g : gathered) all += g + ";";
+    std::string want;
+    if (r == 0) {
+      for (int i = 0; i < world; ++i) want += "r" + std::to_string(i) + std::string(i, 'x') + ";";
+    }
+    expect("gather", all, want);
+    expect("any(rank 1 only)", coordinator.any(r == 1, Channel::kTraining) ? "true" : "false", "true");
+    expect("any(none)", coordinator.any(false, Channel::kWriter) ? "true" : "false", "false");
+    // Rank r's newest valid snapshot is step 1000 + 100 * r: all resume from 1000.
+    expect("agree_on_step", std::to_string(coordinator.agree_on_step(1000 + 100 * r).value_or(-1)), "1000");
+    expect("may_commit(all ok)", coordinator.may_commit(true) ? "true" : "false", "true");
+    expect("may_commit(last rank failed)", coordinator.may_commit(r != world - 1) ? "true" : "false",
+           "false");
+    coordinator.barrier(Channel::kTraining);
+    std::fflush(stdout);
+    if (fault == "die-before-commit" && r == world - 1) ::kill(::getpid(), SIGKILL);
+    if (fault == "hang-before-commit" && r == world - 1) {
+      std::this_thread::sleep_for(std::chrono::seconds(argc > 3 ? std::atoi(argv[3]) : 30));
+    }
+    if (!fault.empty()) {
+      const auto asked = std::chrono::steady_clock::now();
+      try {
+        coordinator.may_commit(true);
+        std::printf("rank %d: may_commit answered although a rank is gone\n", r);
+        ok = false;
+      } catch (const autosnap::Error& e) {
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+        std::printf("rank %d: error after %.2f s: %s\n", r, waited, e.what());
+        try {
+          coordinator.any(false, Channel::kWriter);
+          ok = false;
+        } catch (const autosnap::Error& again) {
+          std::printf("rank %d: then at once: %s\n", r, again.what());
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    std::printf("rank %d: FAILED: %s\n", r, e.what());
+    ok = false;
+  }
+  std::fflush(stdout);
+  return ok ? 0 : 1;
+}
