@@ -10,6 +10,7 @@
 // any moment and launch it again: every rank resumes from the same snapshot
 // and rank 0's --out is bitwise the same as after an uninterrupted run.
 #include <autosnap/autosnap.h>
+#include <autosnap/cluster.h>
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -43,16 +44,19 @@ std::string env_text(const char* name, const std::string& fallback) {
   return value != nullptr && *value != '\0' ? value : fallback;
 }
 
-// The training job's own process group: the one its gradients go through.
-c10::intrusive_ptr<c10d::ProcessGroupGloo> join_training_group(int rank, int world) {
-  const std::string host = env_text("MASTER_ADDR", "127.0.0.1");
+// The training job's own store and process group: the one its gradients go through.
+c10::intrusive_ptr<c10d::TCPStore> job_store(int rank, int world) {
   c10d::TCPStoreOptions options;
   options.port = static_cast<std::uint16_t>(env_int("MASTER_PORT", 29500));
   options.isServer = rank == 0;
   options.numWorkers = static_cast<size_t>(world);
   options.waitWorkers = false;
   options.timeout = std::chrono::seconds(60);
-  auto store = c10::make_intrusive<c10d::TCPStore>(host, options);
+  return c10::make_intrusive<c10d::TCPStore>(env_text("MASTER_ADDR", "127.0.0.1"), options);
+}
+
+c10::intrusive_ptr<c10d::ProcessGroupGloo> join_training_group(const c10::intrusive_ptr<c10d::Store>& store,
+                                                               int rank, int world) {
   auto group_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
   group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   return c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("train", store),
@@ -67,6 +71,10 @@ int main(int argc, char** argv) {
   int64_t steps = 1000, input = 16, hidden = 64, output = 4, batch = 32, steps_per_epoch = 50, log_every = 50;
   uint64_t seed = 42;
   int sleep_ms = 0;
+  bool share_store = false;
+  app.add_flag(
+      "--share-store", share_store,
+      "let autosnap coordinate through this job's TCPStore (autosnap::use_job_store) instead of its own");
   app.add_option("--config", config_path,
                  "autosnap YAML config (default: $AUTOSNAP_CONFIG, else no snapshots)");
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
@@ -92,7 +100,9 @@ int main(int argc, char** argv) {
     auto teacher_generator = at::detail::createCPUGenerator(seed + 1);
     const auto teacher = at::randn({input, output}, teacher_generator);
     torch::manual_seed(seed + 1000 * static_cast<uint64_t>(rank + 1));  // this rank's own batches
-    auto group = join_training_group(rank, world);
+    auto store = job_store(rank, world);
+    auto group = join_training_group(store, rank, world);
+    if (share_store) autosnap::use_job_store(store);
 
     int64_t epoch = 0, completed_steps = 0;
     double loss_value = 0;

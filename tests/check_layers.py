@@ -15,6 +15,7 @@ PUBLIC = {
     "torchscript.h": "state", "device.h": "state",
     "manifest.h": "store", "retention.h": "store", "store.h": "store",
     "config.h": "daemon", "callback.h": "daemon", "snapshotter.h": "daemon", "autosnap.h": "daemon",
+    "cluster.h": "cluster",
 }
 
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve() / "plugin"

@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 
+#include "autosnap/cluster.h"
 #include "autosnap/errors.h"
 #include "autosnap/snapshotter.h"
 #include "cluster/c10d_coordinator.h"
@@ -19,6 +21,9 @@
 namespace autosnap {
 namespace cluster {
 namespace {
+
+std::mutex job_store_mutex;
+c10::intrusive_ptr<c10d::Store> job_store;  // use_job_store()
 
 // `scontrol requeue JOB`: Slurm stops every task of the job and queues it again.
 void requeue_slurm_job(const std::string& job_id) {
@@ -64,9 +69,14 @@ daemon::JobContext job_context(const Config& config) {
   }
   if (backend == DistributedBackend::kAuto && info.world_size == 1) return job;
   const int port = config.distributed.port != 0 ? config.distributed.port : info.master_port + 1;
+  c10::intrusive_ptr<c10d::Store> store;
+  {
+    std::lock_guard<std::mutex> lock(job_store_mutex);
+    store = job_store;
+  }
   const auto start = std::chrono::steady_clock::now();
-  job.coordinator =
-      std::make_unique<C10dCoordinator>(info, port, std::chrono::seconds(config.distributed.timeout_seconds));
+  job.coordinator = std::make_unique<C10dCoordinator>(
+      info, port, std::chrono::seconds(config.distributed.timeout_seconds), std::move(store));
   util::log()->info("rank {} of {} ({}): coordination group formed in {:.2f} s", info.rank, info.world_size,
                     info.source,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
@@ -75,6 +85,11 @@ daemon::JobContext job_context(const Config& config) {
 
 }  // namespace
 }  // namespace cluster
+
+void use_job_store(c10::intrusive_ptr<c10d::Store> store) {
+  std::lock_guard<std::mutex> lock(cluster::job_store_mutex);
+  cluster::job_store = std::move(store);
+}
 
 Snapshotter Snapshotter::from_config(const std::string& path) { return Snapshotter(Config::from_file(path)); }
 

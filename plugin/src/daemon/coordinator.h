@@ -9,10 +9,11 @@
 // strand (commits) use separate channels, so their calls may interleave
 // differently on different ranks without mixing. An implementation throws
 // Error when a peer died or did not answer within its timeout; after that it
-// is unusable.
+// is unusable. The writer (snapshot_pipeline) and the restore (restorer)
+// agree through these: every rank reports to rank 0 (gather), rank 0 decides
+// and tells everyone (broadcast).
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,16 +40,6 @@ class Coordinator {
   /// On rank 0 every rank's `value`, by rank; elsewhere empty.
   virtual std::vector<std::string> gather(const std::string& value, Channel channel) = 0;
   virtual void barrier(Channel channel) = 0;
-
-  // ---- the questions the daemon asks, built on the primitives ----
-
-  /// The writer, once its own shard is written (or failed): may the snapshot
-  /// be committed? Only when every rank succeeded.
-  bool may_commit(bool this_rank_succeeded) { return !any(!this_rank_succeeded, Channel::kWriter); }
-  /// The restore: the step all ranks resume from, given the newest step each
-  /// rank found valid (nullopt: none). The oldest of them, or none if any
-  /// rank has none.
-  std::optional<int64_t> agree_on_step(std::optional<int64_t> newest_valid_here);
 };
 
 /// One process: rank 0 of 1; every question answers itself.
