@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <random>
 #include <regex>
@@ -180,6 +181,22 @@ TEST(ClusterJob, AnotherWorldSizeIsAClearErrorUnlessReplicated) {
   ASSERT_EQ(run_job(4, training(config, "", 40), &output), 0) << output;
   EXPECT_NE(output.find("rank 3 of 4: resumed from step 19"), std::string::npos) << output;
   expect_every_snapshot_complete(dir.file("snapshots"), 0);  // 2 shards before, 4 after
+}
+
+TEST(ClusterJob, ACorruptShardOfOneRankQuarantinesTheSnapshotForAll) {
+  TempDir dir;
+  const auto config = write_config(dir, "triggers: {every_steps: 10}\ncontrol: {socket: false}\n" + kJob);
+  std::string output;
+  ASSERT_EQ(run_job(2, training(config, "", 30), &output), 0) << output;  // steps 0, 10, 20, 29
+  const std::string shard = dir.file("snapshots/step-000000000029/rank-00001.pt");
+  testing::flip_byte(shard, testing::file_size(shard) / 2);
+  ASSERT_EQ(run_job(2, training(config, "", 40), &output), 0) << output;
+  EXPECT_NE(output.find("rank 0 of 2: resumed from step 20"), std::string::npos) << output;
+  EXPECT_NE(output.find("rank 1 of 2: resumed from step 20"), std::string::npos) << output;
+  const auto names = testing::list_names(dir.file("snapshots"));
+  EXPECT_NE(std::find(names.begin(), names.end(), "step-000000000029.corrupt-1"), names.end())
+      << "rank 1's damaged shard quarantines the snapshot (kept, renamed)";
+  expect_every_snapshot_complete(dir.file("snapshots"), 2);
 }
 
 TEST(ClusterJob, OneRankAskedForASnapshotSnapshotsEveryRankAtTheSameStep) {
