@@ -24,6 +24,23 @@ T field(const YAML::Node& node, const char* key, const std::string& source) {
   }
 }
 
+// An optional mapping of names to strings, in file order.
+std::vector<std::pair<std::string, std::string>> name_map(const YAML::Node& root, const char* key,
+                                                          const std::string& source) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const YAML::Node map = root[key];
+  if (!map) return out;
+  if (!map.IsMap()) throw CorruptSnapshot("manifest '" + source + "': '" + key + "' must be a mapping");
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    try {
+      out.emplace_back(it->first.as<std::string>(), it->second.as<std::string>());
+    } catch (const YAML::Exception&) {
+      throw CorruptSnapshot("manifest '" + source + "': '" + key + "' must map names to strings");
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 uint64_t Manifest::total_bytes() const {
@@ -126,26 +143,8 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
     }
     m.files.push_back(std::move(file));
   }
-  if (const YAML::Node entries = root["entries"]) {
-    if (!entries.IsMap()) throw CorruptSnapshot("manifest '" + source + "': 'entries' must be a mapping");
-    for (auto it = entries.begin(); it != entries.end(); ++it) {
-      try {
-        m.entries.emplace_back(it->first.as<std::string>(), it->second.as<std::string>());
-      } catch (const YAML::Exception&) {
-        throw CorruptSnapshot("manifest '" + source + "': 'entries' must map names to strings");
-      }
-    }
-  }
-  if (const YAML::Node job = root["job"]) {
-    if (!job.IsMap()) throw CorruptSnapshot("manifest '" + source + "': 'job' must be a mapping");
-    for (auto it = job.begin(); it != job.end(); ++it) {
-      try {
-        m.job.emplace_back(it->first.as<std::string>(), it->second.as<std::string>());
-      } catch (const YAML::Exception&) {
-        throw CorruptSnapshot("manifest '" + source + "': 'job' must map names to strings");
-      }
-    }
-  }
+  m.entries = name_map(root, "entries", source);
+  m.job = name_map(root, "job", source);
   for (int rank = 0; rank < m.world_size; ++rank) {
     if (!m.find(shard_file_name(rank))) {
       throw CorruptSnapshot("manifest '" + source + "' has world size " + std::to_string(m.world_size) +
