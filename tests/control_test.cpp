@@ -318,39 +318,37 @@ TEST(Control, StaleSocketIsReplacedAndALiveOneIsAnError) {
       << "the refused process must leave the live socket alone";
 }
 
-TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
-  TempDir dir;
-  const std::string long_path = dir.path() + "/" + std::string(120, 'x') + ".sock";
-  Snapshotter snap(Config::from_string("directory: " + dir.file("snaps") +
-                                           "\ntriggers: {every_steps: 1}\n"
-                                           "control: {socket_path: " +
-                                           long_path + "}\nlog_level: error\n",
+// A job that trained one step with `control` and committed its snapshot; still running.
+Snapshotter one_step_is_snapshotted(const std::string& directory, const std::string& control) {
+  Snapshotter snap(Config::from_string("directory: " + directory + "\ntriggers: {every_steps: 1}\ncontrol: " +
+                                           control + "\nlog_level: error\n",
                                        "t.yaml"));
-  int64_t value = 3;
+  static int64_t value = 3;  // outlives the returned snapshotter
   snap.track("value", value);
   snap.on_step_end(0);
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{0});
+  return snap;
+}
+
+bool exists(const std::string& path) {
   struct stat ignored {};
-  EXPECT_NE(::lstat(long_path.c_str(), &ignored), 0) << "no socket file at the too-long path";
-  EXPECT_NE(::lstat((dir.file("snaps") + "/control.sock").c_str(), &ignored), 0) << "nor at the default path";
+  return ::lstat(path.c_str(), &ignored) == 0;
+}
+
+TEST(Control, ASocketPathTooLongDisablesTheSocketNotTheSnapshots) {
+  TempDir dir;
+  const std::string long_path = dir.path() + "/" + std::string(120, 'x') + ".sock";
+  auto job = one_step_is_snapshotted(dir.file("snaps"), "{socket_path: " + long_path + "}");
+  EXPECT_FALSE(exists(long_path)) << "no socket file at the too-long path";
+  EXPECT_FALSE(exists(dir.file("snaps") + "/control.sock")) << "nor at the default path";
 }
 
 TEST(Control, SocketOffServesNothing) {
   TempDir dir;
   const std::string directory = dir.file("snaps");
-  Snapshotter snap(Config::from_string("directory: " + directory +
-                                           "\ntriggers: {every_steps: 1}\n"
-                                           "control: {socket: false}\nlog_level: error\n",
-                                       "t.yaml"));
-  int64_t value = 3;
-  snap.track("value", value);
-  snap.on_step_end(0);
-  snap.wait_until_finished();
-  EXPECT_EQ(snap.all_steps(), std::vector<int64_t>{0});
-  struct stat ignored {};
-  EXPECT_NE(::lstat((directory + "/control.sock").c_str(), &ignored), 0)
-      << "control: {socket: false} made a socket";
+  auto job = one_step_is_snapshotted(directory, "{socket: false}");
+  EXPECT_FALSE(exists(directory + "/control.sock")) << "control: {socket: false} made a socket";
   auto status = testing::run_command(cli() + " status " + testing::shell_quote(directory));
   EXPECT_EQ(status.exit_code, 3) << "the job must look not running to the command:\n" << status.output;
   EXPECT_NE(status.output.find("not running"), std::string::npos) << status.output;
