@@ -11,7 +11,7 @@ ORDER = ["util", "fs", "format", "state", "store", "daemon", "cluster", "cli"]
 # Public headers (plugin/include/autosnap/) by the layer that implements them.
 PUBLIC = {
     "errors.h": "util", "version.h": "util", "fs.h": "fs", "values.h": "format",
-    "serialize.h": "state", "state_dict.h": "state", "optimizer_state.h": "state",
+    "serialize.h": "state", "state_dict.h": "state", "optimizer_state.h": "state", "samplers.h": "state",
     "torchscript.h": "state", "device.h": "state",
     "manifest.h": "store", "retention.h": "store", "store.h": "store",
     "config.h": "daemon", "callback.h": "daemon", "snapshotter.h": "daemon", "autosnap.h": "daemon",

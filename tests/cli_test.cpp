@@ -70,7 +70,10 @@ TEST(Cli, ListShowsEverySnapshotWithItsStatus) {
   EXPECT_EQ(entries[0]["step"], 0);
   EXPECT_EQ(entries[0]["status"], "valid");
   EXPECT_EQ(entries[2]["status"], "corrupt");
-  EXPECT_EQ(entries[3]["epoch"], 2) << "the last epoch completed before step 30";
+  // Step 30 is the first of epoch 3 (before issue 11 the column showed the last ended epoch, 2).
+  EXPECT_EQ(entries[3]["epoch"], 3) << "the epoch step 30 belongs to";
+  EXPECT_EQ(entries[3]["batch"], 1);
+  EXPECT_EQ(entries[3]["epoch_ended"], false);
 }
 
 TEST(Cli, VerifyCatchesTruncationAndBitFlips) {
@@ -138,10 +141,10 @@ TEST(Cli, InspectShowsEntriesShapesAndTheOptimizer) {
   make_snapshots(dir.path());
   auto result = autosnap_cli("inspect " + testing::shell_quote(dir.path()) + " 20");
   EXPECT_EQ(result.exit_code, 0) << result.output;
-  for (const char* fragment : {"step 20, epoch 1", "reason \"every_steps\"", "world size 1", "rank-00000.pt",
-                               "model_state_dict  (module", "fc1.weight  Float[4, 3]", "fc1.bias    Float[4]",
-                               "optimizer_state_dict  (optimizer Adam)", "lr=0.01", "betas=(0.9, 0.999)",
-                               "epoch  (int)", "rng_state"}) {
+  for (const char* fragment : {"step 20, epoch 2 (batch 1)", "reason \"every_steps\"", "world size 1",
+                               "rank-00000.pt", "model_state_dict  (module", "fc1.weight  Float[4, 3]",
+                               "fc1.bias    Float[4]", "optimizer_state_dict  (optimizer Adam)", "lr=0.01",
+                               "betas=(0.9, 0.999)", "epoch  (int)", "rng_state"}) {
     EXPECT_NE(result.output.find(fragment), std::string::npos) << fragment << " in\n" << result.output;
   }
 }

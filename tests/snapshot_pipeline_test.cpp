@@ -104,6 +104,79 @@ TEST(Snapshotter, OverlapWithoutBeforeOptimizerStepDiscardsInsteadOfSavingAMix) 
   EXPECT_THROW(snap.check_for_errors(), Error);
 }
 
+// Two optimizers (a GAN's): before_optimizer_step() belongs before the first
+// optimizer.step(). Called after it, the first optimizer has already changed
+// its parameters while their copies were pending: the version counters tell,
+// and that snapshot is discarded instead of committed. (Adam here: LibTorch's
+// SGD updates parameters through .data(), which no version counter sees; see
+// README.)
+struct TwoOptimizerLoop {
+  Model a, b;
+  torch::optim::Adam opt_a{a.parameters(), torch::optim::AdamOptions(0.1)};
+  torch::optim::Adam opt_b{b.parameters(), torch::optim::AdamOptions(0.1)};
+  std::vector<at::Tensor> a_weight_at_step;  // what each step's snapshot must hold
+
+  explicit TwoOptimizerLoop(Snapshotter& snap) {
+    snap.track("a", a);
+    snap.track("b", b);
+    snap.track("opt_a", opt_a);
+    snap.track("opt_b", opt_b);
+    for (auto* p : {&a.weight, &a.bias, &b.weight, &b.bias}) p->mutable_grad() = torch::ones_like(*p);
+  }
+  // One step; `hook_after_first`: the misplaced before_optimizer_step().
+  void step(Snapshotter& snap, int64_t step, bool hook_after_first) {
+    if (!hook_after_first) snap.before_optimizer_step();
+    opt_a.step();
+    if (hook_after_first) snap.before_optimizer_step();
+    opt_b.step();
+    a_weight_at_step.push_back(a.weight.detach().clone());
+    snap.on_step_end(step);
+  }
+  bool snapshot_holds_its_step(const std::string& dir, int64_t step) const {
+    return torch::equal(dict_at(read_entry(dir, step, "a"), "weight").toTensor(), a_weight_at_step.at(step));
+  }
+};
+
+TEST(Snapshotter, OverlapWithTwoOptimizersCommitsWhenTheHookPrecedesTheFirst) {
+  TempDir dir;
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
+                               "retention: {keep_last: 0}\n"));
+  TwoOptimizerLoop loop(snap);
+  for (int64_t step = 0; step < 3; ++step) loop.step(snap, step, /*hook_after_first=*/false);
+  snap.before_optimizer_step();  // settles step 2's copies
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(count_events(dir.path(), "failed"), 0);
+  for (int64_t step = 0; step < 3; ++step)
+    EXPECT_TRUE(loop.snapshot_holds_its_step(dir.path(), step)) << step;
+}
+
+TEST(Snapshotter, OverlapDiscardsATornSnapshotAndNamesTheTensor) {
+  TempDir dir;
+  Snapshotter snap(make_config(dir.path(),
+                               "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
+                               "retention: {keep_last: 0}\n"));
+  TwoOptimizerLoop loop(snap);
+  loop.step(snap, 0, /*hook_after_first=*/false);
+  loop.step(snap, 1,
+            /*hook_after_first=*/true);  // opt_a changed a's parameters before step 0's copies settled
+  loop.step(snap, 2, /*hook_after_first=*/true);  // overlap is off now: staged at the boundary, consistent
+  snap.wait_until_finished();
+  EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{1, 2})) << "step 0's torn snapshot must not be committed";
+  bool named = false;
+  for (const auto& event : testing::read_events(dir.path())) {
+    if (event["event"] == "failed" && event["step"] == 0) {
+      named = event["error"].get<std::string>().find(
+                  "'a/weight' was modified before its staging copy finished") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(named) << "the failed event names the first modified tensor";
+  EXPECT_THROW(snap.check_for_errors(), Error);
+  for (int64_t step = 1; step < 3; ++step)
+    EXPECT_TRUE(loop.snapshot_holds_its_step(dir.path(), step)) << step;
+}
+
 TEST(Snapshotter, BackpressureWaitKeepsEverySnapshot) {
   TempDir dir;
   testing::FaultInjectingFileSystem fs;

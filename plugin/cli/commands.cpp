@@ -152,7 +152,9 @@ int list_snapshots(const std::string& directory, bool as_json) {
       json item = {
           {"step", info.step}, {"name", info.name}, {"path", info.path}, {"status", to_string(info.status)}};
       if (info.manifest) {
-        item["epoch"] = info.manifest->epoch ? json(*info.manifest->epoch) : json(nullptr);
+        item["epoch"] = info.manifest->epoch;
+        item["batch"] = info.manifest->batch;
+        item["epoch_ended"] = info.manifest->epoch_ended;
         item["time"] = info.manifest->time;
         item["reason"] = info.manifest->reason;
         item["bytes"] = info.manifest->total_bytes();
@@ -174,8 +176,8 @@ int list_snapshots(const std::string& directory, bool as_json) {
   for (const auto& info : entries) {
     const auto& m = info.manifest;
     std::cout << std::left << std::setw(14) << info.step << std::setw(7)
-              << (m && m->epoch ? std::to_string(*m->epoch) : "-") << std::setw(26) << (m ? m->time : "-")
-              << std::setw(11) << (m ? human_bytes(m->total_bytes()) : "-") << std::setw(7)
+              << (m ? std::to_string(m->epoch) : "-") << std::setw(26) << (m ? m->time : "-") << std::setw(11)
+              << (m ? human_bytes(m->total_bytes()) : "-") << std::setw(7)
               << (m ? std::to_string(m->world_size) : "-") << std::setw(13) << to_string(info.status)
               << (m ? m->reason : "") << "\n";
   }
@@ -241,8 +243,9 @@ int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, 
   }
   const Manifest& m = *info->manifest;
   std::cout << "snapshot " << info->path << "\n"
-            << "  step " << m.step << ", epoch " << (m.epoch ? std::to_string(*m.epoch) : "-") << ", "
-            << m.time << ", reason \"" << m.reason << "\"\n"
+            << "  step " << m.step << ", epoch " << m.epoch << " ("
+            << (m.epoch_ended ? "ended" : "batch " + std::to_string(m.batch)) << "), " << m.time
+            << ", reason \"" << m.reason << "\"\n"
             << "  world size " << m.world_size << ", format " << m.format_version << ", autosnap "
             << m.library_version << ", LibTorch " << m.libtorch_version << "\n"
             << "files:\n";

@@ -9,6 +9,7 @@
 #include "autosnap/fs.h"
 #include "autosnap/manifest.h"
 #include "autosnap/optimizer_state.h"
+#include "autosnap/samplers.h"
 #include "autosnap/serialize.h"
 #include "autosnap/snapshotter.h"
 #include "autosnap/state_dict.h"

@@ -24,9 +24,14 @@ struct ManifestFile {
 struct Manifest {
   int format_version = kSnapshotFormatVersion;
   int64_t step = 0;
-  std::optional<int64_t> epoch;
-  std::string time;    ///< UTC, ISO 8601, e.g. "2026-11-28T13:05:07.123Z"
-  std::string reason;  ///< what triggered it: "every_steps", "manual", "signal SIGUSR1", ...
+  // Where the training loop was at `step` (see ResumePoint). Manifests written
+  // before these were recorded hold only the last ended epoch, read as
+  // {epoch, batch 0, epoch_ended}, or no epoch, read as {0, 0, false}.
+  int64_t epoch = 0;         ///< the epoch the step belongs to
+  int64_t batch = 0;         ///< steps of that epoch completed, the step included
+  bool epoch_ended = false;  ///< on_epoch_end(epoch) had run
+  std::string time;          ///< UTC, ISO 8601, e.g. "2026-11-28T13:05:07.123Z"
+  std::string reason;        ///< what triggered it: "every_steps", "manual", "signal SIGUSR1", ...
   int world_size = 1;
   std::string library_version;
   std::string libtorch_version;

@@ -50,6 +50,7 @@ struct Module;
 
 namespace autosnap {
 
+class ResumableSampler;
 class Snapshotter;
 namespace daemon {
 class SnapshotterImpl;
@@ -95,6 +96,10 @@ class Snapshotter final : public Callback {
   void track(const std::string& name, std::string& value);
   /// Restored in place when shape and dtype match; assigned when undefined.
   void track(const std::string& name, at::Tensor& tensor);
+  /// Data position (autosnap/samplers.h): the epoch's order and the batches
+  /// the loop consumed, counted at each on_step_end(). Copies of a sampler
+  /// share it, so this may be the one handed to make_data_loader or another.
+  void track(const std::string& name, const ResumableSampler& sampler);
   /// User state: `save` is called on the training thread at each snapshot,
   /// `load` with the saved value on restore.
   void track(const std::string& name, std::function<c10::IValue()> save,
@@ -102,6 +107,7 @@ class Snapshotter final : public Callback {
 
   // ---- hooks ----
   std::optional<ResumePoint> on_train_start() override;
+  void on_epoch_start(int64_t epoch) override;
   void before_optimizer_step() override;
   void on_step_end(int64_t step) override;
   void on_epoch_end(int64_t epoch) override;

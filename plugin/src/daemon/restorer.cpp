@@ -87,7 +87,8 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
       }
     }
     attempt.install = tracked_.prepare(shard, config_.restore.strict, info.path);
-    attempt.point = ResumePoint{step, info.manifest->epoch, info.manifest->reason, info.path};
+    const Manifest& m = *info.manifest;
+    attempt.point = ResumePoint{step, m.epoch, m.batch, m.epoch_ended, m.reason, info.path};
     attempt.kind = Attempt::kReady;
   } catch (const CorruptSnapshot& e) {
     attempt.kind = Attempt::kBad;

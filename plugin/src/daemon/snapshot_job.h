@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "daemon/loop_position.h"
 #include "daemon/staging.h"
 
 namespace autosnap {
@@ -28,18 +29,24 @@ inline double milliseconds_since(Clock::time_point start) {
 /// confirms that the deferred copies finished before optimizer.step() ran.
 class CommitGate {
  public:
-  void open(bool commit) {
+  /// `why`: the reason to discard, when not committing.
+  void open(bool commit, std::string why = "") {
     std::lock_guard<std::mutex> lock(mutex_);
     if (decided_) return;
     decided_ = true;
     commit_ = commit;
+    why_ = std::move(why);
     changed_.notify_all();
   }
-  /// Blocks until decided; true: commit, false: discard.
+  /// Blocks until decided; true: commit, false: discard (see why()).
   bool wait() {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [&] { return decided_; });
     return commit_;
+  }
+  std::string why() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return why_;
   }
 
  private:
@@ -47,6 +54,7 @@ class CommitGate {
   std::condition_variable changed_;
   bool decided_ = false;
   bool commit_ = false;
+  std::string why_;
 };
 
 /// Automatic triggers may be skipped when busy (flush.when_busy: skip);
@@ -69,7 +77,7 @@ using OutcomeCallback = std::function<void(const SnapshotOutcome&)>;
 struct SnapshotJob {
   int64_t step = 0;
   std::string reason;
-  std::optional<int64_t> epoch;
+  LoopPosition position;
   c10::IValue value;   ///< the shard dict: staged copies, or live tensors for a synchronous write
   uint64_t bytes = 0;  ///< tensor storage bytes
   int slot = -1;       ///< staging slot held until the job ends (-1: none)

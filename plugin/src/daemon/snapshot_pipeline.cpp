@@ -44,7 +44,7 @@ SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, E
 // Staging (training thread)
 // ---------------------------------------------------------------------------
 
-bool SnapshotPipeline::submit(int64_t step, std::optional<int64_t> epoch, const std::string& reason,
+bool SnapshotPipeline::submit(int64_t step, const LoopPosition& position, const std::string& reason,
                               Urgency urgency, std::vector<OutcomeCallback> waiters) {
   std::shared_ptr<SnapshotJob> job;
   try {
@@ -59,7 +59,7 @@ bool SnapshotPipeline::submit(int64_t step, std::optional<int64_t> epoch, const 
   }
   if (!job) return false;  // skipped (never with waiters: requests are kMustTake)
 
-  job->epoch = epoch;
+  job->position = position;
   nlohmann::json started = {
       {"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}};
   for (const auto& [key, value] : labels_) started[key] = value;
@@ -178,14 +178,26 @@ void SnapshotPipeline::settle_overlap(bool commit) {
   auto job = std::move(overlap_job_);
   overlap_job_.reset();
   const auto start = Clock::now();
+  std::string why = "with flush.overlap, call before_optimizer_step() before optimizer.step()";
   if (commit) {
     try {
       job->deferred->run_or_wait();
     } catch (const std::exception&) {
       // The writer reports it as the snapshot's failure.
     }
+    const std::string torn = job->deferred->modified_since_staging();
+    if (!torn.empty()) {
+      // An optimizer step ran before before_optimizer_step(): the copy may mix two steps.
+      why = "'" + torn +
+            "' was modified before its staging copy finished; with several optimizers, call "
+            "before_optimizer_step() once, before the first optimizer.step()";
+      log()->warn("discarding the snapshot of step {}: {}; staging without overlap from now on", job->step,
+                  why);
+      commit = false;
+      overlap_ = false;
+    }
   }
-  job->gate->open(commit);
+  job->gate->open(commit, why);
   job->stall_ms = job->stall_ms + milliseconds_since(start);
 }
 
@@ -272,8 +284,7 @@ SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
       writer->write_shard(rank, job.value);
       tracked_.write_extra_files(job.value.toGenericDict(), *writer, rank);
       if (job.gate && !job.gate->wait()) {
-        throw Error("snapshot of step " + std::to_string(job.step) +
-                    " discarded: with flush.overlap, call before_optimizer_step() before optimizer.step()");
+        throw Error("snapshot of step " + std::to_string(job.step) + " discarded: " + job.gate->why());
       }
     }
   } catch (...) {
@@ -344,7 +355,9 @@ SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
 
 SnapshotInfo SnapshotPipeline::commit(const SnapshotJob& job, SnapshotWriter& writer) {
   Manifest manifest;
-  manifest.epoch = job.epoch;
+  manifest.epoch = job.position.epoch;
+  manifest.batch = job.position.batch;
+  manifest.epoch_ended = job.position.epoch_ended;
   manifest.reason = job.reason;
   manifest.world_size = coordinator_.world_size();
   manifest.entries = tracked_.manifest_entries();

@@ -48,7 +48,7 @@ class SnapshotPipeline {
   /// Stages the snapshot of `step` and queues its write. False when it was
   /// skipped (busy, when_busy: skip; never for kMustTake). A staging failure
   /// is told to `waiters` and thrown.
-  bool submit(int64_t step, std::optional<int64_t> epoch, const std::string& reason, Urgency urgency,
+  bool submit(int64_t step, const LoopPosition& position, const std::string& reason, Urgency urgency,
               std::vector<OutcomeCallback> waiters);
   /// A second snapshot of a step adds nothing; its requesters get the first
   /// one's outcome once the writes queued before them are done.

@@ -70,6 +70,12 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     return resumed;
   }
 
+  void on_epoch_start(int64_t epoch) override {
+    check_policy();
+    position_.epoch_started(epoch);
+    if (position_.mid_epoch()) warn_without_data_position();
+  }
+
   void before_optimizer_step() override {
     check_policy();
     pipeline_.settle_overlap(/*commit=*/true);
@@ -79,6 +85,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     check_policy();
     pipeline_.abandon_unconfirmed_overlap();
     last_step_ = step;
+    tracked_.step_ended();  // data positions count the batch consumed before any snapshot of it
+    position_.step_ended();
     restorer_.step_completed();
     if (policy_.should_stop() && !stop_ignored_warned_) {
       stop_ignored_warned_ = true;
@@ -97,7 +105,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
   void on_epoch_end(int64_t epoch) override {
     check_policy();
-    epoch_ = epoch;
+    position_.epoch_finished(epoch);
     if (!config_.triggers.on_epoch_end) return;
     if (!last_step_) {
       log()->warn("on_epoch_end({}) before any on_step_end: no step to snapshot", epoch);
@@ -145,7 +153,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     auto point = restorer_.restore_latest();
     if (!point) return std::nullopt;
     last_step_ = point->step;
-    epoch_ = point->epoch;
+    position_ = LoopPosition{point->epoch, point->batch, point->epoch_ended};
+    if (position_.mid_epoch() && position_.epoch > 0) warn_without_data_position();
     policy_.resumed_at(point->step);
     pipeline_.resumed_from(point->step, point->path);
     return point;
@@ -193,8 +202,20 @@ class ActiveSnapshotter final : public SnapshotterImpl {
       pipeline_.answer_after_pending_writes(step, std::move(due.waiters));
       return;
     }
-    if (pipeline_.submit(step, epoch_, due.reason, due.urgency, std::move(due.waiters)))
+    if (pipeline_.submit(step, position_, due.reason, due.urgency, std::move(due.waiters)))
       policy_.snapshot_taken(step);
+  }
+
+  // A loader with torch's stock sampler restarts a resumed epoch in a new
+  // order (drawn from the just restored generator): say so, once.
+  void warn_without_data_position() {
+    if (data_position_warned_ || tracked_.tracks_data_position()) return;
+    data_position_warned_ = true;
+    log()->warn(
+        "resumed in the middle of epoch {} ({} batches done) but no data position is tracked: a torch::data "
+        "loader with a stock sampler starts the epoch again in a new order, so the run differs from an "
+        "uninterrupted one; track an autosnap::ResumableRandomSampler (autosnap/samplers.h)",
+        position_.epoch, position_.batch);
   }
 
   // A new run must not share a directory with an earlier run's snapshots:
@@ -258,8 +279,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
   // Training thread.
   std::optional<int64_t> last_step_;
-  std::optional<int64_t> epoch_;
+  LoopPosition position_;
   bool stop_ignored_warned_ = false;
+  bool data_position_warned_ = false;
   bool train_end_done_ = false;
   bool closed_ = false;
 };
@@ -328,12 +350,16 @@ void Snapshotter::track(const std::string& name, std::string& value) {
 void Snapshotter::track(const std::string& name, at::Tensor& tensor) {
   impl_->track(name, [&] { return daemon::track_tensor(tensor); });
 }
+void Snapshotter::track(const std::string& name, const ResumableSampler& sampler) {
+  impl_->track(name, [&] { return daemon::track_sampler(sampler); });
+}
 void Snapshotter::track(const std::string& name, std::function<c10::IValue()> save,
                         std::function<void(const c10::IValue&)> load) {
   impl_->track(name, [&] { return daemon::track_callbacks(std::move(save), std::move(load)); });
 }
 
 std::optional<ResumePoint> Snapshotter::on_train_start() { return impl_->on_train_start(); }
+void Snapshotter::on_epoch_start(int64_t epoch) { impl_->on_epoch_start(epoch); }
 void Snapshotter::before_optimizer_step() { impl_->before_optimizer_step(); }
 void Snapshotter::on_step_end(int64_t step) { impl_->on_step_end(step); }
 void Snapshotter::on_epoch_end(int64_t epoch) { impl_->on_epoch_end(epoch); }

@@ -32,6 +32,7 @@ class SnapshotterImpl {
   virtual void track(const std::string& name, const MakeTracked& make) {}
 
   virtual std::optional<ResumePoint> on_train_start() { return std::nullopt; }
+  virtual void on_epoch_start(int64_t epoch) {}
   virtual void before_optimizer_step() {}
   virtual void on_step_end(int64_t step) {}
   virtual void on_epoch_end(int64_t epoch) {}

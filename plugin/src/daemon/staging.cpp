@@ -91,7 +91,13 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const std::string& p
         ++allocations_;
       }
       buffer.used = true;
-      copies_->push_back({storage, buffer.bytes, step_only_->count(key) > 0});
+      StorageCopy copy{storage, buffer.bytes, step_only_->count(key) > 0};
+      if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
+        copy.watched = t;
+        copy.version = t._version();
+        copy.name = path;
+      }
+      copies_->push_back(std::move(copy));
       staged = staged_storages_.emplace(key, buffer.bytes.storage()).first;
     }
     at::Tensor view = at::empty({0}, at::TensorOptions().dtype(t.scalar_type()));
@@ -158,6 +164,13 @@ void DeferredCopies::run_or_wait() {
   }
   done_.wait(lock, [&] { return state_ == State::kDone; });
   if (error_) std::rethrow_exception(error_);
+}
+
+std::string DeferredCopies::modified_since_staging() const {
+  for (const auto& copy : copies_) {
+    if (copy.watched.defined() && copy.watched._version() != copy.version) return copy.name;
+  }
+  return "";
 }
 
 }  // namespace daemon

@@ -28,6 +28,12 @@ struct StorageCopy {
   c10::Storage source;
   at::Tensor destination;   ///< uint8 host buffer of source.nbytes() bytes
   bool deferrable = false;  ///< only optimizer.step() modifies the source
+  // Deferrable copies only: a tensor on the source and its version counter
+  // when staged. A newer version once the copy is done means it was modified
+  // before (or while) it was copied: the staged value may be torn.
+  at::Tensor watched;
+  uint32_t version = 0;
+  std::string name;  ///< where it is in the shard, for the warning ("model/fc.weight")
 };
 
 void perform_copies(const std::vector<StorageCopy>& copies);
@@ -75,6 +81,9 @@ class DeferredCopies {
   /// Marks the result unusable (the training loop moved on without waiting).
   void discard() { discarded_ = true; }
   bool discarded() const { return discarded_; }
+  /// After run_or_wait(): the name of a source modified since it was staged
+  /// (its tensor's version counter moved on), or "" when none was.
+  std::string modified_since_staging() const;
 
  private:
   enum class State { kPending, kRunning, kDone };

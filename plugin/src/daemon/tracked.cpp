@@ -8,6 +8,7 @@
 
 #include "autosnap/errors.h"
 #include "autosnap/optimizer_state.h"
+#include "autosnap/samplers.h"
 #include "state/torchscript_state.h"
 #include "store/snapshot_writer.h"
 
@@ -201,6 +202,28 @@ class CallbackState final : public TrackedState {
   std::function<void(const c10::IValue&)> load_;
 };
 
+// Holds its own copy of the sampler: copies share one position, so the
+// user's object may be the one handed to the loader or go out of scope.
+class SamplerState final : public TrackedState {
+ public:
+  explicit SamplerState(const ResumableSampler& sampler) : sampler_(sampler) {}
+  std::string kind() const override { return "data position"; }
+  c10::IValue capture() override { return sampler_.state(); }
+  state::Commit prepare_restore(const c10::IValue& saved, bool, const std::string& name) override {
+    try {
+      sampler_.check(saved);
+    } catch (const StateMismatch& e) {
+      throw StateMismatch("'" + name + "': " + e.what());
+    }
+    return [this, saved] { sampler_.restore(saved); };
+  }
+  void step_ended() override { sampler_.batch_consumed(); }
+  bool is_data_position() const override { return true; }
+
+ private:
+  ResumableSampler sampler_;
+};
+
 }  // namespace
 
 std::unique_ptr<TrackedState> track_module(torch::nn::Module& module) {
@@ -226,6 +249,9 @@ std::unique_ptr<TrackedState> track_string(std::string& value) {
 }
 std::unique_ptr<TrackedState> track_tensor(at::Tensor& tensor) {
   return std::make_unique<TensorState>(tensor);
+}
+std::unique_ptr<TrackedState> track_sampler(const ResumableSampler& sampler) {
+  return std::make_unique<SamplerState>(sampler);
 }
 std::unique_ptr<TrackedState> track_callbacks(std::function<c10::IValue()> save,
                                               std::function<void(const c10::IValue&)> load) {

@@ -21,6 +21,7 @@ struct Module;
 
 namespace autosnap {
 
+class ResumableSampler;
 class SnapshotWriter;
 
 namespace daemon {
@@ -42,6 +43,10 @@ class TrackedState {
   /// staged value, on a background thread.
   virtual void write_extra_files(const std::string& name, const c10::IValue& staged, SnapshotWriter& writer,
                                  int rank) {}
+  /// The training loop finished a step (on_step_end), before any snapshot of it.
+  virtual void step_ended() {}
+  /// True for a data position (a resumable sampler).
+  virtual bool is_data_position() const { return false; }
 };
 
 std::unique_ptr<TrackedState> track_module(torch::nn::Module& module);
@@ -52,6 +57,7 @@ std::unique_ptr<TrackedState> track_double(double& value);
 std::unique_ptr<TrackedState> track_bool(bool& value);
 std::unique_ptr<TrackedState> track_string(std::string& value);
 std::unique_ptr<TrackedState> track_tensor(at::Tensor& tensor);
+std::unique_ptr<TrackedState> track_sampler(const ResumableSampler& sampler);
 std::unique_ptr<TrackedState> track_callbacks(std::function<c10::IValue()> save,
                                               std::function<void(const c10::IValue&)> load);
 

@@ -37,6 +37,15 @@ void TrackedSet::add(const std::string& name, std::unique_ptr<TrackedState> stat
   entries_.emplace_back(name, std::move(state));
 }
 
+void TrackedSet::step_ended() const {
+  for (const auto& [name, state] : entries_) state->step_ended();
+}
+
+bool TrackedSet::tracks_data_position() const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [](const auto& entry) { return entry.second->is_data_position(); });
+}
+
 c10::impl::GenericDict TrackedSet::capture(std::unordered_set<const void*>* step_only) const {
   c10::impl::GenericDict shard(c10::StringType::get(), c10::AnyType::get());
   for (const auto& [name, state] : entries_) {

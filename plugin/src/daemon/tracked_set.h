@@ -43,6 +43,11 @@ class TrackedSet {
   /// Files beside the shard (TorchScript archives), from the staged shard.
   void write_extra_files(const c10::impl::GenericDict& staged, SnapshotWriter& writer, int rank) const;
 
+  /// The loop finished a step: data positions count their batch consumed.
+  void step_ended() const;
+  /// True when a data position (resumable sampler) is tracked.
+  bool tracks_data_position() const;
+
   /// Checks `shard` against everything tracked (StateMismatch naming what is
   /// missing, untracked or does not fit; `strict: false` restores what
   /// matches) and returns what installs it; nothing changes before that is

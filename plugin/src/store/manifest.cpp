@@ -61,11 +61,9 @@ std::string Manifest::to_yaml() const {
   out << YAML::BeginMap;
   out << YAML::Key << "format_version" << YAML::Value << format_version;
   out << YAML::Key << "step" << YAML::Value << step;
-  out << YAML::Key << "epoch" << YAML::Value;
-  if (epoch)
-    out << *epoch;
-  else
-    out << YAML::Null;
+  out << YAML::Key << "epoch" << YAML::Value << epoch;
+  out << YAML::Key << "batch" << YAML::Value << batch;
+  out << YAML::Key << "epoch_ended" << YAML::Value << epoch_ended;
   out << YAML::Key << "time" << YAML::Value << time;
   out << YAML::Key << "reason" << YAML::Value << YAML::DoubleQuoted << reason;
   out << YAML::Key << "world_size" << YAML::Value << world_size;
@@ -114,7 +112,16 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
   }
   m.step = field<int64_t>(root, "step", source);
   if (m.step < 0) throw CorruptSnapshot("manifest '" + source + "': step is negative");
-  if (root["epoch"] && !root["epoch"].IsNull()) m.epoch = field<int64_t>(root, "epoch", source);
+  if (root["batch"]) {
+    m.epoch = field<int64_t>(root, "epoch", source);
+    m.batch = field<int64_t>(root, "batch", source);
+    m.epoch_ended = field<bool>(root, "epoch_ended", source);
+    if (m.epoch < 0 || m.batch < 0)
+      throw CorruptSnapshot("manifest '" + source + "': epoch and batch must not be negative");
+  } else if (root["epoch"] && !root["epoch"].IsNull()) {  // written before the loop position was
+    m.epoch = field<int64_t>(root, "epoch", source);
+    m.epoch_ended = true;
+  }
   m.time = field<std::string>(root, "time", source);
   m.reason = field<std::string>(root, "reason", source);
   m.world_size = field<int>(root, "world_size", source);
