@@ -101,6 +101,14 @@ TEST(StateDict, NonStrictLoadsWhatFitsAndReports) {
   EXPECT_TRUE(torch::equal(state_dict(*net).at("fc1.weight"), fc1_before));
 }
 
+TEST(StateDict, ModuleHoldersAreAcceptedAsTheyAreByTrack) {
+  torch::nn::Linear saved(3, 2), loaded(3, 2);  // holders, as TORCH_MODULE declares them
+  const StateDict state = state_dict(saved);
+  EXPECT_EQ(state.size(), 2u);
+  EXPECT_TRUE(load_state_dict(loaded, state).ok());
+  EXPECT_TRUE(torch::equal(loaded->weight, saved->weight));
+}
+
 TEST(StateDict, NotADict) {
   testing::Net net;
   const auto message = strict_error(*net, torch::ones({2}));

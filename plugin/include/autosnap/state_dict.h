@@ -10,6 +10,8 @@
 namespace torch {
 namespace nn {
 class Module;
+template <typename Contained>
+class ModuleHolder;
 }  // namespace nn
 }  // namespace torch
 
@@ -21,6 +23,11 @@ namespace autosnap {
 using StateDict = c10::Dict<std::string, at::Tensor>;
 
 StateDict state_dict(const torch::nn::Module& module);
+/// The same for a module holder (`MLP model(...)`, as TORCH_MODULE declares).
+template <typename M>
+StateDict state_dict(const torch::nn::ModuleHolder<M>& module) {
+  return state_dict(static_cast<const torch::nn::Module&>(*module));
+}
 
 /// What `load_state_dict` found. `mismatched` holds one sentence per entry
 /// whose shape, dtype or type does not fit.
@@ -41,5 +48,10 @@ struct LoadStateDictResult {
 /// listing all of them, and nothing is copied. Non-strict: every entry that
 /// fits is copied, the rest is reported in the result.
 LoadStateDictResult load_state_dict(torch::nn::Module& module, const c10::IValue& state, bool strict = true);
+template <typename M>
+LoadStateDictResult load_state_dict(torch::nn::ModuleHolder<M>& module, const c10::IValue& state,
+                                    bool strict = true) {
+  return load_state_dict(static_cast<torch::nn::Module&>(*module), state, strict);
+}
 
 }  // namespace autosnap
