@@ -1,6 +1,7 @@
 // Data-parallel training of train_mlp's model on several ranks, with
-// automatic snapshots of every rank. Each rank draws its own deterministic
-// batches; gradients are averaged over Gloo (the job's own process group;
+// automatic snapshots of every rank. Each rank reads its part of a synthetic
+// dataset through a ResumableDistributedSampler (its data position is in its
+// shard); gradients are averaged over Gloo (the job's own process group;
 // autosnap coordinates through a group of its own).
 //
 //   scripts/launch_local.sh 2 build/examples/train_ddp --config autosnap.yaml --steps 400 --out final.pt
@@ -16,6 +17,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include "example_errors.h"
 
 #include <chrono>
 #include <cstdlib>
@@ -63,12 +65,32 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> join_training_group(const c10::intrus
                                                      rank, world, group_options);
 }
 
+// Example i: features from a generator of its own, the teacher's answer as the target.
+class TeacherDataset : public torch::data::datasets::Dataset<TeacherDataset> {
+ public:
+  TeacherDataset(size_t size, int64_t input, torch::Tensor teacher, uint64_t seed)
+      : size_(size), input_(input), teacher_(std::move(teacher)), seed_(seed) {}
+  torch::data::Example<> get(size_t index) override {
+    auto generator = at::detail::createCPUGenerator(seed_ * 1000003 + index);
+    auto x = at::randn({input_}, generator);
+    return {x, torch::tanh(x.matmul(teacher_))};
+  }
+  torch::optional<size_t> size() const override { return size_; }
+
+ private:
+  size_t size_;
+  int64_t input_;
+  torch::Tensor teacher_;
+  uint64_t seed_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Data-parallel training of a small MLP on synthetic data, with automatic snapshots."};
   std::string config_path, out_path;
-  int64_t steps = 1000, input = 16, hidden = 64, output = 4, batch = 32, steps_per_epoch = 50, log_every = 50;
+  int64_t steps = 1000, input = 16, hidden = 64, output = 4, batch = 32, workers = 1, log_every = 50;
+  size_t samples = 3200;
   uint64_t seed = 42;
   int sleep_ms = 0;
   bool share_store = false;
@@ -82,7 +104,9 @@ int main(int argc, char** argv) {
   app.add_option("--hidden", hidden, "hidden units")->check(CLI::PositiveNumber);
   app.add_option("--output", output, "outputs")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "batch size per rank")->check(CLI::PositiveNumber);
-  app.add_option("--steps-per-epoch", steps_per_epoch, "steps per epoch")->check(CLI::PositiveNumber);
+  app.add_option("--samples", samples, "examples in the dataset (an epoch: samples / ranks / batch steps)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--workers", workers, "data loader worker threads per rank")->check(CLI::NonNegativeNumber);
   app.add_option("--seed", seed, "random seed");
   app.add_option("--sleep-ms", sleep_ms, "sleep after each step (for tests and demos)")
       ->check(CLI::NonNegativeNumber);
@@ -91,15 +115,16 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const int rank = env_int("RANK", env_int("SLURM_PROCID", 0));
+  const std::string program = "train_ddp rank " + std::to_string(rank);
   const int world = env_int("WORLD_SIZE", env_int("SLURM_NTASKS", 1));
-  try {
+  return examples::run_reporting_errors(program.c_str(), [&] {
     torch::set_num_threads(1);  // bitwise-reproducible CPU math
     torch::manual_seed(seed);   // the same initial model on every rank
     MLP model(input, hidden, output);
     torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
     auto teacher_generator = at::detail::createCPUGenerator(seed + 1);
     const auto teacher = at::randn({input, output}, teacher_generator);
-    torch::manual_seed(seed + 1000 * static_cast<uint64_t>(rank + 1));  // this rank's own batches
+    torch::manual_seed(seed + 1000 * static_cast<uint64_t>(rank + 1));  // this rank's own noise
     auto store = job_store(rank, world);
     auto group = join_training_group(store, rank, world);
     if (share_store) autosnap::use_job_store(store);
@@ -113,6 +138,8 @@ int main(int argc, char** argv) {
     snap.track("epoch", epoch);
     snap.track("loss", loss_value);
     snap.track("step", completed_steps);
+    autosnap::ResumableDistributedSampler sampler(samples, world, rank, {/*shuffle=*/true, /*seed=*/seed});
+    snap.track("data", sampler);
 
     auto resumed = snap.on_train_start();
     const int64_t first = resumed ? resumed->step + 1 : 0;
@@ -121,34 +148,48 @@ int main(int argc, char** argv) {
                           : std::string("starting at step 0"))
               << std::endl;
 
+    // Each rank reads its part of each epoch's order; the loader continues a
+    // resumed epoch with the next unseen batch.
+    auto loader = torch::data::make_data_loader(
+        TeacherDataset(samples, input, teacher, seed).map(torch::data::transforms::Stack<>()), sampler,
+        torch::data::DataLoaderOptions().batch_size(batch).workers(workers));
     int64_t step = first;
-    for (; step < steps; ++step) {
-      auto x = torch::randn({batch, input});  // the default generator: each rank's own, in its shard
-      auto y = torch::tanh(x.mm(teacher));
-      optimizer.zero_grad();
-      auto loss = torch::mse_loss(model->forward(x), y);
-      loss.backward();
-      for (auto& p : model->parameters()) {
-        std::vector<at::Tensor> grad{p.grad()};
-        group->allreduce(grad)->wait();
-        p.grad().div_(world);
+    bool left_early = false;  // stopped by a signal, or --steps reached mid-epoch
+    for (int64_t e = resumed ? resumed->next_epoch() : 0; step < steps && !left_early; ++e) {
+      snap.on_epoch_start(e);
+      epoch = e;
+      for (auto& examples : *loader) {
+        // Input noise from the default generator: each rank's own, saved in its shard.
+        const torch::Tensor x = examples.data + 0.01 * torch::randn_like(examples.data);
+        const torch::Tensor y = examples.target;
+        optimizer.zero_grad();
+        auto loss = torch::mse_loss(model->forward(x), y);
+        loss.backward();
+        for (auto& p : model->parameters()) {
+          std::vector<at::Tensor> grad{p.grad()};
+          group->allreduce(grad)->wait();
+          p.grad().div_(world);
+        }
+        snap.before_optimizer_step();
+        optimizer.step();
+        loss_value = loss.item<double>();
+        completed_steps = step + 1;
+        if (rank == 0 && step % log_every == 0) {
+          std::cout << "step " << std::setw(6) << step << "  loss " << std::setprecision(6) << std::fixed
+                    << loss_value << std::endl;
+        }
+        snap.on_step_end(step++);
+        if (sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+        if (snap.should_stop()) {
+          std::cout << "rank " << rank << ": stopping after step " << step - 1 << " as asked" << std::endl;
+          left_early = true;
+        }
+        if (left_early || step >= steps) {
+          left_early = true;
+          break;
+        }
       }
-      snap.before_optimizer_step();
-      optimizer.step();
-      loss_value = loss.item<double>();
-      completed_steps = step + 1;
-      epoch = completed_steps / steps_per_epoch;
-      if (rank == 0 && step % log_every == 0) {
-        std::cout << "step " << std::setw(6) << step << "  loss " << std::setprecision(6) << std::fixed
-                  << loss_value << std::endl;
-      }
-      snap.on_step_end(step);
-      if (completed_steps % steps_per_epoch == 0) snap.on_epoch_end(epoch);
-      if (sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
-      if (snap.should_stop()) {
-        std::cout << "rank " << rank << ": stopping after step " << step << " as asked" << std::endl;
-        break;
-      }
+      if (!left_early) snap.on_epoch_end(e);
     }
     const bool finished = step >= steps;
     if (finished) snap.on_train_end();
@@ -157,7 +198,7 @@ int main(int argc, char** argv) {
       std::cout << "finished " << steps << " steps, final loss " << std::setprecision(6) << std::fixed
                 << loss_value << std::endl;
       if (!out_path.empty()) {
-        autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(*model)},
+        autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(model)},
                                        {"optimizer_state_dict", autosnap::optimizer_state_dict(optimizer)},
                                        {"step", completed_steps},
                                        {"loss", loss_value}}),
@@ -166,8 +207,5 @@ int main(int argc, char** argv) {
     }
     group->barrier()->wait();  // rank 0 serves the store: it leaves last
     return snap.exit_code();
-  } catch (const std::exception& e) {
-    std::cerr << "train_ddp rank " << rank << ": " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }

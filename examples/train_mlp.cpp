@@ -9,6 +9,7 @@
 #include <autosnap/autosnap.h>
 #include <torch/torch.h>
 #include <CLI/CLI.hpp>
+#include "example_errors.h"
 
 #include <chrono>
 #include <iomanip>
@@ -48,8 +49,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", log_every, "print the loss every N steps")->check(CLI::PositiveNumber);
   app.add_option("--out", out_path, "at the end, save model, optimizer, step and loss here");
   CLI11_PARSE(app, argc, argv);
+  const std::string program = "train_mlp";
 
-  try {
+  return examples::run_reporting_errors(program.c_str(), [&] {
     torch::set_num_threads(1);  // bitwise-reproducible CPU math
     torch::manual_seed(seed);
     MLP model(input, hidden, output);
@@ -79,6 +81,8 @@ int main(int argc, char** argv) {
 
     int64_t step = first;
     for (; step < steps; ++step) {
+      // A flat loop with epochs: say when one begins (a resumed run then counts the same epochs).
+      if (step % steps_per_epoch == 0) snap.on_epoch_start(step / steps_per_epoch);
       auto x = torch::randn({batch, input});  // the default generator: captured in every snapshot
       auto y = torch::tanh(x.mm(teacher));
       optimizer.zero_grad();
@@ -88,13 +92,13 @@ int main(int argc, char** argv) {
       optimizer.step();
       loss_value = loss.item<double>();
       completed_steps = step + 1;
-      epoch = completed_steps / steps_per_epoch;
+      epoch = step / steps_per_epoch;
       if (step % log_every == 0) {
         std::cout << "step " << std::setw(6) << step << "  loss " << std::setprecision(6) << std::fixed
                   << loss_value << std::endl;
       }
       snap.on_step_end(step);
-      if (completed_steps % steps_per_epoch == 0) snap.on_epoch_end(epoch);
+      if (completed_steps % steps_per_epoch == 0) snap.on_epoch_end(epoch);  // after its last step
       if (sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
       if (snap.should_stop()) {
         std::cout << "stopping after step " << step << " as asked" << std::endl;
@@ -108,7 +112,7 @@ int main(int argc, char** argv) {
       std::cout << "finished " << steps << " steps, final loss " << std::setprecision(6) << std::fixed
                 << loss_value << std::endl;
       if (!out_path.empty()) {
-        autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(*model)},
+        autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(model)},
                                        {"optimizer_state_dict", autosnap::optimizer_state_dict(optimizer)},
                                        {"step", completed_steps},
                                        {"loss", loss_value}}),
@@ -116,8 +120,5 @@ int main(int argc, char** argv) {
       }
     }
     return snap.exit_code();
-  } catch (const std::exception& e) {
-    std::cerr << "train_mlp: " << e.what() << std::endl;
-    return 1;
-  }
+  });
 }
