@@ -269,6 +269,47 @@ TEST(ResumableSampler, TorchSaveAndLoadOfTheSampler) {
   EXPECT_EQ(loaded.next(3).value(), (std::vector<size_t>{3, 4, 5}));
 }
 
+// Python reads the data position from the shard and, with the documented
+// formula, names the batch a resumed run trains on next.
+TEST(Snapshotter, PythonReadsTheDataPositionAndFindsTheNextBatch) {
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
+  TempDir dir;
+  ResumableRandomSampler sampler(kSamples, 31);
+  {
+    Snapshotter snap(make_config(dir.path()));
+    snap.track("data", sampler);
+    ResumableRandomSampler loader_copy = sampler;
+    loader_copy.reset();
+    loader_copy.reset();  // epoch 1
+    for (int64_t step = 0; step < 3; ++step) {
+      loader_copy.next(kBatch);
+      snap.on_step_end(step);
+    }
+    loader_copy.next(kBatch);  // prefetched, never trained on
+    snap.close();              // on_train_end: a snapshot of step 2
+  }
+  const auto result = testing::run_python_code(
+      "import sys, torch\n"
+      "shard = torch.load(sys.argv[1] + '/step-000000000002/rank-00000.pt')\n"
+      "d = shard['data']\n"
+      "order = torch.randperm(d['size'], generator=torch.Generator().manual_seed(d['seed'] + d['epoch']))\n"
+      "print(d['kind'], d['epoch'], d['batches'], d['position'])\n"
+      "print(' '.join(str(int(i)) for i in order[d['position']:d['position'] + 4]))\n",
+      dir.path());
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  ResumableRandomSampler resumed(kSamples, 7);
+  {
+    Snapshotter snap(make_config(dir.path()));
+    snap.track("data", resumed);
+    ASSERT_TRUE(snap.on_train_start());
+  }
+  resumed.reset();
+  std::string next;
+  const auto batch = resumed.next(kBatch).value();
+  for (size_t i : batch) next += (next.empty() ? "" : " ") + std::to_string(i);
+  EXPECT_EQ(result.output, "random 1 3 12\n" + next + "\n");
+}
+
 TEST(Snapshotter, ASamplerRestoreMismatchNamesTheTrackedEntry) {
   TempDir dir;
   {

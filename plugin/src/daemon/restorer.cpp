@@ -80,7 +80,7 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
     c10::IValue shard = store_.read_shard(step, replicated ? 0 : rank, device_, /*verify=*/rank != 0);
     if (replicated && config_.capture.rng) {
       auto dict = shard.toGenericDict();
-      dict.erase(kRngEntry);
+      static_cast<void>(dict.erase(kRngEntry));  // replaced by this rank's own, when it has one
       if (rank < written_by) {
         const auto own = store_.read_shard(step, rank, device_, /*verify=*/rank != 0).toGenericDict();
         if (own.contains(kRngEntry)) dict.insert(kRngEntry, own.at(kRngEntry));
