@@ -24,11 +24,13 @@ using testing::TempDir;
 constexpr int kKills = 12;
 constexpr int kBatchesPerEpoch = 16;  // 500 samples, batches of 32: the last has 20
 
-// 20 epochs of 16 steps: more than the kills get through. Killed runs pause
-// 10 ms per step, so that a kill lands anywhere in a few dozen steps.
-std::vector<std::string> gan_command(const std::string& out, const std::string& config, bool slow = false) {
-  std::vector<std::string> argv = {testing::example_path("train_gan"), "--epochs", "20", "--workers", "2"};
-  if (slow) argv.insert(argv.end(), {"--sleep-ms", "10"});
+// 30 epochs of 16 steps: more than the kills can get through (each killed run
+// lives at most 700 ms and pauses 20 ms per step: at most 35 steps, 420 in all).
+std::vector<std::string> gan_command(const std::string& out, const std::string& config, bool slow = false,
+                                     int epochs = 30) {
+  std::vector<std::string> argv = {testing::example_path("train_gan"), "--epochs", std::to_string(epochs),
+                                   "--workers", "2"};
+  if (slow) argv.insert(argv.end(), {"--sleep-ms", "20"});
   if (!config.empty()) argv.insert(argv.end(), {"--config", config});
   if (!out.empty()) argv.insert(argv.end(), {"--out", out});
   return argv;
@@ -50,13 +52,20 @@ Resumed resumed_from(const std::string& output) {
   return r;
 }
 
-void kill_and_resume(const std::string& flush) {
-  TempDir dir;
+constexpr const char* kNoDataPosition = "no data position is tracked";
+
+std::string write_config(const TempDir& dir, const std::string& flush) {
   const std::string config = dir.file("autosnap.yaml");
   testing::write_text(config, "directory: " + dir.file("snapshots") +
                                   "\ntriggers: {every_steps: 3}\nretention: {keep_last: 2}\n"
                                   "flush: " +
                                   flush + "\ncontrol: {socket: false}\nlog_level: warn\n");
+  return config;
+}
+
+void kill_and_resume(const std::string& flush) {
+  TempDir dir;
+  const std::string config = write_config(dir, flush);
 
   ChildProcess reference(gan_command(dir.file("reference.pt"), ""), {"AUTOSNAP_CONFIG="});
   reference.read_all();
@@ -74,6 +83,7 @@ void kill_and_resume(const std::string& flush) {
     run.kill(SIGKILL);
     ASSERT_EQ(run.wait(), 128 + SIGKILL) << "the run ended before it was killed:\n" << run.output();
     const Resumed r = resumed_from(run.output());
+    EXPECT_EQ(run.output().find(kNoDataPosition), std::string::npos) << run.output();
     if (kill > 0) {
       ASSERT_GE(r.step, last_step) << run.output();
     }
@@ -104,6 +114,35 @@ TEST(GanResume, RandomKillsMidEpochEndBitwiseEqual) { kill_and_resume("{mode: as
 
 TEST(GanResume, RandomKillsMidEpochEndBitwiseEqualWithOverlap) {
   kill_and_resume("{mode: async, overlap: true}");
+}
+
+// What the README says happens without a data position: the same loop with
+// torch's RandomSampler, resumed mid-epoch, is warned about and ends differently.
+TEST(GanResume, AStockSamplerResumedMidEpochIsWarnedAboutAndDiverges) {
+  TempDir dir;
+  const std::string config = write_config(dir, "{mode: async}");
+  auto stock = [&](std::vector<std::string> argv) {
+    argv.push_back("--stock-sampler");
+    return argv;
+  };
+  ChildProcess reference(stock(gan_command(dir.file("reference.pt"), "", false, 3)), {"AUTOSNAP_CONFIG="});
+  reference.read_all();
+  ASSERT_EQ(reference.wait(), 0) << reference.output();
+  ChildProcess killed(stock(gan_command("", config, /*slow=*/true, 3)));
+  ASSERT_TRUE(killed.wait_for_line("starting at step 0")) << killed.output();
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  killed.kill(SIGKILL);
+  ASSERT_EQ(killed.wait(), 128 + SIGKILL) << killed.output();
+  ChildProcess resumed(stock(gan_command(dir.file("resumed.pt"), config, false, 3)));
+  resumed.read_all();
+  ASSERT_EQ(resumed.wait(), 0) << resumed.output();
+  const Resumed r = resumed_from(resumed.output());
+  ASSERT_GT(r.batches_done, 0) << "the kill must leave a mid-epoch snapshot:\n" << resumed.output();
+  ASSERT_LT(r.batches_done, kBatchesPerEpoch) << resumed.output();
+  EXPECT_NE(resumed.output().find(kNoDataPosition), std::string::npos) << resumed.output();
+  EXPECT_NE(
+      testing::describe_difference(load(dir.file("resumed.pt")), load(dir.file("reference.pt")), "final"),
+      "");
 }
 
 }  // namespace

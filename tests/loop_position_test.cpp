@@ -119,6 +119,13 @@ TEST(LoopPosition, EpochsCountedFromOneAreTakenFromTheHooks) {
   EXPECT_TRUE(p.mid_epoch());
 }
 
+TEST(LoopPosition, ANegativeEpochIsAnErrorNotAQuarantinedSnapshot) {
+  TempDir dir;
+  Snapshotter snap(make_config(dir.path()));
+  EXPECT_THROW(snap.on_epoch_start(-1), Error);
+  EXPECT_THROW(snap.on_epoch_end(-1), Error);
+}
+
 TEST(LoopPosition, AManifestFromBeforeTheLoopPositionReadsAsAnEndedEpoch) {
   const std::string old_text =
       "format_version: 1\nstep: 41\nepoch: 3\ntime: \"2026-11-28T13:05:07.123Z\"\nreason: \"train_end\"\n"

@@ -43,14 +43,22 @@ std::vector<int64_t> indices_of(const std::vector<torch::data::Example<>>& batch
   return out;
 }
 
+// When snapshots are taken: after every step, or only after each epoch's on_epoch_end.
+enum class Snapshots { kEveryStep, kAtEpochEnd };
+
 // An epoch × batch loop, as README shows it. Stops (like a kill) after
-// `stop_after_steps` steps of this run; returns the batches it trained on.
+// `stop_after_steps` steps of this run (with kAtEpochEnd: after the
+// on_epoch_end that follows them); returns the batches it trained on.
 Batches train(const std::string& dir, const MakeSampler& make_sampler, size_t workers,
-              int64_t stop_after_steps, std::optional<ResumePoint>* resumed_out = nullptr) {
+              int64_t stop_after_steps, std::optional<ResumePoint>* resumed_out = nullptr,
+              Snapshots snapshots = Snapshots::kEveryStep) {
   torch::manual_seed(1234);  // the same start in every run; a restore then sets the generators
   auto sampler = make_sampler();
   Snapshotter snap(
-      make_config(dir, "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"));
+      make_config(dir, std::string(snapshots == Snapshots::kEveryStep
+                                       ? "triggers: {every_steps: 1, on_train_end: false}\n"
+                                       : "triggers: {on_epoch_end: true, on_train_end: false}\n") +
+                           "retention: {keep_last: 0}\n"));
   snap.track("data", *sampler);
   auto resumed = snap.on_train_start();
   if (resumed_out) *resumed_out = resumed;
@@ -65,12 +73,16 @@ Batches train(const std::string& dir, const MakeSampler& make_sampler, size_t wo
       seen.push_back(indices_of(batch));
       torch::randn({3});  // training draws from the global generator
       snap.on_step_end(step++);
-      if (static_cast<int64_t>(seen.size()) == stop_after_steps) {
+      if (snapshots == Snapshots::kEveryStep && static_cast<int64_t>(seen.size()) == stop_after_steps) {
         snap.wait_until_finished();
         return seen;  // the loader still has batches prefetched: they were never trained on
       }
     }
     snap.on_epoch_end(epoch);
+    if (snapshots == Snapshots::kAtEpochEnd && static_cast<int64_t>(seen.size()) == stop_after_steps) {
+      snap.wait_until_finished();
+      return seen;
+    }
   }
   snap.close();
   return seen;
@@ -111,6 +123,23 @@ TEST_P(SamplerResume, RandomContinuesWithTheNextUnseenBatch) {
 
 TEST_P(SamplerResume, RandomResumedAfterAnEpochsLastBatch) {
   expect_resume_matches(kRandom, GetParam(), 12);  // the last (partial) batch of epoch 1
+}
+
+// The snapshot taken by on_epoch_end: the resumed loop starts the next epoch,
+// and so does the sampler (not the ended epoch again, with nothing left in it).
+TEST_P(SamplerResume, RandomResumedFromAnEpochEndSnapshotStartsTheNextEpoch) {
+  TempDir whole_dir;
+  const Batches whole = train(whole_dir.path(), kRandom, GetParam(), -1);
+  const int64_t per_epoch = static_cast<int64_t>(whole.size()) / kEpochs;
+  TempDir dir;
+  Batches run = train(dir.path(), kRandom, GetParam(), per_epoch, nullptr, Snapshots::kAtEpochEnd);
+  std::optional<ResumePoint> resumed;
+  const Batches rest = train(dir.path(), kRandom, GetParam(), -1, &resumed, Snapshots::kAtEpochEnd);
+  ASSERT_TRUE(resumed);
+  EXPECT_TRUE(resumed->epoch_ended);
+  EXPECT_EQ(resumed->next_epoch(), 1);
+  run.insert(run.end(), rest.begin(), rest.end());
+  EXPECT_EQ(run, whole);
 }
 
 TEST_P(SamplerResume, SequentialContinuesWithTheNextUnseenBatch) {
@@ -249,6 +278,46 @@ TEST(ResumableSampler, DistributedResumedWithAnotherNumberOfRanksSplitsTheRestOf
   again.reset();
   EXPECT_EQ(again.next(100), torch::nullopt) << "rank 1 had consumed its part of the re-split epoch";
   EXPECT_EQ(again.epoch(), 0);
+}
+
+TEST(ResumableSampler, AReSplitEpochWithNothingLeftGoesThroughAFile) {
+  ResumableDistributedSampler old_rank(8, 2, 0, {true, 3});
+  old_rank.reset();
+  old_rank.next(4);
+  old_rank.batch_consumed();  // rank 0 consumed its whole part: so did rank 1
+  ResumableDistributedSampler new_rank(8, 4, 2, {true, 3});
+  new_rank.restore(old_rank.state());
+  TempDir dir;
+  save(new_rank.state(), dir.file("state.pt"));  // rest_of_epoch: [] (reads back as an untyped list)
+  ResumableDistributedSampler again(8, 4, 2, {true, 3});
+  again.restore(load(dir.file("state.pt")));
+  again.reset();
+  EXPECT_EQ(again.next(4), torch::nullopt);
+  again.reset();
+  EXPECT_EQ(again.epoch(), 1);
+  EXPECT_EQ(again.next(4)->size(), 2u) << "the next epoch: 8 samples over 4 ranks";
+}
+
+TEST(ResumableSampler, BadSettingsAndStatesAreClearErrors) {
+  EXPECT_THROW(ResumableRandomSampler(10, uint64_t{1} << 63), Error);
+  ResumableDistributedSampler shuffled(10, 2, 0);
+  shuffled.reset();
+  ResumableDistributedSampler in_order(10, 2, 0, {/*shuffle=*/false});
+  try {
+    in_order.restore(shuffled.state());
+    FAIL() << "a shuffled position must not be restored into an unshuffled sampler";
+  } catch (const StateMismatch& e) {
+    EXPECT_NE(std::string(e.what()).find("saved with shuffle=true, this sampler has shuffle=false"),
+              std::string::npos)
+        << e.what();
+  }
+  ResumableSequentialSampler sampler(10);
+  sampler.reset();
+  sampler.next(3);
+  sampler.batch_consumed();
+  ResumableSequentialSampler resumed(10);
+  resumed.restore(sampler.state());
+  EXPECT_THROW(resumed.reset(12), Error) << "a restored position belongs to a dataset of 10";
 }
 
 TEST(ResumableSampler, TorchSaveAndLoadOfTheSampler) {

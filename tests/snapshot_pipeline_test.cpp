@@ -168,7 +168,7 @@ TEST(Snapshotter, OverlapDiscardsATornSnapshotAndNamesTheTensor) {
   for (const auto& event : testing::read_events(dir.path())) {
     if (event["event"] == "failed" && event["step"] == 0) {
       named = event["error"].get<std::string>().find(
-                  "'a/weight' was modified before its staging copy finished") != std::string::npos;
+                  "'a/weight' was modified before before_optimizer_step()") != std::string::npos;
     }
   }
   EXPECT_TRUE(named) << "the failed event names the first modified tensor";

@@ -20,9 +20,11 @@ namespace autosnap {
 ///   int64_t step = resumed ? resumed->step + 1 : 0;
 ///   for (int64_t epoch = resumed ? resumed->next_epoch() : 0; epoch < epochs; ++epoch) {
 ///     snap.on_epoch_start(epoch);
-///     for (auto& batch : *loader) { ...; snap.on_step_end(step++); }  // a tracked
-///     snap.on_epoch_end(epoch);                   // ResumableSampler skips the done batches
+///     for (auto& batch : *loader) { ...; snap.on_step_end(step++); }
+///     snap.on_epoch_end(epoch);
 ///   }
+///
+/// With a tracked ResumableSampler the loader itself skips the batches done.
 struct ResumePoint {
   int64_t step = 0;          ///< continue with step + 1
   int64_t epoch = 0;         ///< the epoch `step` belongs to (0 in a loop without epochs)

@@ -23,12 +23,15 @@
 ///   batches in order (`enforce_ordering`, the default);
 /// - start a new epoch at each reset() (the loader calls it when a `for` loop
 ///   over it begins), except the first reset() after a restore, which resumes
-///   the restored epoch after its consumed batches.
+///   the restored epoch after its consumed batches (or starts the next one when
+///   the loop had called on_epoch_end). A restore takes effect at that reset():
+///   restore before the loop over the loader begins.
 ///
 /// Copies share one position: track one, hand a copy to make_data_loader.
-/// The saved state is a dict of ints (Python-readable): kind, size, seed,
-/// epoch, position (samples of the epoch consumed), batches; the distributed
-/// sampler adds num_replicas, rank, shuffle, drop_last.
+/// The saved state is a dict of plain values (Python-readable): kind (str),
+/// size, seed, epoch, position (samples of the epoch consumed), batches (ints),
+/// epoch_ended (bool); the distributed sampler adds num_replicas, rank,
+/// shuffle, drop_last, and rest_of_epoch (a list) after a re-split.
 
 #include <torch/data/samplers/base.h>
 
@@ -61,6 +64,9 @@ class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_
   /// The training loop consumed the oldest batch handed out (the Snapshotter
   /// calls this at on_step_end; call it yourself only without a Snapshotter).
   void batch_consumed();
+  /// The training loop finished this epoch (the Snapshotter calls this at
+  /// on_epoch_end): a restore of this state starts the next epoch.
+  void epoch_finished();
   /// The saved form (see above).
   c10::IValue state() const;
   /// Checks `saved` against this sampler (StateMismatch naming what differs)
@@ -80,6 +86,7 @@ class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_
 
 /// A new random order each epoch. Without `seed`, one is drawn from torch's
 /// default generator here (so torch::manual_seed before construction fixes it).
+/// Seeds are below 2^63 (a non-negative int in Python).
 class ResumableRandomSampler : public ResumableSampler {
  public:
   explicit ResumableRandomSampler(size_t size, std::optional<uint64_t> seed = std::nullopt);
@@ -102,7 +109,7 @@ class ResumableDistributedSampler : public ResumableSampler {
  public:
   struct Options {
     bool shuffle = true;
-    std::optional<uint64_t> seed;  ///< the same on every rank; default: drawn as above
+    std::optional<uint64_t> seed;  ///< the same on every rank; default 0, as Python's
     bool drop_last = false;
   };
   ResumableDistributedSampler(size_t size, size_t num_replicas, size_t rank, Options options);

@@ -189,8 +189,8 @@ void SnapshotPipeline::settle_overlap(bool commit) {
     if (!torn.empty()) {
       // An optimizer step ran before before_optimizer_step(): the copy may mix two steps.
       why = "'" + torn +
-            "' was modified before its staging copy finished; with several optimizers, call "
-            "before_optimizer_step() once, before the first optimizer.step()";
+            "' was modified before before_optimizer_step(), while its staging copy may have been running; "
+            "with several optimizers, call before_optimizer_step() once, before the first optimizer.step()";
       log()->warn("discarding the snapshot of step {}: {}; staging without overlap from now on", job->step,
                   why);
       commit = false;

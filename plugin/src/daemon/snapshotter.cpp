@@ -72,6 +72,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
   void on_epoch_start(int64_t epoch) override {
     check_policy();
+    check_epoch_number("on_epoch_start", epoch);
     position_.epoch_started(epoch);
     if (position_.mid_epoch()) warn_without_data_position();
   }
@@ -105,7 +106,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
   void on_epoch_end(int64_t epoch) override {
     check_policy();
+    check_epoch_number("on_epoch_end", epoch);
     position_.epoch_finished(epoch);
+    tracked_.epoch_ended();
     if (!config_.triggers.on_epoch_end) return;
     if (!last_step_) {
       log()->warn("on_epoch_end({}) before any on_step_end: no step to snapshot", epoch);
@@ -154,7 +157,6 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     if (!point) return std::nullopt;
     last_step_ = point->step;
     position_ = LoopPosition{point->epoch, point->batch, point->epoch_ended};
-    if (position_.mid_epoch() && position_.epoch > 0) warn_without_data_position();
     policy_.resumed_at(point->step);
     pipeline_.resumed_from(point->step, point->path);
     return point;
@@ -206,8 +208,14 @@ class ActiveSnapshotter final : public SnapshotterImpl {
       policy_.snapshot_taken(step);
   }
 
-  // A loader with torch's stock sampler restarts a resumed epoch in a new
-  // order (drawn from the just restored generator): say so, once.
+  static void check_epoch_number(const char* hook, int64_t epoch) {
+    if (epoch < 0)
+      throw Error(std::string(hook) + "(" + std::to_string(epoch) + "): epochs are numbered from 0");
+  }
+
+  // A loop that starts again the epoch it resumes in the middle of, with a
+  // torch::data loader whose stock sampler draws a new order (from the just
+  // restored generator): say so, once.
   void warn_without_data_position() {
     if (data_position_warned_ || tracked_.tracks_data_position()) return;
     data_position_warned_ = true;

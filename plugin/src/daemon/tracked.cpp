@@ -218,6 +218,7 @@ class SamplerState final : public TrackedState {
     return [this, saved] { sampler_.restore(saved); };
   }
   void step_ended() override { sampler_.batch_consumed(); }
+  void epoch_ended() override { sampler_.epoch_finished(); }
   bool is_data_position() const override { return true; }
 
  private:

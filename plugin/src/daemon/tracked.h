@@ -45,6 +45,8 @@ class TrackedState {
                                  int rank) {}
   /// The training loop finished a step (on_step_end), before any snapshot of it.
   virtual void step_ended() {}
+  /// The training loop finished an epoch (on_epoch_end), before any snapshot of it.
+  virtual void epoch_ended() {}
   /// True for a data position (a resumable sampler).
   virtual bool is_data_position() const { return false; }
 };

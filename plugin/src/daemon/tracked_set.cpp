@@ -41,6 +41,10 @@ void TrackedSet::step_ended() const {
   for (const auto& [name, state] : entries_) state->step_ended();
 }
 
+void TrackedSet::epoch_ended() const {
+  for (const auto& [name, state] : entries_) state->epoch_ended();
+}
+
 bool TrackedSet::tracks_data_position() const {
   return std::any_of(entries_.begin(), entries_.end(),
                      [](const auto& entry) { return entry.second->is_data_position(); });

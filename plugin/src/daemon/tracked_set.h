@@ -45,6 +45,8 @@ class TrackedSet {
 
   /// The loop finished a step: data positions count their batch consumed.
   void step_ended() const;
+  /// The loop finished an epoch: data positions remember it.
+  void epoch_ended() const;
   /// True when a data position (resumable sampler) is tracked.
   bool tracks_data_position() const;
 

@@ -61,6 +61,7 @@ struct ResumableSampler::Shared {
   size_t handed_out = 0;          // samples given to the loader so far
   std::deque<size_t> unconsumed;  // sizes of batches handed out, not yet consumed
   bool resume_pending = false;    // the next reset() continues `epoch` at `position`
+  bool epoch_ended = false;       // the loop called on_epoch_end for `epoch`
   // Distributed, resumed with another number of ranks: what the job had not
   // consumed of this epoch's order, split anew among the ranks (saved as is).
   std::optional<std::vector<size_t>> rest_of_epoch;
@@ -102,6 +103,7 @@ struct ResumableSampler::Shared {
 
   // Caller holds the mutex.
   void start_epoch() {
+    epoch_ended = false;
     if (resume_pending) {
       resume_pending = false;
     } else {
@@ -121,7 +123,13 @@ ResumableSampler::ResumableSampler(std::shared_ptr<Shared> shared) : shared_(std
 
 void ResumableSampler::reset(torch::optional<size_t> new_size) {
   std::lock_guard<std::mutex> lock(shared_->mutex);
-  if (new_size) shared_->size = *new_size;
+  if (new_size && *new_size != shared_->size) {
+    if (shared_->resume_pending) {
+      throw Error("ResumableSampler: reset() to " + std::to_string(*new_size) +
+                  " samples, but the restored position is in an epoch of " + std::to_string(shared_->size));
+    }
+    shared_->size = *new_size;
+  }
   shared_->start_epoch();
 }
 
@@ -136,6 +144,11 @@ torch::optional<std::vector<size_t>> ResumableSampler::next(size_t batch_size) {
   s.handed_out += n;
   s.unconsumed.push_back(n);
   return batch;
+}
+
+void ResumableSampler::epoch_finished() {
+  std::lock_guard<std::mutex> lock(shared_->mutex);
+  shared_->epoch_ended = true;
 }
 
 void ResumableSampler::batch_consumed() {
@@ -171,7 +184,8 @@ c10::IValue ResumableSampler::state() const {
                                    {"seed", static_cast<int64_t>(s.seed)},
                                    {"epoch", s.epoch},
                                    {"position", static_cast<int64_t>(s.position)},
-                                   {"batches", s.batches}});
+                                   {"batches", s.batches},
+                                   {"epoch_ended", s.epoch_ended}});
   if (s.kind == Shared::Kind::kDistributed) {
     d.insert("num_replicas", static_cast<int64_t>(s.num_replicas));
     d.insert("rank", static_cast<int64_t>(s.rank));
@@ -192,13 +206,13 @@ namespace {
 struct SavedPosition {
   uint64_t seed;
   int64_t epoch, position, batches;
-  bool shuffle, drop_last;
   size_t num_replicas;
   std::optional<std::vector<size_t>> rest_of_epoch;
+  bool epoch_ended;
 };
 
-SavedPosition parse_saved(const ResumableSampler::Shared& s, const char* kind_name,
-                          const c10::IValue& saved) {
+SavedPosition parse_saved(const ResumableSampler::Shared& s, const c10::IValue& saved) {
+  const char* kind_name = s.kind_name();
   if (!saved.isGenericDict()) throw StateMismatch("sampler state: expected a dict, found " + saved.tagKind());
   const auto d = saved.toGenericDict();
   auto field = [&](const char* key) -> c10::IValue {
@@ -231,10 +245,9 @@ SavedPosition parse_saved(const ResumableSampler::Shared& s, const char* kind_na
                   int_field("epoch"),
                   int_field("position"),
                   int_field("batches"),
-                  s.shuffle,
-                  s.drop_last,
                   s.num_replicas,
-                  std::nullopt};
+                  std::nullopt,
+                  bool_field("epoch_ended")};
   if (p.epoch < -1 || p.position < 0 || p.batches < 0) {
     throw StateMismatch("sampler state: epoch " + std::to_string(p.epoch) + ", position " +
                         std::to_string(p.position) + ", batches " + std::to_string(p.batches) +
@@ -252,14 +265,23 @@ SavedPosition parse_saved(const ResumableSampler::Shared& s, const char* kind_na
                           std::to_string(s.num_replicas) + ": each rank's part of the data would change");
     }
     p.num_replicas = static_cast<size_t>(replicas);
-    p.shuffle = bool_field("shuffle");
-    p.drop_last = bool_field("drop_last");
+    for (const auto& [key, live] :
+         {std::pair<const char*, bool>{"shuffle", s.shuffle}, {"drop_last", s.drop_last}}) {
+      if (bool_field(key) != live) {
+        throw StateMismatch(std::string("sampler state: saved with ") + key + "=" +
+                            (live ? "false" : "true") + ", this sampler has " + key + "=" +
+                            (live ? "true" : "false"));
+      }
+    }
     auto rest = d.find(std::string("rest_of_epoch"));
     if (rest != d.end()) {
-      if (!rest->value().isIntList())
-        throw StateMismatch("sampler state: 'rest_of_epoch' is not a list of ints");
+      // An empty list reads back untyped, so check the elements, not the list's type.
+      if (!rest->value().isList()) throw StateMismatch("sampler state: 'rest_of_epoch' is not a list");
       std::vector<size_t> indices;
-      for (int64_t i : rest->value().toIntVector()) {
+      for (const c10::IValue& element : rest->value().toListRef()) {
+        if (!element.isInt())
+          throw StateMismatch("sampler state: 'rest_of_epoch' holds a " + element.tagKind());
+        const int64_t i = element.toInt();
         if (i < 0 || i >= size)
           throw StateMismatch("sampler state: 'rest_of_epoch' holds index " + std::to_string(i));
         indices.push_back(static_cast<size_t>(i));
@@ -274,16 +296,14 @@ SavedPosition parse_saved(const ResumableSampler::Shared& s, const char* kind_na
 
 void ResumableSampler::check(const c10::IValue& saved) const {
   std::lock_guard<std::mutex> lock(shared_->mutex);
-  parse_saved(*shared_, shared_->kind_name(), saved);
+  parse_saved(*shared_, saved);
 }
 
 void ResumableSampler::restore(const c10::IValue& saved) {
   std::lock_guard<std::mutex> lock(shared_->mutex);
   Shared& s = *shared_;
-  const SavedPosition p = parse_saved(s, s.kind_name(), saved);
+  const SavedPosition p = parse_saved(s, saved);
   s.seed = p.seed;
-  s.shuffle = p.shuffle;
-  s.drop_last = p.drop_last;
   s.epoch = p.epoch;
   s.position = static_cast<size_t>(p.position);
   s.batches = p.batches;
@@ -300,7 +320,10 @@ void ResumableSampler::restore(const c10::IValue& saved) {
   s.unconsumed.clear();
   s.order.clear();
   s.handed_out = 0;
-  s.resume_pending = p.epoch >= 0;  // before the first epoch there is nothing to resume
+  // Nothing to resume before the first epoch, nor once the loop ended the
+  // epoch (the next reset() starts the next one).
+  s.resume_pending = p.epoch >= 0 && !p.epoch_ended;
+  s.epoch_ended = p.epoch_ended;
 }
 
 void ResumableSampler::save(torch::serialize::OutputArchive& archive) const {
@@ -316,6 +339,10 @@ void ResumableSampler::load(torch::serialize::InputArchive& archive) {
 namespace {
 
 std::shared_ptr<ResumableSampler::Shared> make_shared_state(size_t size, std::optional<uint64_t> seed) {
+  if (seed && *seed >= (uint64_t{1} << 63)) {
+    throw Error("ResumableSampler: seed " + std::to_string(*seed) +
+                " (expected below 2^63, so that it is a non-negative int in Python)");
+  }
   auto s = std::make_shared<ResumableSampler::Shared>();
   s->size = size;
   s->seed = seed ? *seed : seed_from_default_generator();
@@ -345,7 +372,8 @@ ResumableDistributedSampler::ResumableDistributedSampler(size_t size, size_t num
           throw Error("ResumableDistributedSampler: rank " + std::to_string(rank) + " of " +
                       std::to_string(num_replicas) + " replicas (expected 0 <= rank < num_replicas)");
         }
-        auto s = make_shared_state(size, options.shuffle ? options.seed : std::optional<uint64_t>(0));
+        auto s =
+            make_shared_state(size, options.seed.value_or(0));  // Python's default: the same on every rank
         s->kind = Shared::Kind::kDistributed;
         s->num_replicas = num_replicas;
         s->rank = rank;
