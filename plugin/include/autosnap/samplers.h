@@ -28,6 +28,8 @@
 ///   restore before the loop over the loader begins.
 ///
 /// Copies share one position: track one, hand a copy to make_data_loader.
+/// Track only the training loader's sampler: every tracked sampler counts a
+/// batch at each on_step_end (a validation loader's would count wrongly).
 /// The saved state is a dict of plain values (Python-readable): kind (str),
 /// size, seed, epoch, position (samples of the epoch consumed), batches (ints),
 /// epoch_ended (bool); the distributed sampler adds num_replicas, rank,
