@@ -7,7 +7,7 @@ packages=(
   g++ cmake make ccache
   libtorch-dev python3-torch python3-numpy
   libboost-dev libboost-filesystem-dev
-  libyaml-cpp-dev libgtest-dev libgmock-dev zlib1g-dev
+  libyaml-cpp-dev libgtest-dev libgmock-dev libdeflate-dev
   libgloo-dev
   libxxhash-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   clang libclang-rt-14-dev

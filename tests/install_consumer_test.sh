@@ -17,15 +17,15 @@ test -f "$work/prefix/lib/cmake/autosnap/autosnapConfig.cmake"
 
 options=(-DCMAKE_PREFIX_PATH="$work/prefix" -DCMAKE_BUILD_TYPE=Release)
 if command -v ccache >/dev/null; then options+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-private="yaml-cpp spdlog Boost nlohmann_json ZLIB fmt"
+private="yaml-cpp spdlog Boost nlohmann_json libdeflate fmt"
 if ls "$work/prefix/lib/"libautosnap.so* >/dev/null 2>&1; then
   echo "shared libautosnap: the consumer builds without: $private"
   for package in $private; do options+=(-DCMAKE_DISABLE_FIND_PACKAGE_"$package"=TRUE); done
-  if grep -E 'INTERFACE_LINK_LIBRARIES' "$work/prefix/lib/cmake/autosnap/"autosnapTargets*.cmake | grep -nE 'yaml|spdlog|Boost|nlohmann|ZLIB|fmt::'; then
+  if grep -E 'INTERFACE_LINK_LIBRARIES' "$work/prefix/lib/cmake/autosnap/"autosnapTargets*.cmake | grep -nE 'yaml|spdlog|Boost|nlohmann|deflate|fmt::'; then
     echo "the exported targets name a private dependency (above)" >&2
     exit 1
   fi
-  if grep -rnE '#include <(yaml-cpp|spdlog|boost|nlohmann|zlib|fmt)' "$work/prefix/include/autosnap"; then
+  if grep -rnE '#include <(yaml-cpp|spdlog|boost|nlohmann|libdeflate|fmt)' "$work/prefix/include/autosnap"; then
     echo "an installed header includes a private dependency (above)" >&2
     exit 1
   fi

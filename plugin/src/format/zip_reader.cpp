@@ -1,6 +1,6 @@
 #include "format/zip_reader.h"
 
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include <algorithm>
 #include <cstring>
@@ -206,15 +206,16 @@ uint64_t ZipReader::data_offset(const Entry& entry) {
 void ZipReader::read(const Entry& entry, void* buffer, bool check_crc) {
   const uint64_t offset = data_offset(entry);
   char* out = static_cast<char*>(buffer);
-  uLong crc = crc32(0L, Z_NULL, 0);
-  constexpr uint64_t kChunk = 64ull << 20;  // zlib's crc32 takes a 32-bit length
+  uint32_t crc = 0;
+  // Chunks small enough that the CRC reads them from the cache, right after the read.
+  constexpr uint64_t kChunk = 4ull << 20;
   for (uint64_t done = 0; done < entry.size;) {
     const uint64_t n = std::min(kChunk, entry.size - done);
     file_.read_exact(offset + done, out + done, static_cast<size_t>(n));
-    if (check_crc) crc = crc32(crc, reinterpret_cast<const Bytef*>(out + done), static_cast<uInt>(n));
+    if (check_crc) crc = libdeflate_crc32(crc, out + done, static_cast<size_t>(n));
     done += n;
   }
-  if (check_crc && static_cast<uint32_t>(crc) != entry.crc32) {
+  if (check_crc && crc != entry.crc32) {
     throw CorruptSnapshot("'" + file_.path() + "': CRC-32 mismatch in entry '" + entry.name +
                           "' (the file is damaged)");
   }
