@@ -80,16 +80,31 @@ torch::nn::Sequential make_discriminator() {
                     Sigmoid());
 }
 
-// One epoch × batch loop over any sampler type.
+// The two models and their optimizers.
+struct Gan {
+  Generator generator;
+  torch::nn::Sequential discriminator = make_discriminator();
+  torch::optim::Adam generator_optimizer{generator->parameters(),
+                                         torch::optim::AdamOptions(2e-4).betas({0.5, 0.999})};
+  torch::optim::Adam discriminator_optimizer{discriminator->parameters(),
+                                             torch::optim::AdamOptions(2e-4).betas({0.5, 0.999})};
+};
+
+struct Settings {
+  int64_t epochs = 4, batch_size = 32, workers = 2;
+  size_t samples = 500;
+  int sleep_ms = 0;
+};
+
+// The epoch × batch loop, over any sampler type. Returns 1 when a stop was asked for.
 template <typename Sampler>
 int train(autosnap::Snapshotter& snap, Sampler sampler, const std::optional<autosnap::ResumePoint>& resumed,
-          Generator& generator, torch::nn::Sequential& discriminator, torch::optim::Adam& generator_optimizer,
-          torch::optim::Adam& discriminator_optimizer, int64_t epochs, int64_t batch_size, int64_t workers,
-          size_t samples, int sleep_ms, int64_t& step) {
+          Gan& gan, const Settings& settings, int64_t& step) {
+  auto& [generator, discriminator, generator_optimizer, discriminator_optimizer] = gan;
   auto loader = torch::data::make_data_loader(
-      SquaresDataset(samples).map(torch::data::transforms::Stack<>()), std::move(sampler),
-      torch::data::DataLoaderOptions().batch_size(batch_size).workers(workers));
-  for (int64_t epoch = resumed ? resumed->next_epoch() : 0; epoch < epochs; ++epoch) {
+      SquaresDataset(settings.samples).map(torch::data::transforms::Stack<>()), std::move(sampler),
+      torch::data::DataLoaderOptions().batch_size(settings.batch_size).workers(settings.workers));
+  for (int64_t epoch = resumed ? resumed->next_epoch() : 0; epoch < settings.epochs; ++epoch) {
     snap.on_epoch_start(epoch);
     int64_t batch_index = resumed && epoch == resumed->next_epoch() ? resumed->next_batch() : 0;
     // A stock sampler restarts the epoch: skip what was done, as a user would (its order differs, though).
@@ -124,7 +139,7 @@ int train(autosnap::Snapshotter& snap, Sampler sampler, const std::optional<auto
       g_loss = gen_loss.item<double>();
       ++batch_index;
       snap.on_step_end(step++);
-      if (sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));
+      if (settings.sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(settings.sleep_ms));
       if (snap.should_stop()) {
         std::cout << "stopping after step " << step - 1 << " as asked" << std::endl;
         return 1;
@@ -144,18 +159,16 @@ int train(autosnap::Snapshotter& snap, Sampler sampler, const std::optional<auto
 int main(int argc, char** argv) {
   CLI::App app{"DCGAN-like training with autosnap snapshots and a resumable data loader"};
   std::string config_path, out_path;
-  int64_t epochs = 4, batch_size = 32, workers = 2;
-  size_t samples = 500;
-  int sleep_ms = 0;
+  Settings settings;
   uint64_t seed = 1;
   bool stock_sampler = false;
   app.add_option("--config", config_path, "autosnap YAML config (default: $AUTOSNAP_CONFIG)");
-  app.add_option("--epochs", epochs, "epochs")->check(CLI::PositiveNumber);
-  app.add_option("--batch-size", batch_size, "batch size")->check(CLI::PositiveNumber);
-  app.add_option("--workers", workers, "loader worker threads")->check(CLI::NonNegativeNumber);
-  app.add_option("--samples", samples, "images in the dataset")->check(CLI::PositiveNumber);
+  app.add_option("--epochs", settings.epochs, "epochs")->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", settings.batch_size, "batch size")->check(CLI::PositiveNumber);
+  app.add_option("--workers", settings.workers, "loader worker threads")->check(CLI::NonNegativeNumber);
+  app.add_option("--samples", settings.samples, "images in the dataset")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "torch::manual_seed");
-  app.add_option("--sleep-ms", sleep_ms, "pause after each step (to give a kill time to land)");
+  app.add_option("--sleep-ms", settings.sleep_ms, "pause after each step (to give a kill time to land)");
   app.add_option("--out", out_path, "after the last epoch, save models, optimizers and RNG state here");
   app.add_flag("--stock-sampler", stock_sampler, "torch's RandomSampler: no data position (for comparison)");
   CLI11_PARSE(app, argc, argv);
@@ -163,20 +176,16 @@ int main(int argc, char** argv) {
   return examples::run_reporting_errors("train_gan", [&] {
     torch::set_num_threads(1);  // bitwise-reproducible CPU math
     torch::manual_seed(seed);
-    Generator generator;
-    auto discriminator = make_discriminator();
-    torch::optim::Adam generator_optimizer(generator->parameters(),
-                                           torch::optim::AdamOptions(2e-4).betas({0.5, 0.999}));
-    torch::optim::Adam discriminator_optimizer(discriminator->parameters(),
-                                               torch::optim::AdamOptions(2e-4).betas({0.5, 0.999}));
-    autosnap::ResumableRandomSampler sampler(samples);  // its seed comes from torch::manual_seed above
+    Gan gan;
+    autosnap::ResumableRandomSampler sampler(
+        settings.samples);  // its seed comes from torch::manual_seed above
 
     auto snap = config_path.empty() ? autosnap::Snapshotter::from_env()
                                     : autosnap::Snapshotter::from_config(config_path);
-    snap.track("generator", generator);
-    snap.track("discriminator", discriminator);
-    snap.track("generator_optimizer", generator_optimizer);
-    snap.track("discriminator_optimizer", discriminator_optimizer);
+    snap.track("generator", gan.generator);
+    snap.track("discriminator", gan.discriminator);
+    snap.track("generator_optimizer", gan.generator_optimizer);
+    snap.track("discriminator_optimizer", gan.discriminator_optimizer);
     if (!stock_sampler) snap.track("data", sampler);  // the one line that makes mid-epoch resume exact
 
     auto resumed = snap.on_train_start();
@@ -188,26 +197,23 @@ int main(int argc, char** argv) {
     } else {
       std::cout << "starting at step 0" << std::endl;
     }
-    const int stopped =
-        stock_sampler ? train(snap, torch::data::samplers::RandomSampler(samples), resumed, generator,
-                              discriminator, generator_optimizer, discriminator_optimizer, epochs, batch_size,
-                              workers, samples, sleep_ms, step)
-                      : train(snap, sampler, resumed, generator, discriminator, generator_optimizer,
-                              discriminator_optimizer, epochs, batch_size, workers, samples, sleep_ms, step);
+    const int stopped = stock_sampler ? train(snap, torch::data::samplers::RandomSampler(settings.samples),
+                                              resumed, gan, settings, step)
+                                      : train(snap, sampler, resumed, gan, settings, step);
     if (stopped) {
       snap.close();
       return snap.exit_code();
     }
     snap.on_train_end();
     snap.close();
-    std::cout << "finished " << epochs << " epochs, " << step << " steps" << std::endl;
+    std::cout << "finished " << settings.epochs << " epochs, " << step << " steps" << std::endl;
     if (!out_path.empty()) {
       autosnap::save(
           autosnap::dict(
-              {{"generator", autosnap::state_dict(generator)},
-               {"discriminator", autosnap::state_dict(discriminator)},
-               {"generator_optimizer", autosnap::optimizer_state_dict(generator_optimizer)},
-               {"discriminator_optimizer", autosnap::optimizer_state_dict(discriminator_optimizer)},
+              {{"generator", autosnap::state_dict(gan.generator)},
+               {"discriminator", autosnap::state_dict(gan.discriminator)},
+               {"generator_optimizer", autosnap::optimizer_state_dict(gan.generator_optimizer)},
+               {"discriminator_optimizer", autosnap::optimizer_state_dict(gan.discriminator_optimizer)},
                {"rng_state", at::detail::getDefaultCPUGenerator().get_state()},
                {"steps", step}}),
           out_path);

@@ -338,12 +338,14 @@ void ResumableSampler::load(torch::serialize::InputArchive& archive) {
 
 namespace {
 
-std::shared_ptr<ResumableSampler::Shared> make_shared_state(size_t size, std::optional<uint64_t> seed) {
+std::shared_ptr<ResumableSampler::Shared> make_shared_state(ResumableSampler::Shared::Kind kind, size_t size,
+                                                            std::optional<uint64_t> seed) {
   if (seed && *seed >= (uint64_t{1} << 63)) {
     throw Error("ResumableSampler: seed " + std::to_string(*seed) +
                 " (expected below 2^63, so that it is a non-negative int in Python)");
   }
   auto s = std::make_shared<ResumableSampler::Shared>();
+  s->kind = kind;
   s->size = size;
   s->seed = seed ? *seed : seed_from_default_generator();
   return s;
@@ -352,18 +354,10 @@ std::shared_ptr<ResumableSampler::Shared> make_shared_state(size_t size, std::op
 }  // namespace
 
 ResumableRandomSampler::ResumableRandomSampler(size_t size, std::optional<uint64_t> seed)
-    : ResumableSampler([&] {
-        auto s = make_shared_state(size, seed);
-        s->kind = Shared::Kind::kRandom;
-        return s;
-      }()) {}
+    : ResumableSampler(make_shared_state(Shared::Kind::kRandom, size, seed)) {}
 
 ResumableSequentialSampler::ResumableSequentialSampler(size_t size)
-    : ResumableSampler([&] {
-        auto s = make_shared_state(size, uint64_t{0});
-        s->kind = Shared::Kind::kSequential;
-        return s;
-      }()) {}
+    : ResumableSampler(make_shared_state(Shared::Kind::kSequential, size, uint64_t{0})) {}
 
 ResumableDistributedSampler::ResumableDistributedSampler(size_t size, size_t num_replicas, size_t rank,
                                                          Options options)
@@ -372,9 +366,8 @@ ResumableDistributedSampler::ResumableDistributedSampler(size_t size, size_t num
           throw Error("ResumableDistributedSampler: rank " + std::to_string(rank) + " of " +
                       std::to_string(num_replicas) + " replicas (expected 0 <= rank < num_replicas)");
         }
-        auto s =
-            make_shared_state(size, options.seed.value_or(0));  // Python's default: the same on every rank
-        s->kind = Shared::Kind::kDistributed;
+        // Seed 0 by default, as Python's: the same on every rank.
+        auto s = make_shared_state(Shared::Kind::kDistributed, size, options.seed.value_or(0));
         s->num_replicas = num_replicas;
         s->rank = rank;
         s->shuffle = options.shuffle;
