@@ -161,6 +161,41 @@ TEST(Store, ReadShardVerifiesItsChecksum) {
   }
 }
 
+// The checksum is computed in the pass that parses the shard: a shard too
+// damaged to parse is still reported as a checksum mismatch (quarantined by a
+// restore), not as whatever the parser tripped over.
+TEST(Store, AShardThatFailsToParseIsReportedByItsChecksum) {
+  TempDir dir;
+  auto store = SnapshotStore::open_for_writing(dir.path());
+  commit_step(*store, 100);
+  const auto path = shard_path(*store, 100);
+  for (uint64_t offset = 64; offset < 96; ++offset) testing::flip_byte(path, offset);  // the pickle
+  try {
+    store->read_shard(100, 0, torch::kCPU);
+    ADD_FAILURE() << "a damaged shard must not be read";
+  } catch (const CorruptSnapshot& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+  }
+}
+
+// A restore checks the shard it reads in that same read: latest_valid() leaves
+// `read_later` to it, and still verifies every other file.
+TEST(Store, LatestValidLeavesTheShardReadLaterToTheRead) {
+  TempDir dir;
+  auto store = SnapshotStore::open_for_writing(dir.path());
+  commit_step(*store, 100);
+  commit_step(*store, 200);
+  const auto path = shard_path(*store, 200);
+  testing::flip_byte(path, testing::file_size(path) / 2);
+  auto latest = store->latest_valid({}, shard_file_name(0));
+  ASSERT_TRUE(latest);
+  EXPECT_EQ(latest->step, 200) << "its shard's checksum is the reader's to check";
+  EXPECT_THROW(store->read_shard(200, 0, torch::kCPU), CorruptSnapshot);
+  EXPECT_FALSE(store->verify(200).ok);
+  EXPECT_TRUE(store->verify(200, {}, shard_file_name(0)).ok);
+  EXPECT_EQ(store->latest_valid()->step, 100) << "without read_later everything is verified";
+}
+
 TEST(Store, UnknownFormatVersionIsSkippedNotQuarantined) {
   TempDir dir;
   auto store = SnapshotStore::open_for_writing(dir.path());

@@ -7,11 +7,13 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <sstream>
 
 #include "autosnap/autosnap.h"
+#include "format/checksum.h"
 #include "format/zip_reader.h"
 #include "support/test_util.h"
 
@@ -459,6 +461,47 @@ TEST(ZipReader, EntriesOutsideTheFileAndBadLocalHeadersAreRefused) {
       testing::error_of<CorruptSnapshot>([&] { reader.read_string(*reader.find("a/data.pkl"), 5, true); });
   EXPECT_NE(too_big.find("entry 'a/data.pkl' is 6 bytes, more than the allowed 5"), std::string::npos)
       << too_big;
+}
+
+// ---- hashing a file in the pass that reads it (restores verify this way) ----
+
+TEST(HashingReadableFile, AnyReadOrderGivesTheWholeFilesDigest) {
+  TempDir dir;
+  const std::string path = dir.path() + "/data.bin";
+  std::string contents((3 << 20) + 17, '\0');
+  for (size_t i = 0; i < contents.size(); ++i) contents[i] = static_cast<char>((i * 2654435761u) >> 13);
+  testing::write_text(path, contents);
+  auto file = default_file_system().open_for_reading(path);
+  const format::FileDigest expected = format::digest_file(*file);
+  std::vector<char> buffer(contents.size());
+
+  auto check = [&](const std::string& pattern,
+                   const std::function<void(format::HashingReadableFile&)>& reads) {
+    format::HashingReadableFile hashing(*file);
+    reads(hashing);
+    const format::FileDigest digest = hashing.finish();
+    EXPECT_EQ(digest.size, expected.size) << pattern;
+    EXPECT_EQ(digest.xxh3, expected.xxh3) << pattern;
+  };
+  check("nothing read", [](auto&) {});
+  check("forward in small pieces", [&](auto& h) {
+    h.start();
+    for (uint64_t at = 0; at + 1000 <= contents.size(); at += 1000) h.read_exact(at, buffer.data(), 1000);
+  });
+  check("the tail before start, gaps, re-reads and overlaps", [&](auto& h) {
+    h.read_exact(contents.size() - 100, buffer.data(), 100);  // not hashed: before start()
+    h.start();
+    h.read_exact(0, buffer.data(), 30);
+    h.read_exact(64, buffer.data(), 1 << 20);           // a gap of 34 bytes first
+    h.read_exact(10, buffer.data(), 20);                // behind the frontier
+    h.read_exact((1 << 20) + 60, buffer.data(), 1000);  // overlaps the frontier
+    h.read_exact(2 << 20, buffer.data(), 5);
+  });
+  format::HashingReadableFile hashing(*file);
+  hashing.start();
+  hashing.read_exact(0, buffer.data(), contents.size());
+  EXPECT_EQ(std::string(buffer.data(), contents.size()), contents) << "reads pass the bytes through";
+  EXPECT_EQ(hashing.finish().xxh3, expected.xxh3);
 }
 
 }  // namespace

@@ -100,20 +100,26 @@ class SnapshotStore {
   std::vector<int64_t> valid_steps() const;
 
   /// Full verification of one committed snapshot: every file's size and
-  /// XXH3-64. `progress(done, total)` is called as bytes are checked.
-  VerifyResult verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress = {}) const;
+  /// XXH3-64. `progress(done, total)` is called as bytes are checked. The
+  /// checksum of `read_later` (a file name) is left to read_shard, which
+  /// checks it in the same pass that reads it.
+  VerifyResult verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress = {},
+                      const std::string& read_later = "") const;
 
   /// The newest snapshot that passes full verification. In a writable store,
   /// each newer one that fails is quarantined (`on_quarantine` is told its
   /// new name and the problem); a read-only store only skips them. An I/O
   /// error while checking one throws IoError: that snapshot may be fine, so
   /// neither quarantining it nor silently resuming an older one is right.
+  /// `read_later`: as in verify(), for a restore that reads that shard next.
   std::optional<SnapshotInfo> latest_valid(
-      const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine = {});
+      const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine = {},
+      const std::string& read_later = "");
 
-  /// Reads one rank's shard of a committed snapshot after checking its size
-  /// and XXH3-64 against the manifest (CorruptSnapshot on mismatch). Pass
-  /// `verify` false only right after a successful verify() of that snapshot.
+  /// Reads one rank's shard of a committed snapshot, checking its size and
+  /// XXH3-64 against the manifest in the same single pass (CorruptSnapshot on
+  /// mismatch, before the value is returned). Pass `verify` false only right
+  /// after a successful verify() of that snapshot.
   c10::IValue read_shard(int64_t step, int rank, const c10::Device& device, bool verify = true) const;
 
   /// Removes a committed snapshot (rename to tmp, fsync DIR, delete).

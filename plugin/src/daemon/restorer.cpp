@@ -76,13 +76,13 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
     }
     // Replicated state: rank 0's shard, with this rank's own random state when it has a shard.
     const bool replicated = written_by != world;
-    // Rank 0's latest_valid() verified every file; the others check their own shard as they read it.
-    c10::IValue shard = store_.read_shard(step, replicated ? 0 : rank, device_, /*verify=*/rank != 0);
+    // Every rank checks the shards it reads as it reads them (rank 0's latest_valid() checked the others).
+    c10::IValue shard = store_.read_shard(step, replicated ? 0 : rank, device_);
     if (replicated && config_.capture.rng) {
       auto dict = shard.toGenericDict();
       static_cast<void>(dict.erase(kRngEntry));  // replaced by this rank's own, when it has one
       if (rank < written_by) {
-        const auto own = store_.read_shard(step, rank, device_, /*verify=*/rank != 0).toGenericDict();
+        const auto own = store_.read_shard(step, rank, device_).toGenericDict();
         if (own.contains(kRngEntry)) dict.insert(kRngEntry, own.at(kRngEntry));
       }
     }
@@ -114,7 +114,8 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     std::exception_ptr pick_error;
     if (leader) {
       try {
-        auto latest = store_.latest_valid(on_quarantine);
+        // Rank 0's own shard is verified as prepare() reads it, in one pass.
+        auto latest = store_.latest_valid(on_quarantine, shard_file_name(0));
         pick = latest ? std::to_string(latest->step) : "none";
       } catch (const std::exception& e) {
         pick_error = std::current_exception();

@@ -3,6 +3,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -35,6 +36,33 @@ FileDigest digest_file(ReadableFile& file, const std::function<void(uint64_t)>& 
     if (progress) progress(done);
   }
   return {size, hasher.digest()};
+}
+
+void HashingReadableFile::hash_gap_until(uint64_t offset) {
+  constexpr size_t kChunk = 1 << 20;
+  while (frontier_ < offset) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, offset - frontier_));
+    if (gap_.size() < n) gap_.resize(n);
+    inner_.read_exact(frontier_, gap_.data(), n);
+    hasher_.update(gap_.data(), n);
+    frontier_ += n;
+  }
+}
+
+void HashingReadableFile::read_exact(uint64_t offset, void* buffer, size_t size) {
+  if (started_ && offset > frontier_) hash_gap_until(offset);
+  inner_.read_exact(offset, buffer, size);
+  if (!started_ || offset + size <= frontier_) return;
+  const uint64_t skip = frontier_ - offset;  // the part already hashed
+  hasher_.update(static_cast<const char*>(buffer) + skip, size - skip);
+  frontier_ = offset + size;
+}
+
+FileDigest HashingReadableFile::finish() {
+  started_ = true;
+  const uint64_t size = inner_.size();
+  hash_gap_until(size);
+  return {size, hasher_.digest()};
 }
 
 std::string to_hex(uint64_t value) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "autosnap/fs.h"
 
@@ -54,6 +55,32 @@ class HashingWritableFile final : public WritableFile {
   WritableFile& inner_;
   Xxh3Hasher hasher_;
   uint64_t bytes_ = 0;
+};
+
+/// A ReadableFile decorator that hashes a file front to back while a reader
+/// reads it, so a reader that goes forward (a zip's records in file order)
+/// verifies the whole file in its own single pass. Before start() reads pass
+/// through unhashed (a zip reader first reads its directory at the end); after
+/// it, bytes read at the hashed frontier are hashed as they pass, a jump forward
+/// first reads and hashes the gap, and reads behind the frontier pass through.
+class HashingReadableFile final : public ReadableFile {
+ public:
+  explicit HashingReadableFile(ReadableFile& inner) : inner_(inner) {}
+  void start() { started_ = true; }
+  uint64_t size() const override { return inner_.size(); }
+  void read_exact(uint64_t offset, void* buffer, size_t size) override;
+  const std::string& path() const override { return inner_.path(); }
+  /// Hashes what was not read yet and returns the digest of the whole file.
+  FileDigest finish();
+
+ private:
+  void hash_gap_until(uint64_t offset);
+
+  ReadableFile& inner_;
+  Xxh3Hasher hasher_;
+  bool started_ = false;
+  uint64_t frontier_ = 0;  // bytes [0, frontier_) are hashed
+  std::vector<char> gap_;
 };
 
 /// Reads the file sequentially and hashes it. `progress(bytes_done)` is called

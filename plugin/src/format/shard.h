@@ -25,8 +25,12 @@ void write_shard(const c10::IValue& value, WritableFile& out);
 
 /// Reads a torch.save-format file; tensors are created on `device` with their
 /// storage sharing intact. With `check_crc` each zip record's CRC-32 is
-/// verified (useful when no manifest checksum covers the file).
-c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check_crc);
+/// verified (useful when no manifest checksum covers the file). With `digest`,
+/// the whole file is also hashed (XXH3-64) in the same single pass and its
+/// digest stored there, also when parsing throws (except on an IoError), so the
+/// caller can compare it before using the value or report a damaged file.
+c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check_crc,
+                       FileDigest* digest = nullptr);
 
 }  // namespace format
 }  // namespace autosnap

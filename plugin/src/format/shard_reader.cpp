@@ -1,6 +1,8 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <functional>
+
 #include "autosnap/errors.h"
 #include "format/shard.h"
 #include "format/unpickler.h"
@@ -39,10 +41,12 @@ std::string find_prefix(const ZipReader& zip) {
   return prefix;
 }
 
-}  // namespace
-
-c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check_crc) {
+// `directory_read` runs once the zip's directory (at the end of the file) is
+// read, before the records are.
+c10::IValue parse_shard(ReadableFile& file, const c10::Device& device, bool check_crc,
+                        const std::function<void()>& directory_read) {
   ZipReader zip(file);
+  directory_read();
   const std::string prefix = find_prefix(zip);
   if (zip.find(prefix + "/constants.pkl") != nullptr) {
     throw Error("'" + file.path() +
@@ -74,6 +78,23 @@ c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check
     return bytes.to(device).storage();
   };
   return unpickle(pickle.data(), pickle.size(), load_storage, file.path());
+}
+
+}  // namespace
+
+c10::IValue read_shard(ReadableFile& file, const c10::Device& device, bool check_crc, FileDigest* digest) {
+  if (digest == nullptr) return parse_shard(file, device, check_crc, [] {});
+  HashingReadableFile hashing(file);
+  try {
+    c10::IValue value = parse_shard(hashing, device, check_crc, [&] { hashing.start(); });
+    *digest = hashing.finish();
+    return value;
+  } catch (const IoError&) {
+    throw;
+  } catch (...) {
+    *digest = hashing.finish();  // a damaged file may fail to parse: its digest tells
+    throw;
+  }
 }
 
 }  // namespace format
