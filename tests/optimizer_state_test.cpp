@@ -246,6 +246,42 @@ std::string mismatch_of(torch::optim::Optimizer& optimizer, const c10::IValue& s
   return "<no exception>";
 }
 
+// Loading into an optimizer that has state writes the values into the memory of
+// its state tensors (no new memory, no page faults) where nothing else shares
+// that memory, and never aliases the caller's dict.
+TEST(OptimizerState, LoadFillsTheLiveStateMemoryAndKeepsTheDictItsOwn) {
+  MLP source;
+  auto trained = make_optimizer("Adam", source->parameters());
+  train(source, *trained, 3);
+  const auto saved = optimizer_state_dict(*trained);
+
+  MLP model;
+  auto adam = make_optimizer("Adam", model->parameters());
+  train(model, *adam, 1);
+  auto state_tensor = [&](int64_t id, const std::string& key) {
+    return dict_at(dict_at(optimizer_state_dict(*adam), "state").toGenericDict().at(id), key).toTensor();
+  };
+  const void* memory_before = state_tensor(0, "exp_avg").data_ptr();
+  const at::Tensor held = state_tensor(1, "exp_avg").view({-1});  // the user keeps a view of this one
+  const at::Tensor held_values = held.clone();
+
+  load_optimizer_state_dict(*adam, saved);
+  const auto loaded_state = dict_at(saved, "state").toGenericDict();
+  for (int64_t id = 0; id < 4; ++id) {
+    for (const std::string key : {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}) {
+      EXPECT_TRUE(torch::equal(state_tensor(id, key), dict_at(loaded_state.at(id), key).toTensor()))
+          << id << " " << key;
+    }
+  }
+  EXPECT_EQ(state_tensor(0, "exp_avg").data_ptr(), memory_before) << "private state memory is reused";
+  EXPECT_TRUE(torch::equal(held, held_values)) << "memory someone else holds is not written";
+  EXPECT_NE(state_tensor(1, "exp_avg").data_ptr(), held.data_ptr());
+
+  dict_at(loaded_state.at(0), "exp_avg").toTensor().add_(1);
+  EXPECT_FALSE(torch::equal(state_tensor(0, "exp_avg"), dict_at(loaded_state.at(0), "exp_avg").toTensor()))
+      << "the optimizer does not alias the loaded dict";
+}
+
 TEST(OptimizerState, MismatchesAreExplainedAndChangeNothing) {
   MLP model;
   auto adam = make_optimizer("Adam", model->parameters());

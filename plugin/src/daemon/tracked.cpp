@@ -114,7 +114,7 @@ class OptimizerState final : public TrackedState {
   }
   state::Commit prepare_restore(const c10::IValue& saved, bool, const std::string& name) override {
     try {
-      return state::prepare_optimizer_restore(optimizer_, saved);
+      return state::prepare_optimizer_restore(optimizer_, saved, /*may_alias=*/true);
     } catch (const StateMismatch& e) {
       throw StateMismatch("'" + name + "' (" + kind() + "): " + e.what());
     }

@@ -37,7 +37,8 @@ class TrackedState {
   /// may copy them while the next forward/backward runs.
   virtual void step_only_storages(const c10::IValue& captured, std::unordered_set<const void*>& out) const {}
   /// Checks a saved value against the live object (StateMismatch if it does
-  /// not fit); the returned commit installs it.
+  /// not fit); the returned commit installs it. `saved` comes from a freshly
+  /// read shard that no one else holds: its tensors may become live state.
   virtual state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) = 0;
   /// Writes files besides the shard entry (TorchScript archives) from the
   /// staged value, on a background thread.

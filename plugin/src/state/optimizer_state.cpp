@@ -2,6 +2,7 @@
 // optimizers' state_dict layout (PyTorch 1.13 key names and value types).
 #include "autosnap/optimizer_state.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <c10/util/Type.h>
 #include <torch/optim/adagrad.h>
@@ -35,10 +36,19 @@ std::string param_key(const at::Tensor& p) { return c10::guts::to_string(p.unsaf
 
 IValue tensor_or_none(const at::Tensor& t) { return t.defined() ? IValue(t) : IValue(); }
 
+// Which memory a parameter's loaded state tensors go into.
+struct StateTargets {
+  bool may_alias = false;        // the saved tensors are ours (a freshly read shard): no copy where they fit
+  Entries live = new_entries();  // the parameter's live state, if any
+  std::vector<std::pair<at::Tensor, at::Tensor>>* deferred =
+      nullptr;  // (live memory, saved), copied at commit
+};
+
 // ---- reading a Python-layout dict, with errors that name the entry ----
 class Reader {
  public:
-  Reader(const IValue& value, std::string where) : where_(std::move(where)) {
+  Reader(const IValue& value, std::string where, StateTargets targets = {})
+      : where_(std::move(where)), targets_(std::move(targets)) {
     if (!value.isGenericDict()) fail(std::string("expected a dict, got ") + value.tagKind());
     dict_ = value.toGenericDict();
   }
@@ -69,7 +79,18 @@ class Reader {
     if (!v.isBool()) fail("'" + key + "' should be a bool, got " + v.tagKind());
     return v.toBool();
   }
-  // A state tensor, copied onto the parameter's device (and dtype, if floating).
+  // A state tensor on the parameter's device (and dtype, if floating): the
+  // saved one where it may alias, else the live state's memory when it can be
+  // reused (filled at commit), else a copy.
+  at::Tensor cast_like(const at::Tensor& t, const at::Tensor& param, const std::string& key = "") const {
+    const auto dtype =
+        t.is_floating_point() && param.is_floating_point() ? param.scalar_type() : t.scalar_type();
+    if (!targets_.may_alias) {
+      at::Tensor reused = reusable(key, t, param.device(), dtype);
+      if (reused.defined()) return reused;
+    }
+    return t.to(param.device(), dtype, /*non_blocking=*/false, /*copy=*/!targets_.may_alias);
+  }
   at::Tensor tensor(const std::string& key, const at::Tensor& param, bool optional = false) const {
     if (optional && (!has(key) || get(key).isNone())) return {};
     const IValue& v = get(key);
@@ -82,7 +103,7 @@ class Reader {
     std::deque<at::Tensor> out;
     for (const IValue& e : v.toListRef()) {
       if (!e.isTensor()) fail("'" + key + "' should hold only tensors");
-      out.push_back(cast_like(e.toTensor(), param, key));
+      out.push_back(cast_like(e.toTensor(), param));
     }
     return out;
   }
@@ -92,16 +113,31 @@ class Reader {
   const std::string& where() const { return where_; }
 
  private:
-  at::Tensor cast_like(const at::Tensor& t, const at::Tensor& param, const std::string& key) const {
-    if (t.is_floating_point() && param.is_floating_point()) {
-      return t.to(param.device(), param.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  // The live state's tensor for `key`, when the saved one fits it and nothing
+  // else holds its memory: loading then needs no new memory (no page faults).
+  // The saved values are copied into it when the load commits.
+  at::Tensor reusable(const std::string& key, const at::Tensor& saved, const c10::Device& device,
+                      at::ScalarType dtype) const {
+    if (key.empty() || targets_.deferred == nullptr || !targets_.live.contains(key)) return {};
+    const IValue value = targets_.live.at(key);  // a copy (Dict::at returns one)
+    if (!value.isTensor()) return {};
+    const at::Tensor& live = value.toTensor();
+    // Held only by the optimizer's state, `targets_.live` and `value`; its storage by it alone.
+    const bool private_memory =
+        live.use_count() <= 3 && live.has_storage() && live.storage().use_count() == 1;
+    if (!private_memory || live.sizes() != saved.sizes() || live.scalar_type() != dtype ||
+        live.device() != device || !live.is_contiguous() || live.storage_offset() != 0) {
+      return {};
     }
-    (void)key;
-    return t.to(param.device(), t.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+    at::Tensor target = at::empty({0}, live.options());
+    target.set_(live.storage(), 0, live.sizes(), live.strides());
+    targets_.deferred->emplace_back(target, saved);
+    return target;
   }
 
   c10::impl::GenericDict dict_{c10::AnyType::get(), c10::AnyType::get()};
   std::string where_;
+  StateTargets targets_;
 };
 
 void require_shape(const Reader& r, const std::string& key, const at::Tensor& t, const at::Tensor& param) {
@@ -288,7 +324,7 @@ auto optional_tensors(const char* key,
           if (e.isNone()) {
             values.emplace_back();
           } else if (e.isTensor()) {
-            values.push_back(e.toTensor().to(p.device(), p.scalar_type(), false, true));
+            values.push_back(r.cast_like(e.toTensor(), p));
           } else {
             r.fail(name + " should hold tensors or None");
           }
@@ -479,7 +515,7 @@ c10::impl::GenericDict optimizer_state_dict(const Optimizer& optimizer) {
 
 namespace state {
 
-Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
+Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value, bool may_alias) {
   const OptimizerKind& optimizer_kind = kind_of(optimizer);
   Reader top(value, "(top level)");
   const IValue& groups_value = top.get("param_groups");
@@ -518,6 +554,7 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
   }
 
   std::vector<std::pair<std::string, std::unique_ptr<OptimizerParamState>>> new_state;
+  auto deferred = std::make_shared<std::vector<std::pair<at::Tensor, at::Tensor>>>();
   for (const auto& entry : state_value.toGenericDict()) {
     if (!entry.key().isInt()) top.fail("'state' keys should be parameter ids (ints)");
     const int64_t id = entry.key().toInt();
@@ -526,14 +563,25 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
       top.fail("'state' has an entry for parameter id " + std::to_string(id) +
                ", which no param group lists");
     }
-    Reader reader(entry.value(), "state[" + std::to_string(id) + "]");
+    StateTargets targets;
+    targets.may_alias = may_alias;
+    const auto live = optimizer.state().find(param_key(param->second));
+    if (!may_alias && live != optimizer.state().end()) {
+      targets.live = optimizer_kind.state_to_dict(*live->second);
+      targets.deferred = deferred.get();
+    }
+    Reader reader(entry.value(), "state[" + std::to_string(id) + "]", std::move(targets));
     auto state = optimizer_kind.state_from_dict(reader, param->second);
     if (state) new_state.emplace_back(param_key(param->second), std::move(state));
   }
 
   auto options = std::make_shared<decltype(new_options)>(std::move(new_options));
   auto states = std::make_shared<decltype(new_state)>(std::move(new_state));
-  return [&optimizer, options, states] {
+  return [&optimizer, options, states, deferred] {
+    {
+      torch::NoGradGuard no_grad;
+      for (auto& [live, saved] : *deferred) live.copy_(saved);
+    }
     auto& groups = optimizer.param_groups();
     for (size_t g = 0; g < groups.size(); ++g) groups[g].set_options(std::move((*options)[g]));
     optimizer.state().clear();
@@ -544,7 +592,8 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value) {
 }  // namespace state
 
 void load_optimizer_state_dict(Optimizer& optimizer, const IValue& value) {
-  state::prepare_optimizer_restore(optimizer, value)();
+  // Python's load_state_dict copies too: the caller's dict stays its own.
+  state::prepare_optimizer_restore(optimizer, value, /*may_alias=*/false)();
 }
 
 }  // namespace autosnap

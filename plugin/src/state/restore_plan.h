@@ -38,7 +38,10 @@ Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved,
                              const std::string& owner, LoadStateDictResult& result);
 
 /// Converts and checks a Python-layout optimizer state; the commit installs it.
-Commit prepare_optimizer_restore(torch::optim::Optimizer& optimizer, const c10::IValue& saved);
+/// With `may_alias` (`saved` is a freshly read shard no one else holds) its
+/// tensors become the state without a copy where they already fit.
+Commit prepare_optimizer_restore(torch::optim::Optimizer& optimizer, const c10::IValue& saved,
+                                 bool may_alias);
 
 }  // namespace state
 }  // namespace autosnap
