@@ -115,6 +115,22 @@ TEST(Staging, BuffersAreReusedAcrossStageCalls) {
   }
 }
 
+// More than 32 MiB is copied by several threads, in 4 MiB pieces.
+TEST(Staging, LargeCopiesSharedByThreadsCopyEveryByte) {
+  auto live = new_dict();
+  live.insert("big", torch::arange(24 << 20, torch::kInt32));          // 96 MiB
+  live.insert("uneven", torch::arange((5 << 20) + 3, torch::kInt64));  // not whole pieces
+  live.insert("strided", torch::arange(1 << 20, torch::kFloat32).view({1024, 1024}).t());
+  live.insert("small", torch::full({7}, 3.0));
+  StagingArena arena;
+  const auto staged = stage_now(arena, live);
+  for (const std::string key : {"big", "uneven", "strided", "small"}) {
+    EXPECT_TRUE(torch::equal(tensor_at(staged, key), live.at(key).toTensor())) << key;
+    EXPECT_NE(storage_of(tensor_at(staged, key)), storage_of(live.at(key).toTensor())) << key;
+  }
+  EXPECT_EQ(tensor_at(staged, "strided").strides(), live.at("strided").toTensor().strides());
+}
+
 TEST(Staging, AChangedSizeReallocates) {
   auto live = new_dict();
   live.insert("a", torch::ones({10}));

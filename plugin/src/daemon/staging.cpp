@@ -2,7 +2,11 @@
 
 #include <ATen/ops/empty.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
+#include <thread>
 
 #include "autosnap/errors.h"
 
@@ -10,10 +14,24 @@ namespace autosnap {
 namespace daemon {
 namespace {
 
+constexpr size_t kMaxCopyThreads = 4;
+constexpr size_t kMinBytesPerCopyThread = 32 << 20;  // below this a thread costs more than it saves
+
 at::Tensor bytes_of(const c10::Storage& storage) {
   at::Tensor t = at::empty({0}, at::TensorOptions().dtype(at::kByte).device(storage.device()));
   t.set_(storage, 0, {static_cast<int64_t>(storage.nbytes())}, {1});
   return t;
+}
+
+// A tensor like `like` (dtype, offset, sizes, strides) on `storage`, built
+// directly: at::empty + set_ cost two dispatcher calls per tensor, which
+// dominated staging a state of thousands of small tensors.
+at::Tensor view_into(const c10::Storage& storage, const at::Tensor& like) {
+  auto impl = c10::make_intrusive<c10::TensorImpl>(c10::Storage(storage),
+                                                   c10::DispatchKeySet(c10::DispatchKey::CPU), like.dtype());
+  impl->set_sizes_and_strides(like.sizes(), like.strides());
+  impl->set_storage_offset(like.storage_offset());
+  return at::Tensor(std::move(impl));
 }
 
 template <typename F>
@@ -32,14 +50,48 @@ void for_each_tensor(const c10::IValue& v, const F& f) {
 }  // namespace
 
 void perform_copies(const std::vector<StorageCopy>& copies) {
-  for (const auto& copy : copies) {
-    if (copy.source.nbytes() == 0) continue;
-    if (copy.source.device().is_cpu()) {
-      std::memcpy(copy.destination.data_ptr(), copy.source.data(), copy.source.nbytes());
-    } else {
-      copy.destination.copy_(bytes_of(copy.source));  // device -> pinned host
+  // Host copies, cut into pieces that the threads share: one core's memcpy is
+  // well below what the memory can do, and the training thread waits for it.
+  struct Piece {
+    char* destination;
+    const char* source;
+    size_t size;
+  };
+  constexpr size_t kPiece = 4 << 20;
+  std::vector<Piece> pieces;
+  size_t total = 0;
+  std::exception_ptr error;  // the copies before a failing one are still made
+  try {
+    for (const auto& copy : copies) {
+      const size_t size = copy.source.nbytes();
+      if (size == 0) continue;
+      if (!copy.source.device().is_cpu()) {
+        copy.destination.copy_(bytes_of(copy.source));  // device -> pinned host
+        continue;
+      }
+      auto* destination = static_cast<char*>(copy.destination.data_ptr());
+      const auto* source = static_cast<const char*>(copy.source.data());
+      for (size_t done = 0; done < size; done += kPiece) {
+        pieces.push_back({destination + done, source + done, std::min(kPiece, size - done)});
+      }
+      total += size;
     }
+  } catch (...) {
+    error = std::current_exception();
   }
+  const size_t threads = std::min<size_t>({kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()),
+                                           total / kMinBytesPerCopyThread + 1});
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < pieces.size(); i = next++) {
+      std::memcpy(pieces[i].destination, pieces[i].source, pieces[i].size);
+    }
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+  work();
+  for (auto& helper : helpers) helper.join();
+  if (error) std::rethrow_exception(error);
 }
 
 uint64_t storage_bytes(const c10::IValue& value) {
@@ -100,9 +152,7 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const std::string& p
       copies_->push_back(std::move(copy));
       staged = staged_storages_.emplace(key, buffer.bytes.storage()).first;
     }
-    at::Tensor view = at::empty({0}, at::TensorOptions().dtype(t.scalar_type()));
-    view.set_(staged->second, t.storage_offset(), t.sizes(), t.strides());
-    return view;
+    return view_into(staged->second, t);
   }
   if (v.isGenericDict()) {
     const auto live = v.toGenericDict();

@@ -36,6 +36,7 @@ struct StorageCopy {
   std::string name;  ///< where it is in the shard, for the warning ("model/fc.weight")
 };
 
+/// Performs the copies; host ones of more than 32 MiB on up to 4 threads.
 void perform_copies(const std::vector<StorageCopy>& copies);
 
 /// Distinct storage bytes of every tensor in `value`.
