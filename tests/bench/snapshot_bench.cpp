@@ -1,49 +1,53 @@
-// What a snapshot costs the training loop, against the plain way of doing it.
+// autosnap side by side with what users would use instead, measured in one run.
 //
-// For models of several sizes (float32 parameters plus Adam state), measures:
-//   blocking save   autosnap::save of the checkpoint dict with fsync: the training
-//                   thread waits for all of it (what torch.save + fsync costs)
-//   async stall     Snapshotter (flush: async): time on_step_end() keeps the training
-//                   thread (staging copy into reused host buffers)
-//   overlap stall   flush.overlap with 100 ms of "forward/backward" between on_step_end()
-//                   and before_optimizer_step(): time both hooks keep the training thread
-//   persist         from the trigger until the snapshot is committed (background)
-//   restore         restore_latest(): verify every checksum, read, copy into the model
-//   verify          full checksum verification throughput
-// Each figure is the median of --reps runs. Ratios compare figures of one run.
+// For checkpoints of several sizes (float32 parameters in tensors of up to 16 MiB,
+// plus their Adam state) and for a many-tensor state (thousands of small tensors,
+// like a transformer's state dict), it measures:
+//   limits      memcpy (1 thread and all cores) into pre-touched buffers; a file of
+//               the same size written + fsynced, and read back cold, in the same directory
+//   LibTorch    torch::save of model + optimizer (OutputArchive) + fsync; torch::load
+//               (InputArchive) into them; torch::pickle_save + write + fsync
+//   Python      torch.save + fsync; torch.load + load_state_dict (Debian's python3-torch)
+//   autosnap    save (durable); load + load_state_dict; the training thread's stall
+//               of an async and an overlapped snapshot; trigger to durable commit;
+//               restore_latest() with every checksum verified
+// and the peak resident memory each adds (VmHWM after clear_refs). Loads start
+// from a cold page cache (posix_fadvise DONTNEED). Every figure is the median of
+// --reps runs; ratios compare figures of this one run. Then a training loop whose
+// snapshot takes longer than a step runs with a snapshot every 10 steps and with none.
 //
-//   snapshot_bench [--sizes-mb 64,256,1024] [--reps 3] [--dir PATH]
+//   snapshot_bench [--sizes-mb 64,512,2048] [--many-tensors 5000] [--reps 3]
+//                  [--dir PATH] [--json FILE] [--python /usr/bin/python3]
 #include <autosnap/autosnap.h>
 #include <torch/torch.h>
-#include <CLI/CLI.hpp>
 
-#include <algorithm>
-#include <chrono>
+#include <CLI/CLI.hpp>
 #include <cstdio>
-#include <filesystem>
+#include <cstring>
+#include <fstream>
 #include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <thread>
+
+#include "bench_support.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::Figure;
+using bench::measure;
+using bench::ms_since;
+using nlohmann::json;
 
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
+constexpr int64_t kMaxTensorElements = 4 << 20;  // 16 MiB of float32
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-// Parameters of `megabytes` total in 16 MiB layers, with Adam state (2 more copies).
+// Parameters of the given sizes (elements) with Adam state.
 struct Workload {
-  explicit Workload(int64_t megabytes) {
-    const int64_t layer_elements = 4 << 20;  // 16 MiB of float32
-    const int64_t layers = std::max<int64_t>(1, megabytes / 16);
-    for (int64_t i = 0; i < layers; ++i) {
-      model.register_parameter("layer" + std::to_string(i), torch::randn({layer_elements}));
+  Workload(std::string label, std::vector<int64_t> numels)
+      : label(std::move(label)), numels(std::move(numels)) {
+    for (size_t i = 0; i < this->numels.size(); ++i) {
+      model.register_parameter("p" + std::to_string(i), torch::randn({this->numels[i]}));
     }
     optimizer = std::make_unique<torch::optim::Adam>(model.parameters(), torch::optim::AdamOptions(1e-3));
     for (auto& p : model.parameters()) p.mutable_grad() = torch::ones_like(p);
@@ -54,119 +58,436 @@ struct Workload {
     for (auto& p : model.parameters()) p.add_(1e-3);
   }
   uint64_t bytes() const {
-    uint64_t total = 0;
-    for (const auto& p : model.parameters()) total += p.numel() * 4;
-    return total * 3;  // parameters + exp_avg + exp_avg_sq
+    uint64_t elements = 0;
+    for (int64_t n : numels) elements += static_cast<uint64_t>(n);
+    return elements * 4 * 3;  // parameters + exp_avg + exp_avg_sq
   }
+  size_t tensors() const { return numels.size() * 3; }
+  c10::IValue checkpoint() const {
+    return autosnap::dict({{"model_state_dict", autosnap::state_dict(model)},
+                           {"optimizer_state_dict", autosnap::optimizer_state_dict(*optimizer)}});
+  }
+
+  std::string label;
+  std::vector<int64_t> numels;
   torch::nn::Module model;
   std::unique_ptr<torch::optim::Adam> optimizer;
 };
 
-autosnap::Config config_for(const std::string& directory, const std::string& flush) {
+// A checkpoint of about `megabytes` in tensors of up to 16 MiB.
+std::vector<int64_t> dense_numels(int64_t megabytes) {
+  const int64_t parameter_elements = megabytes * 1000 * 1000 / 3 / 4;
+  const int64_t count = (parameter_elements + kMaxTensorElements - 1) / kMaxTensorElements;
+  return std::vector<int64_t>(static_cast<size_t>(count), parameter_elements / count);
+}
+
+// `count` parameters, alternately a 96x96 weight and its bias.
+std::vector<int64_t> many_numels(int64_t count) {
+  std::vector<int64_t> numels;
+  for (int64_t i = 0; i < count; ++i) numels.push_back(i % 2 == 0 ? 96 * 96 : 96);
+  return numels;
+}
+
+struct Options {
+  int reps = 3;
+  std::string directory;
+  std::string python = "/usr/bin/python3";
+  std::string python_script;
+  int64_t forward_backward_ms = 500;
+};
+
+autosnap::Config snapshot_config(const std::string& directory, const std::string& extra,
+                                 int every_steps = 1) {
   return autosnap::Config::from_string(
-      "directory: " + directory +
-          "\ntriggers: {every_steps: 1, on_train_end: false}\n"
+      "directory: " + directory + "\ntriggers: {every_steps: " + std::to_string(every_steps) +
+          ", on_train_end: false}\n"
           "retention: {keep_last: 1}\ncontrol: {socket: false}\nlog_level: warn\n" +
-          flush,
+          extra,
       "bench.yaml");
 }
 
-struct Row {
-  int64_t megabytes;
-  double blocking, async_stall, overlap_stall, persist, restore, verify_mb_s;
-};
+json figure_json(const Figure& f) { return {{"ms", f.ms}, {"peak_bytes", f.peak_bytes}}; }
 
-Row measure(int64_t megabytes, int reps, const std::string& root) {
-  Workload work(megabytes);
-  const double mb = work.bytes() / 1e6;
-  Row row{megabytes, 0, 0, 0, 0, 0, 0};
-  std::vector<double> blocking, async_stall, overlap_stall, persist, restore, verify;
+// Bandwidth limits of this machine for `bytes` of data.
+json measure_limits(uint64_t bytes, const Options& options) {
+  std::vector<char> source(bytes, 1), target(bytes, 2);  // touched: no page faults in the timing
+  const int reps = options.reps;
+  const auto memcpy_1 = measure(reps, [&] { std::memcpy(target.data(), source.data(), bytes); });
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  const auto memcpy_n = measure(reps, [&] {
+    std::vector<std::thread> workers;
+    const uint64_t slice = (bytes + threads - 1) / threads;
+    for (unsigned t = 0; t < threads; ++t) {
+      const uint64_t begin = std::min<uint64_t>(bytes, t * slice),
+                     end = std::min<uint64_t>(bytes, begin + slice);
+      workers.emplace_back(
+          [&, begin, end] { std::memcpy(target.data() + begin, source.data() + begin, end - begin); });
+    }
+    for (auto& w : workers) w.join();
+  });
+  const std::string path = options.directory + "/limit.bin";
+  constexpr uint64_t kChunk = 8 << 20;
+  // Written through the page cache, and with O_DIRECT (whole 8 MiB blocks from
+  // aligned memory, the tail buffered), as autosnap writes big files.
+  void* aligned = nullptr;
+  if (::posix_memalign(&aligned, 4096, kChunk) != 0) throw std::bad_alloc();
+  std::unique_ptr<char, decltype(&std::free)> block(static_cast<char*>(aligned), &std::free);
+  std::memset(block.get(), 3, kChunk);
+  auto write_file = [&](bool direct) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0), 0644);
+    if (fd < 0) throw std::runtime_error("open " + path);
+    for (uint64_t done = 0; done < bytes;) {
+      const uint64_t size = std::min(kChunk, bytes - done);
+      if (direct && size < kChunk) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_DIRECT);
+      const ssize_t n = ::pwrite(fd, direct ? block.get() : source.data() + done, size, done);
+      if (n <= 0) throw std::runtime_error("write " + path);
+      done += n;
+    }
+    if (::fsync(fd) != 0) throw std::runtime_error("fsync " + path);
+    ::close(fd);
+  };
+  const auto remove = [&] { std::filesystem::remove(path); };
+  const auto direct_write = measure(reps, remove, [&] { write_file(true); });
+  const auto write = measure(reps, remove, [&] { write_file(false); });
+  const auto read = measure(
+      reps, [&] { bench::drop_cache(path); },
+      [&] {
+        const int fd = ::open(path.c_str(), O_RDONLY);
+        for (uint64_t done = 0; done < bytes;) {
+          const ssize_t n = ::pread(fd, target.data() + done, std::min(kChunk, bytes - done), done);
+          if (n <= 0) throw std::runtime_error("read " + path);
+          done += n;
+        }
+        ::close(fd);
+      });
+  std::filesystem::remove(path);
+  auto mb_s = [&](const Figure& f) { return bytes / 1e3 / f.ms; };
+  return {{"memcpy_1_thread_mb_s", mb_s(memcpy_1)},
+          {"memcpy_threads", threads},
+          {"memcpy_all_threads_mb_s", mb_s(memcpy_n)},
+          {"write_fsync_mb_s", mb_s(write)},
+          {"direct_write_fsync_mb_s", mb_s(direct_write)},
+          {"cold_read_mb_s", mb_s(read)},
+          {"write_fsync", figure_json(write)},
+          {"direct_write_fsync", figure_json(direct_write)},
+          {"cold_read", figure_json(read)}};
+}
 
-  const std::string plain = root + "/plain.pt";
-  for (int r = 0; r < reps; ++r) {
-    work.step();
-    const auto start = Clock::now();
-    autosnap::save(
-        autosnap::dict({{"model_state_dict", autosnap::state_dict(work.model)},
-                        {"optimizer_state_dict", autosnap::optimizer_state_dict(*work.optimizer)}}),
-        plain);
-    blocking.push_back(ms_since(start));
+json measure_libtorch(Workload& work, const Options& options) {
+  const std::string path = options.directory + "/libtorch.pt";
+  const auto remove = [&] { std::filesystem::remove(path); };
+  const auto save = measure(options.reps, remove, [&] {
+    torch::serialize::OutputArchive archive, model, optimizer;
+    work.model.save(model);
+    work.optimizer->save(optimizer);
+    archive.write("model", model);
+    archive.write("optimizer", optimizer);
+    archive.save_to(path);
+    bench::fsync_file(path);
+  });
+  const auto load = measure(
+      options.reps, [&] { bench::drop_cache(path); },
+      [&] {
+        torch::serialize::InputArchive archive, model, optimizer;
+        archive.load_from(path);
+        archive.read("model", model);
+        work.model.load(model);
+        archive.read("optimizer", optimizer);
+        work.optimizer->load(optimizer);
+      });
+  const auto pickle_save = measure(options.reps, remove, [&] {
+    const std::vector<char> bytes = torch::pickle_save(work.checkpoint());
+    std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    bench::fsync_file(path);
+  });
+  remove();
+  return {{"torch_save", figure_json(save)},
+          {"torch_load", figure_json(load)},
+          {"pickle_save", figure_json(pickle_save)}};
+}
+
+json measure_python(const Workload& work, const Options& options) {
+  if (options.python.empty()) return json::object();
+  const std::string shapes = options.directory + "/shapes.json";
+  std::ofstream(shapes) << json(work.numels).dump();
+  const std::string command = "MALLOC_MMAP_THRESHOLD_=262144 " + options.python + " " +
+                              options.python_script + " " + shapes + " " + options.directory + " " +
+                              std::to_string(options.reps);
+  std::string output;
+  if (FILE* pipe = ::popen(command.c_str(), "r")) {
+    char buffer[4096];
+    while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+    if (::pclose(pipe) != 0) throw std::runtime_error("failed: " + command);
   }
-  std::filesystem::remove(plain);
+  std::filesystem::remove(shapes);
+  return json::parse(output);
+}
+
+json measure_autosnap(Workload& work, const Options& options) {
+  json result;
+  const std::string path = options.directory + "/autosnap.pt";
+  result["save"] = figure_json(measure(
+      options.reps, [&] { std::filesystem::remove(path); },
+      [&] { autosnap::save(work.checkpoint(), path); }));
+  result["load"] = figure_json(measure(
+      options.reps, [&] { bench::drop_cache(path); },
+      [&] {
+        const c10::IValue loaded = autosnap::load(path);
+        autosnap::load_state_dict(work.model, autosnap::dict_at(loaded, "model_state_dict"));
+        autosnap::load_optimizer_state_dict(*work.optimizer,
+                                            autosnap::dict_at(loaded, "optimizer_state_dict"));
+      }));
+  std::filesystem::remove(path);
 
   for (const bool overlap : {false, true}) {
-    const std::string directory = root + (overlap ? "/overlap" : "/async");
-    autosnap::Snapshotter snap(config_for(directory, overlap ? "flush: {overlap: true}\n" : ""));
-    snap.track("model_state_dict", work.model);
-    snap.track("optimizer_state_dict", *work.optimizer);
-    for (int r = 0; r <= reps; ++r) {  // the first one allocates the staging buffers
-      snap.before_optimizer_step();
-      work.step();
-      const auto trigger = Clock::now();
-      snap.on_step_end(r);
-      double stall = ms_since(trigger);
-      if (overlap) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // forward + backward of the next step
-        const auto wait = Clock::now();
+    const std::string directory = options.directory + (overlap ? "/overlap" : "/async");
+    std::vector<double> stalls, persists;
+    double first_snapshot_peak = NAN;
+    {
+      bench::PeakMemory memory;  // the first snapshot allocates the staging buffers
+      autosnap::Snapshotter snap(snapshot_config(directory, overlap ? "flush: {overlap: true}\n" : ""));
+      snap.track("model_state_dict", work.model);
+      snap.track("optimizer_state_dict", *work.optimizer);
+      for (int r = 0; r <= options.reps; ++r) {
         snap.before_optimizer_step();
-        stall += ms_since(wait);
+        work.step();
+        const auto trigger = Clock::now();
+        snap.on_step_end(r);
+        double stall = ms_since(trigger);
+        if (overlap) {  // the next step's forward and backward
+          std::this_thread::sleep_for(std::chrono::milliseconds(options.forward_backward_ms));
+          const auto wait = Clock::now();
+          snap.before_optimizer_step();
+          stall += ms_since(wait);
+        }
+        snap.wait_until_finished();
+        if (r == 0) {
+          first_snapshot_peak = static_cast<double>(memory.extra_bytes());
+          continue;
+        }
+        stalls.push_back(stall);
+        persists.push_back(ms_since(trigger));
       }
-      snap.wait_until_finished();
-      if (r == 0) continue;
-      (overlap ? overlap_stall : async_stall).push_back(stall);
-      if (!overlap) persist.push_back(ms_since(trigger));
+      snap.close();
     }
-    snap.close();
+    const std::string name = overlap ? "overlap_snapshot" : "async_snapshot";
+    result[name] = {{"stall_ms", bench::median(stalls)}, {"peak_bytes", first_snapshot_peak}};
     if (!overlap) {
-      auto store = autosnap::SnapshotStore::open_read_only(directory);
-      for (int r = 0; r < reps; ++r) {
-        const auto start = Clock::now();
-        auto result = store->verify(reps);
-        verify.push_back(result.bytes_checked / 1e3 / ms_since(start));
-      }
-      for (int r = 0; r < reps; ++r) {
-        autosnap::Snapshotter again(config_for(directory, ""));
-        again.track("model_state_dict", work.model);
-        again.track("optimizer_state_dict", *work.optimizer);
-        const auto start = Clock::now();
-        again.restore_latest();
-        restore.push_back(ms_since(start));
-      }
+      result["persist_ms"] = bench::median(persists);
+      result["restore"] = figure_json(measure(
+          options.reps, [&] { bench::drop_cache(directory); },
+          [&] {
+            autosnap::Snapshotter again(snapshot_config(directory, ""));
+            again.track("model_state_dict", work.model);
+            again.track("optimizer_state_dict", *work.optimizer);
+            if (!again.restore_latest()) throw std::runtime_error("nothing restored from " + directory);
+          }));
     }
     std::filesystem::remove_all(directory);
   }
-  row.blocking = median(blocking);
-  row.async_stall = median(async_stall);
-  row.overlap_stall = median(overlap_stall);
-  row.persist = median(persist);
-  row.restore = median(restore);
-  row.verify_mb_s = median(verify);
+  return result;
+}
+
+std::string ratio(double value, double reference) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.2fx", value / reference);
+  return text;
+}
+
+void print_workload(const json& w) {
+  const double mb = w["bytes"].get<double>() / 1e6;
+  const auto ms = [&](const json& j) {
+    return j.is_object() && j.contains("ms") ? j["ms"].get<double>() : NAN;
+  };
+  const auto peak = [&](const json& j) { return j["peak_bytes"].get<double>() / w["bytes"].get<double>(); };
+  const json& lim = w["limits"];
+  const json& lt = w["libtorch"];
+  const json& py = w["python"];
+  const json& as = w["autosnap"];
+  const double torch_save = ms(lt["torch_save"]), torch_load = ms(lt["torch_load"]);
+  std::printf("\n== %s: %.0f MB in %zu tensors ==\n", w["label"].get<std::string>().c_str(), mb,
+              w["tensors"].get<size_t>());
   std::printf(
-      "%7.0f MB | %9.1f ms | %9.1f ms (%5.1f%%) | %9.1f ms (%5.2f%%) | %8.1f ms | %8.1f ms | %6.0f MB/s\n",
-      mb, row.blocking, row.async_stall, 100 * row.async_stall / row.blocking, row.overlap_stall,
-      100 * row.overlap_stall / row.blocking, row.persist, row.restore, row.verify_mb_s);
+      "limits     memcpy %.0f MB/s (1 thread), %.0f MB/s (%d threads); write+fsync %.0f MB/s buffered, %.0f "
+      "MB/s "
+      "O_DIRECT; cold read %.0f MB/s\n",
+      lim["memcpy_1_thread_mb_s"].get<double>(), lim["memcpy_all_threads_mb_s"].get<double>(),
+      lim["memcpy_threads"].get<int>(), lim["write_fsync_mb_s"].get<double>(),
+      lim["direct_write_fsync_mb_s"].get<double>(), lim["cold_read_mb_s"].get<double>());
+  const auto row = [&](const char* what, double value, double reference, const char* of, double peak_ratio) {
+    std::printf("%-34s %9.1f ms  %6s %-18s peak +%.2fx state\n", what, value, ratio(value, reference).c_str(),
+                of, peak_ratio);
+  };
+  const double write_ms =
+      std::min(lim["write_fsync"]["ms"].get<double>(), lim["direct_write_fsync"]["ms"].get<double>());
+  const double read_ms = lim["cold_read"]["ms"].get<double>();
+  row("torch::save + fsync", torch_save, write_ms, "of best write", peak(lt["torch_save"]));
+  row("torch::pickle_save + write + fsync", ms(lt["pickle_save"]), torch_save, "of torch::save",
+      peak(lt["pickle_save"]));
+  if (py.contains("save"))
+    row("python torch.save + fsync", ms(py["save"]), torch_save, "of torch::save", peak(py["save"]));
+  row("autosnap::save", ms(as["save"]), torch_save, "of torch::save", peak(as["save"]));
+  std::printf("%-34s %9s     %6s %-18s\n", "", "", ratio(ms(as["save"]), write_ms).c_str(), "of best write");
+  row("torch::load", torch_load, read_ms, "of cold read", peak(lt["torch_load"]));
+  if (py.contains("load"))
+    row("python torch.load + load_state_dict", ms(py["load"]), torch_load, "of torch::load",
+        peak(py["load"]));
+  row("autosnap::load + load_state_dict", ms(as["load"]), torch_load, "of torch::load", peak(as["load"]));
+  row("restore_latest (XXH3 verified)", ms(as["restore"]), torch_load, "of torch::load", peak(as["restore"]));
+  std::printf("%-34s %9.1f ms  %6s %-18s peak +%.2fx state\n", "async snapshot: training stall",
+              as["async_snapshot"]["stall_ms"].get<double>(),
+              ratio(as["async_snapshot"]["stall_ms"].get<double>(), torch_save).c_str(), "of torch::save",
+              as["async_snapshot"]["peak_bytes"].get<double>() / w["bytes"].get<double>());
+  std::printf("%-34s %9.1f ms  %6s %-18s peak +%.2fx state\n", "overlap snapshot: training stall",
+              as["overlap_snapshot"]["stall_ms"].get<double>(),
+              ratio(as["overlap_snapshot"]["stall_ms"].get<double>(), torch_save).c_str(), "of torch::save",
+              as["overlap_snapshot"]["peak_bytes"].get<double>() / w["bytes"].get<double>());
+  std::printf("%-34s %9.1f ms  %6s %-18s\n", "trigger to durable commit", as["persist_ms"].get<double>(),
+              ratio(as["persist_ms"].get<double>(), torch_save).c_str(), "of torch::save");
   std::fflush(stdout);
-  return row;
+}
+
+json run_workload(const std::string& label, std::vector<int64_t> numels, const Options& options) {
+  Workload work(label, std::move(numels));
+  json w = {{"label", label}, {"bytes", work.bytes()}, {"tensors", work.tensors()}};
+  w["limits"] = measure_limits(work.bytes(), options);
+  w["libtorch"] = measure_libtorch(work, options);
+  w["python"] = measure_python(work, options);
+  w["autosnap"] = measure_autosnap(work, options);
+  print_workload(w);
+  return w;
+}
+
+// A small MLP trained on random batches, sized so a snapshot (about 200 MB with
+// Adam) takes longer to write than one step takes to compute.
+json measure_training_overhead(const Options& options) {
+  torch::manual_seed(0);
+  torch::nn::Sequential model;
+  for (int i = 0; i < 4; ++i) {
+    model->push_back(torch::nn::Linear(2048, 2048));
+    model->push_back(torch::nn::ReLU());
+  }
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-4));
+  const auto input = torch::randn({4, 2048}), target = torch::randn({4, 2048});
+  auto train = [&](autosnap::Snapshotter* snap, int64_t first, int64_t steps) {
+    for (int64_t step = first; step < first + steps; ++step) {
+      optimizer.zero_grad();
+      auto loss = torch::mse_loss(model->forward(input), target);
+      loss.backward();
+      if (snap) snap->before_optimizer_step();
+      optimizer.step();
+      if (snap) snap->on_step_end(step);
+    }
+    if (snap) snap->wait_until_finished();
+  };
+  constexpr int64_t kSteps = 40;
+  json result;
+  std::vector<double> step_ms;
+  for (const std::string mode : {"none", "async", "overlap"}) {
+    std::vector<double> rates;
+    for (int r = 0; r < options.reps; ++r) {
+      const std::string directory = options.directory + "/train";
+      std::optional<autosnap::Snapshotter> snap;
+      if (mode != "none") {
+        snap.emplace(snapshot_config(directory, mode == "overlap" ? "flush: {overlap: true}\n" : "", 10));
+        snap->track("model", *model);
+        snap->track("optimizer", optimizer);
+      }
+      autosnap::Snapshotter* hooks = snap ? &*snap : nullptr;
+      train(hooks, 1, 10);  // warm-up, with one snapshot that allocates the staging buffers
+      const auto start = Clock::now();
+      train(hooks, 11, kSteps);
+      const double ms = ms_since(start);
+      rates.push_back(kSteps * 1000.0 / ms);
+      if (mode == "none") step_ms.push_back(ms / kSteps);
+      if (snap) snap->close();
+      std::filesystem::remove_all(directory);
+    }
+    result[mode + "_steps_per_s"] = bench::median(rates);
+  }
+  result["step_ms"] = bench::median(step_ms);
+  // What one snapshot of this model costs to write, for comparison with a step.
+  const std::string directory = options.directory + "/persist";
+  autosnap::Snapshotter snap(snapshot_config(directory, ""));
+  snap.track("model", *model);
+  snap.track("optimizer", optimizer);
+  std::vector<double> persist;
+  for (int r = 0; r <= options.reps; ++r) {
+    const auto start = Clock::now();
+    snap.on_step_end(r);
+    snap.wait_until_finished();
+    if (r > 0) persist.push_back(ms_since(start));
+  }
+  snap.close();
+  std::filesystem::remove_all(directory);
+  result["snapshot_persist_ms"] = bench::median(persist);
+  const double none = result["none_steps_per_s"];
+  std::printf(
+      "\n== training overhead: MLP 4 x 2048x2048, Adam, one step %.1f ms, one snapshot %.1f ms to commit ==\n"
+      "no snapshots %.2f steps/s; every 10 steps: async %.2f steps/s (%.1f%% slower), overlap %.2f steps/s "
+      "(%.1f%% slower)\n",
+      result["step_ms"].get<double>(), result["snapshot_persist_ms"].get<double>(), none,
+      result["async_steps_per_s"].get<double>(), 100 * (1 - result["async_steps_per_s"].get<double>() / none),
+      result["overlap_steps_per_s"].get<double>(),
+      100 * (1 - result["overlap_steps_per_s"].get<double>() / none));
+  return result;
+}
+
+std::string machine_description() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return std::to_string(std::thread::hardware_concurrency()) + " cores (" + model + "), " +
+         std::to_string(sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE) >> 30) + " GiB";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"autosnap snapshot benchmark"};
-  std::vector<int64_t> sizes = {64, 256, 1024};
-  int reps = 3;
-  std::string directory = "bench-snapshots";
-  app.add_option("--sizes-mb", sizes, "parameter megabytes per model (Adam state triples the checkpoint)")
-      ->delimiter(',');
-  app.add_option("--reps", reps, "repetitions per figure (median)")->check(CLI::PositiveNumber);
-  app.add_option("--dir", directory, "scratch directory on the disk to measure");
+  CLI::App app{"autosnap benchmark against torch::save / torch::load / Python's torch.save"};
+  std::vector<int64_t> sizes = {64, 512, 2048};
+  int64_t many_tensors = 5000;
+  Options options;
+  options.directory = "bench-scratch";
+  std::string json_path;
+  bool training = true;
+  app.add_option("--sizes-mb", sizes, "checkpoint sizes (MB) of the dense workloads")->delimiter(',');
+  app.add_option("--many-tensors", many_tensors, "parameters of the many-tensor workload (0: skip it)");
+  app.add_option("--reps", options.reps, "repetitions per figure (median)")->check(CLI::PositiveNumber);
+  app.add_option("--dir", options.directory, "scratch directory on the disk to measure");
+  app.add_option("--json", json_path, "write every figure to this JSON file");
+  app.add_option("--python", options.python,
+                 "Python with torch for the torch.save baseline (empty: skip it)");
+  app.add_option("--python-script", options.python_script, "torch_python_baseline.py")
+      ->default_val(AUTOSNAP_BENCH_PYTHON_SCRIPT);
+  app.add_option("--forward-backward-ms", options.forward_backward_ms,
+                 "time between on_step_end and before_optimizer_step in the overlap measurement");
+  app.add_flag("!--no-training", training, "skip the training-overhead measurement");
   CLI11_PARSE(app, argc, argv);
+
   torch::set_num_threads(1);
-  std::filesystem::create_directories(directory);
-  std::printf(
-      "checkpoint |  blocking save | async stall (of blocking) | overlap stall (of blocking) |  persist   |  "
-      "restore   |  verify\n");
-  for (int64_t size : sizes) measure(size, reps, directory);
-  std::filesystem::remove_all(directory);
+  bench::return_freed_memory_to_the_kernel();
+  std::filesystem::create_directories(options.directory);
+  json report = {{"machine", machine_description()},
+                 {"reps", options.reps},
+                 {"torch_threads", 1},
+                 {"forward_backward_ms", options.forward_backward_ms}};
+  std::printf("%s; LibTorch with 1 intra-op thread; medians of %d runs\n",
+              report["machine"].get<std::string>().c_str(), options.reps);
+  for (int64_t size : sizes) {
+    report["workloads"].push_back(run_workload(std::to_string(size) + " MB", dense_numels(size), options));
+  }
+  if (many_tensors > 0) {
+    report["workloads"].push_back(
+        run_workload(std::to_string(many_tensors) + " small tensors", many_numels(many_tensors), options));
+  }
+  if (training) report["training"] = measure_training_overhead(options);
+  if (!json_path.empty()) std::ofstream(json_path) << report.dump(2) << "\n";
+  std::filesystem::remove_all(options.directory);
   return 0;
 }
