@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -186,25 +187,17 @@ json measure_libtorch(Workload& work, const Options& options) {
     archive.save_to(path);
     bench::fsync_file(path);
   });
-  const auto load = measure(
-      options.reps, [&] { bench::drop_cache(path); },
+  const std::string pickled = options.directory + "/pickled.pt";
+  const auto pickle_save = measure(
+      options.reps, [&] { std::filesystem::remove(pickled); },
       [&] {
-        torch::serialize::InputArchive archive, model, optimizer;
-        archive.load_from(path);
-        archive.read("model", model);
-        work.model.load(model);
-        archive.read("optimizer", optimizer);
-        work.optimizer->load(optimizer);
+        const std::vector<char> bytes = torch::pickle_save(work.checkpoint());
+        std::ofstream(pickled, std::ios::binary)
+            .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+        bench::fsync_file(pickled);
       });
-  const auto pickle_save = measure(options.reps, remove, [&] {
-    const std::vector<char> bytes = torch::pickle_save(work.checkpoint());
-    std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    bench::fsync_file(path);
-  });
-  remove();
-  return {{"torch_save", figure_json(save)},
-          {"torch_load", figure_json(load)},
-          {"pickle_save", figure_json(pickle_save)}};
+  std::filesystem::remove(pickled);
+  return {{"torch_save", figure_json(save)}, {"pickle_save", figure_json(pickle_save)}};  // leaves `path`
 }
 
 json measure_python(const Workload& work, const Options& options) {
@@ -230,16 +223,6 @@ json measure_autosnap(Workload& work, const Options& options) {
   result["save"] = figure_json(measure(
       options.reps, [&] { std::filesystem::remove(path); },
       [&] { autosnap::save(work.checkpoint(), path); }));
-  result["load"] = figure_json(measure(
-      options.reps, [&] { bench::drop_cache(path); },
-      [&] {
-        const c10::IValue loaded = autosnap::load(path);
-        autosnap::load_state_dict(work.model, autosnap::dict_at(loaded, "model_state_dict"));
-        autosnap::load_optimizer_state_dict(*work.optimizer,
-                                            autosnap::dict_at(loaded, "optimizer_state_dict"));
-      }));
-  std::filesystem::remove(path);
-
   for (const bool overlap : {false, true}) {
     const std::string directory = options.directory + (overlap ? "/overlap" : "/async");
     std::vector<double> stalls, persists;
@@ -275,16 +258,55 @@ json measure_autosnap(Workload& work, const Options& options) {
     result[name] = {{"stall_ms", bench::median(stalls)}, {"peak_bytes", first_snapshot_peak}};
     if (!overlap) {
       result["persist_ms"] = bench::median(persists);
-      result["restore"] = figure_json(measure(
-          options.reps, [&] { bench::drop_cache(directory); },
-          [&] {
-            autosnap::Snapshotter again(snapshot_config(directory, ""));
-            again.track("model_state_dict", work.model);
-            again.track("optimizer_state_dict", *work.optimizer);
-            if (!again.restore_latest()) throw std::runtime_error("nothing restored from " + directory);
-          }));
+    } else {
+      std::filesystem::remove_all(directory);
     }
-    std::filesystem::remove_all(directory);
+  }
+  return result;
+}
+
+// torch::load, autosnap::load and restore_latest() of the files the saves left,
+// interleaved within each repetition: on this virtual machine the cost of
+// fresh memory (page faults) drifts, and each load allocates the whole state.
+json measure_loads(Workload& work, const Options& options) {
+  const std::string libtorch = options.directory + "/libtorch.pt", plain = options.directory + "/autosnap.pt",
+                    snapshots = options.directory + "/async";
+  std::map<std::string, std::vector<double>> times, peaks;
+  auto timed = [&](const std::string& name, const std::string& file, const std::function<void()>& load) {
+    bench::drop_cache(file);
+    bench::PeakMemory memory;
+    const auto start = Clock::now();
+    load();
+    times[name].push_back(ms_since(start));
+    peaks[name].push_back(static_cast<double>(memory.extra_bytes()));
+  };
+  for (int r = 0; r < options.reps; ++r) {
+    timed("torch_load", libtorch, [&] {
+      torch::serialize::InputArchive archive, model, optimizer;
+      archive.load_from(libtorch);
+      archive.read("model", model);
+      work.model.load(model);
+      archive.read("optimizer", optimizer);
+      work.optimizer->load(optimizer);
+    });
+    timed("load", plain, [&] {
+      const c10::IValue loaded = autosnap::load(plain);
+      autosnap::load_state_dict(work.model, autosnap::dict_at(loaded, "model_state_dict"));
+      autosnap::load_optimizer_state_dict(*work.optimizer, autosnap::dict_at(loaded, "optimizer_state_dict"));
+    });
+    timed("restore", snapshots, [&] {
+      autosnap::Snapshotter again(snapshot_config(snapshots, ""));
+      again.track("model_state_dict", work.model);
+      again.track("optimizer_state_dict", *work.optimizer);
+      if (!again.restore_latest()) throw std::runtime_error("nothing restored from " + snapshots);
+    });
+  }
+  std::filesystem::remove(libtorch);
+  std::filesystem::remove(plain);
+  std::filesystem::remove_all(snapshots);
+  json result;
+  for (const auto& [name, values] : times) {
+    result[name] = {{"ms", bench::median(values)}, {"peak_bytes", bench::median(peaks[name])}};
   }
   return result;
 }
@@ -355,6 +377,10 @@ json run_workload(const std::string& label, std::vector<int64_t> numels, const O
   w["libtorch"] = measure_libtorch(work, options);
   w["python"] = measure_python(work, options);
   w["autosnap"] = measure_autosnap(work, options);
+  const json loads = measure_loads(work, options);
+  w["libtorch"]["torch_load"] = loads["torch_load"];
+  w["autosnap"]["load"] = loads["load"];
+  w["autosnap"]["restore"] = loads["restore"];
   print_workload(w);
   return w;
 }
