@@ -4,7 +4,8 @@
 // plus their Adam state) and for a many-tensor state (thousands of small tensors,
 // like a transformer's state dict), it measures:
 //   limits      memcpy (1 thread and all cores) into pre-touched buffers; a file of
-//               the same size written + fsynced, and read back cold, in the same directory
+//               the same size written + fsynced (buffered and O_DIRECT), and read back
+//               cold, in the same directory
 //   LibTorch    torch::save of model + optimizer (OutputArchive) + fsync; torch::load
 //               (InputArchive) into them; torch::pickle_save + write + fsync
 //   Python      torch.save + fsync; torch.load + load_state_dict (Debian's python3-torch)
@@ -13,7 +14,8 @@
 //               restore_latest() with every checksum verified
 // and the peak resident memory each adds (VmHWM after clear_refs). Loads start
 // from a cold page cache (posix_fadvise DONTNEED). Every figure is the median of
-// --reps runs; ratios compare figures of this one run. Then a training loop whose
+// --reps runs; ratios compare figures of this one run; three quarters of the free
+// memory are touched once first (see prefault_free_memory). Then a training loop whose
 // snapshot takes longer than a step runs with a snapshot every 10 steps and with none.
 //
 //   snapshot_bench [--sizes-mb 64,512,2048] [--many-tensors 5000] [--reps 3]
@@ -500,11 +502,13 @@ int main(int argc, char** argv) {
 
   torch::set_num_threads(1);
   bench::return_freed_memory_to_the_kernel();
+  const uint64_t prefaulted = bench::prefault_free_memory(0.75);
   std::filesystem::create_directories(options.directory);
   json report = {{"machine", machine_description()},
                  {"reps", options.reps},
                  {"torch_threads", 1},
-                 {"forward_backward_ms", options.forward_backward_ms}};
+                 {"forward_backward_ms", options.forward_backward_ms},
+                 {"prefaulted_bytes", prefaulted}};
   std::printf("%s; LibTorch with 1 intra-op thread; medians of %d runs\n",
               report["machine"].get<std::string>().c_str(), options.reps);
   for (int64_t size : sizes) {
