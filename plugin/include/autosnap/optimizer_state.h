@@ -29,9 +29,12 @@ c10::impl::GenericDict optimizer_state_dict(const torch::optim::Optimizer& optim
 /// Replaces the optimizer's state and hyper-parameters with `state`, mapping
 /// saved parameter ids to live parameters by position, as Python does.
 /// Floating-point state tensors are copied to each parameter's dtype and
-/// device. Everything is checked before anything changes: a layout that does
-/// not fit (group count or sizes, state shapes, missing keys, options LibTorch
-/// lacks such as maximize=True) throws StateMismatch naming the entry.
+/// device, never aliasing `state`: into the memory of the optimizer's own
+/// state tensor when it has one of that shape that nothing else shares (no
+/// new memory), else into a new tensor. Everything is checked before anything
+/// changes: a layout that does not fit (group count or sizes, state shapes,
+/// missing keys, options LibTorch lacks such as maximize=True) throws
+/// StateMismatch naming the entry.
 void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const c10::IValue& state);
 
 /// "SGD", "Adam", ... for a supported optimizer; throws otherwise.
