@@ -38,10 +38,12 @@ IValue tensor_or_none(const at::Tensor& t) { return t.defined() ? IValue(t) : IV
 
 // Which memory a parameter's loaded state tensors go into.
 struct StateTargets {
-  bool may_alias = false;        // the saved tensors are ours (a freshly read shard): no copy where they fit
-  Entries live = new_entries();  // the parameter's live state, if any
-  std::vector<std::pair<at::Tensor, at::Tensor>>* deferred =
-      nullptr;  // (live memory, saved), copied at commit
+  // The saved tensors are ours (a freshly read shard): no copy where they fit.
+  bool may_alias = false;
+  // The parameter's live state, if any, and the copies into its memory
+  // (live memory, saved) that the commit makes.
+  Entries live = new_entries();
+  std::vector<std::pair<at::Tensor, at::Tensor>>* deferred = nullptr;
 };
 
 // ---- reading a Python-layout dict, with errors that name the entry ----
