@@ -310,18 +310,20 @@ c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device&
   // Hashed while read, compared before the value is returned: a damaged shard
   // never reaches live objects. One that fails to parse is reported by its checksum.
   format::FileDigest digest;
+  const auto check_digest = [&] {
+    const std::string problem = digest_mismatch(*expected, digest, path);
+    if (!problem.empty()) throw CorruptSnapshot(problem);
+  };
   c10::IValue value;
   try {
     value = format::read_shard(*file, device, /*check_crc=*/false, &digest);
   } catch (const IoError&) {
     throw;
   } catch (...) {
-    const std::string problem = digest_mismatch(*expected, digest, path);
-    if (!problem.empty()) throw CorruptSnapshot(problem);
+    check_digest();
     throw;
   }
-  const std::string problem = digest_mismatch(*expected, digest, path);
-  if (!problem.empty()) throw CorruptSnapshot(problem);
+  check_digest();
   return value;
 }
 
