@@ -78,7 +78,8 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
     const bool replicated = written_by != world;
     // Every rank checks the shards it reads as it reads them (rank 0's latest_valid() checked the others).
     c10::IValue shard = store_.read_shard(step, replicated ? 0 : rank, device_);
-    if (replicated && config_.capture.rng) {
+    // Rank 0's own random state is in the shard it just read: no second read.
+    if (replicated && config_.capture.rng && rank != 0) {
       auto dict = shard.toGenericDict();
       static_cast<void>(dict.erase(kRngEntry));  // replaced by this rank's own, when it has one
       if (rank < written_by) {
