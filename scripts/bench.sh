@@ -21,7 +21,6 @@ out=bench-results
 mkdir -p "$out"
 scratch=$(mktemp -d -p "${AUTOSNAP_BENCH_DIR:-$PWD}")
 trap 'rm -rf "$scratch"' EXIT
-"$build_dir/tests/snapshot_bench" --dir "$scratch" --json "$out/bench.json" \
-  --python /usr/bin/python3 --python-script tests/bench/torch_python_baseline.py "$@"
+"$build_dir/tests/snapshot_bench" --dir "$scratch" --json "$out/bench.json" "$@"
 /usr/bin/python3 scripts/bench_chart.py "$out/bench.json" "$out/bench.png"
 echo "bench: wrote $out/bench.json and $out/bench.png"

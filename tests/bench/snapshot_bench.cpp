@@ -273,14 +273,10 @@ json measure_autosnap(Workload& work, const Options& options) {
 json measure_loads(Workload& work, const Options& options) {
   const std::string libtorch = options.directory + "/libtorch.pt", plain = options.directory + "/autosnap.pt",
                     snapshots = options.directory + "/async";
-  std::map<std::string, std::vector<double>> times, peaks;
+  std::map<std::string, std::vector<Figure>> runs;
   auto timed = [&](const std::string& name, const std::string& file, const std::function<void()>& load) {
-    bench::drop_cache(file);
-    bench::PeakMemory memory;
-    const auto start = Clock::now();
-    load();
-    times[name].push_back(ms_since(start));
-    peaks[name].push_back(static_cast<double>(memory.extra_bytes()));
+    runs[name].push_back(measure(
+        1, [&] { bench::drop_cache(file); }, load));
   };
   for (int r = 0; r < options.reps; ++r) {
     timed("torch_load", libtorch, [&] {
@@ -307,8 +303,13 @@ json measure_loads(Workload& work, const Options& options) {
   std::filesystem::remove(plain);
   std::filesystem::remove_all(snapshots);
   json result;
-  for (const auto& [name, values] : times) {
-    result[name] = {{"ms", bench::median(values)}, {"peak_bytes", bench::median(peaks[name])}};
+  for (const auto& [name, figures] : runs) {
+    std::vector<double> times, peaks;
+    for (const Figure& f : figures) {
+      times.push_back(f.ms);
+      peaks.push_back(f.peak_bytes);
+    }
+    result[name] = figure_json({bench::median(times), bench::median(peaks)});
   }
   return result;
 }
