@@ -4,6 +4,7 @@
 #include <cstdlib>
 
 #include "autosnap/errors.h"
+#include "cluster/node_list.h"
 
 namespace autosnap {
 namespace cluster {
@@ -44,21 +45,7 @@ class Environment {
 }  // namespace
 
 std::string first_host(const std::string& nodelist) {
-  // Up to the first ',' outside brackets; a bracket range expands to its first number.
-  std::string prefix;
-  size_t i = 0;
-  for (; i < nodelist.size() && nodelist[i] != ',' && nodelist[i] != '['; ++i) prefix += nodelist[i];
-  if (i >= nodelist.size() || nodelist[i] == ',') return prefix;
-  std::string first;
-  for (++i; i < nodelist.size() && (std::isdigit(static_cast<unsigned char>(nodelist[i])) != 0); ++i) {
-    first += nodelist[i];
-  }
-  const size_t close = nodelist.find(']', i);
-  std::string suffix;
-  if (close != std::string::npos) {
-    for (size_t j = close + 1; j < nodelist.size() && nodelist[j] != ','; ++j) suffix += nodelist[j];
-  }
-  return prefix + first + suffix;
+  return expand_node_list(nodelist, "SLURM_JOB_NODELIST").front();
 }
 
 RankInfo discover_rank(const std::function<const char*(const char*)>& getenv) {
@@ -72,6 +59,14 @@ RankInfo discover_rank(const std::function<const char*(const char*)>& getenv) {
     if (!rank) throw ConfigError("environment variable WORLD_SIZE is set but RANK is not");
     info.rank = static_cast<int>(*rank);
     info.local_rank = static_cast<int>(env.integer("LOCAL_RANK", 0, kMaxRanks).value_or(0));
+    info.node_rank = static_cast<int>(env.integer("GROUP_RANK", 0, kMaxRanks).value_or(0));
+    if (auto nodes = env.integer("GROUP_WORLD_SIZE", 1, kMaxRanks)) {
+      info.nodes = static_cast<int>(*nodes);
+    } else if (auto local = env.integer("LOCAL_WORLD_SIZE", 1, kMaxRanks)) {
+      info.nodes = static_cast<int>((info.world_size + *local - 1) / *local);
+    } else if (info.world_size > 1) {
+      info.nodes = 0;  // unknown
+    }
     info.master_addr = env.text("MASTER_ADDR").value_or(info.master_addr);
     info.master_port = static_cast<int>(env.integer("MASTER_PORT", 1, 65535).value_or(info.master_port));
   } else if (auto tasks = env.integer("SLURM_NTASKS", 1, kMaxRanks)) {
@@ -79,7 +74,13 @@ RankInfo discover_rank(const std::function<const char*(const char*)>& getenv) {
     info.world_size = static_cast<int>(*tasks);
     info.rank = static_cast<int>(env.integer("SLURM_PROCID", 0, kMaxRanks).value_or(0));
     info.local_rank = static_cast<int>(env.integer("SLURM_LOCALID", 0, kMaxRanks).value_or(0));
-    if (auto nodes = env.text("SLURM_JOB_NODELIST")) info.master_addr = first_host(*nodes);
+    info.node_rank = static_cast<int>(env.integer("SLURM_NODEID", 0, kMaxRanks).value_or(0));
+    if (auto nodes = env.text("SLURM_JOB_NODELIST")) {
+      const auto hosts = expand_node_list(*nodes, "environment variable SLURM_JOB_NODELIST");
+      info.master_addr = hosts.front();
+      info.nodes = static_cast<int>(hosts.size());
+    }
+    if (auto nodes = env.integer("SLURM_STEP_NUM_NODES", 1, kMaxRanks)) info.nodes = static_cast<int>(*nodes);
     if (auto port = env.integer("MASTER_PORT", 1, 65535)) {
       info.master_port = static_cast<int>(*port);
     } else if (auto job = env.integer("SLURM_JOB_ID", 0, INT64_MAX)) {
@@ -91,6 +92,10 @@ RankInfo discover_rank(const std::function<const char*(const char*)>& getenv) {
   info.slurm_job_id = env.text("SLURM_JOB_ID");
   if (auto restarts = env.integer("SLURM_RESTART_COUNT", 0, INT32_MAX))
     info.slurm_restart_count = static_cast<int>(*restarts);
+  for (const char* name : {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "TORCHELASTIC_RUN_ID",
+                           "TORCHELASTIC_RESTART_COUNT", "SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"}) {
+    if (auto value = env.text(name)) info.launch += std::string(name) + "=" + *value + ";";
+  }
   if (info.rank >= info.world_size) {
     throw ConfigError("rank " + std::to_string(info.rank) + " from the " + info.source +
                       " is not below the world size " + std::to_string(info.world_size));
