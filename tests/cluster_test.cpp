@@ -102,7 +102,7 @@ TEST(RankDiscovery, FirstHostOfANodeList) {
   EXPECT_EQ(first_host("node01"), "node01");
   EXPECT_EQ(first_host("a,b,c"), "a");
   EXPECT_EQ(first_host("node[01-04,07]"), "node01");
-  EXPECT_EQ(first_host("rack[3-4]-n[1-2]"), "rack3-n[1-2]") << "only the first bracket expands";
+  EXPECT_EQ(first_host("rack[3-4]-n[1-2]"), "rack3-n1") << "every bracket expands, as scontrol show hostnames does";
 }
 
 // A port nothing listens on right now.
@@ -170,17 +170,37 @@ TEST(C10dCoordinator, ADeadRankIsAnErrorForTheOthersAtOnce) {
     const double waited = seconds_until_error(job.output(r));
     EXPECT_GE(waited, 0) << job.output(r);
     EXPECT_LT(waited, 5.0) << "a dead peer is noticed before the 5 s timeout:\n" << job.output(r);
-    EXPECT_NE(job.output(r).find("coordination group failed earlier"), std::string::npos)
-        << "the broken group refuses further calls:\n"
+    EXPECT_NE(job.output(r).find("then at once: ") , std::string::npos)
+        << "a group whose rank is lost refuses further calls at once:\n"
+        << job.output(r);
+    EXPECT_NE(job.output(r).find("rank 2 is lost: its connection closed"), std::string::npos)
+        << "the error names the lost rank:\n"
         << job.output(r);
   }
 }
 
 TEST(C10dCoordinator, AHungRankIsAnErrorAfterTheTimeout) {
-  Job job(2, {"hang-before-commit", "10"});
+  // Hung past the timeout and the one more timeout that the group formed again waits.
+  Job job(2, {"hang-before-commit", "12"});
   const double waited = seconds_until_error(job.output(0));
   EXPECT_GE(waited, 4.0) << job.output(0);
   EXPECT_LT(waited, 15.0) << "the 5 s timeout applies, not c10d's default:\n" << job.output(0);
+}
+
+// A rank stalled past the timeout but back within the next one (a slow disk,
+// a paused process): the group is formed again, the exchange completes on
+// every rank with the right answer, and nothing is lost.
+TEST(C10dCoordinator, AStalledRankThatComesBackIsWaitedForOnce) {
+  Job job(2, {"hang-before-commit", "7"});
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(job.exit_codes[static_cast<size_t>(r)], 0) << job.output(r);
+    EXPECT_NE(job.output(r).find("answered after"), std::string::npos) << job.output(r);
+  }
+  EXPECT_NE(job.output(0).find("formed again (generation 1)"), std::string::npos) << job.output(0);
+  std::smatch waited;
+  const std::string out = job.output(0);
+  ASSERT_TRUE(std::regex_search(out, waited, std::regex("answered after ([0-9.]+) s"))) << out;
+  EXPECT_GE(std::stod(waited[1]), 6.0) << "it waited for the stalled rank:\n" << out;
 }
 
 }  // namespace

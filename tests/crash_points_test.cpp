@@ -9,10 +9,15 @@
 #include <torch/torch.h>
 
 #include <cerrno>
+#include <functional>
 #include <map>
+#include <thread>
 
 #include "autosnap/autosnap.h"
+#include "daemon/snapshotter_impl.h"
 #include "support/memory_fs.h"
+#include "support/rank_fs.h"
+#include "support/thread_job.h"
 
 namespace autosnap {
 namespace {
@@ -211,6 +216,149 @@ TEST(CrashPoints, AtomicSaveKeepsTheOldOrTheNewFile) {
     if (n > total) EXPECT_EQ(v, 2.0f) << "a completed save must survive a power loss";
   }
   std::cout << "crash points checked for save(): " << total + 1 << std::endl;
+}
+
+// ---- Two ranks: every rank writes its shard into rank 0's tmp dir, rank 0 commits ----
+
+// Rank r's state at `step`: distinct per rank, so a restore of the wrong shard shows.
+struct RankState {
+  at::Tensor weights = torch::zeros({64, 64});
+  int64_t counter = 0;
+  void set(int64_t step, int rank) {
+    weights.fill_(static_cast<float>(step * 10 + rank));
+    counter = step;
+  }
+};
+
+using RankBody = std::function<void(daemon::SnapshotterImpl&, RankState&, int rank)>;
+
+// Runs `body` on both ranks of a two-rank job, one thread each, over `shared`
+// seen through `views`. A rank whose process "dies" (a simulated crash, or
+// the error that its peer's death causes) leaves the job at once, as a
+// killed process does; returns the step each rank's restore (if any) found.
+void run_two_ranks(std::vector<std::unique_ptr<testing::RankFileSystem>>& views, const std::string& flush,
+                   const RankBody& body) {
+  testing::ThreadJob job(2);
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < 2; ++rank) {
+    threads.emplace_back([&, rank] {
+      RankState state;
+      std::unique_ptr<daemon::SnapshotterImpl> snap;
+      try {
+        daemon::JobContext context;
+        context.coordinator = job.coordinator(rank);
+        snap = daemon::make_active_snapshotter(config(flush), *views[static_cast<size_t>(rank)], std::move(context));
+        snap->track("weights", [&] { return daemon::track_tensor(state.weights); });
+        snap->track("counter", [&] { return daemon::track_int(state.counter); });
+        body(*snap, state, rank);
+        snap->close();
+      } catch (const std::exception&) {
+        job.kill(rank);  // before the snapshotter goes: its own waits end too
+      }
+      snap.reset();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+std::vector<std::unique_ptr<testing::RankFileSystem>> views_of(MemoryFileSystem& shared) {
+  std::vector<std::unique_ptr<testing::RankFileSystem>> views;
+  for (int rank = 0; rank < 2; ++rank) views.push_back(std::make_unique<testing::RankFileSystem>(shared));
+  return views;
+}
+
+void populate_two_ranks(MemoryFileSystem& fs) {
+  auto views = views_of(fs);
+  run_two_ranks(views, "flush: {mode: sync}\n", [](daemon::SnapshotterImpl& snap, RankState& state, int rank) {
+    state.set(10, rank);
+    snap.on_step_end(10);
+  });
+}
+
+void two_rank_scenario(daemon::SnapshotterImpl& snap, RankState& state, int rank) {
+  snap.on_train_start();
+  for (int64_t step : {20, 30}) {
+    state.set(step, rank);
+    snap.on_step_end(step);
+  }
+}
+
+// After the power loss: both ranks restore the same step, each its own
+// shard, and every snapshot on disk is complete. Returns the step.
+int64_t check_two_ranks_after_reboot(MemoryFileSystem& fs, const std::string& context) {
+  auto views = views_of(fs);
+  std::vector<int64_t> restored(2, -1);
+  std::vector<std::string> problems(2);
+  run_two_ranks(views, "flush: {mode: sync}\n", [&](daemon::SnapshotterImpl& snap, RankState& state, int rank) {
+    auto point = snap.on_train_start();
+    if (!point) return;
+    restored[static_cast<size_t>(rank)] = point->step;
+    const float want = static_cast<float>(point->step * 10 + rank);
+    if (state.counter != point->step || !torch::all(state.weights == want).item<bool>())
+      problems[static_cast<size_t>(rank)] = "rank " + std::to_string(rank) + " restored another state than its own";
+  });
+  EXPECT_EQ(restored[0], restored[1]) << context << ": the ranks resumed from different steps";
+  for (const auto& p : problems) EXPECT_TRUE(p.empty()) << context << ": " << p;
+  auto store = SnapshotStore::open_for_writing(kDirectory, true, fs);
+  for (const auto& info : store->list()) {
+    EXPECT_EQ(info.status, SnapshotStatus::kValid) << context << ": " << info.name << " " << info.problem;
+    if (info.status != SnapshotStatus::kValid) continue;
+    EXPECT_NE(info.manifest->find(shard_file_name(0)), nullptr) << context << ": " << info.name;
+    EXPECT_NE(info.manifest->find(shard_file_name(1)), nullptr) << context << ": " << info.name << " lacks rank 1";
+  }
+  if (restored[0] < 0) ADD_FAILURE() << context << ": no valid snapshot left (committed data was lost)";
+  return restored[0];
+}
+
+// Crashes rank `victim` at each of its own file-system calls of the two-rank
+// scenario in turn (the other rank goes on until it finds its peer gone),
+// loses power, relaunches both ranks and checks what they resume from.
+void check_every_crash_point_of_two_ranks(int victim, const std::string& flush) {
+  MemoryFileSystem reference;
+  populate_two_ranks(reference);
+  auto reference_views = views_of(reference);
+  run_two_ranks(reference_views, flush, two_rank_scenario);
+  const int64_t total = reference_views[static_cast<size_t>(victim)]->calls();
+  ASSERT_GT(total, 10);
+  ASSERT_EQ(SnapshotStore::open_read_only(kDirectory, reference)->valid_steps(), std::vector<int64_t>{30});
+
+  int newer = 0;
+  for (int64_t n = 1; n <= total + 1; ++n) {
+    MemoryFileSystem fs;
+    populate_two_ranks(fs);
+    const int64_t base = fs.calls();
+    auto views = views_of(fs);
+    views[static_cast<size_t>(victim)]->crash_at(n);
+    run_two_ranks(views, flush, two_rank_scenario);
+    fs.power_loss();
+    const std::string context = "rank " + std::to_string(victim) + " crashed at its call " + std::to_string(n) +
+                                " of " + std::to_string(total) + " (" + flush.substr(0, flush.size() - 1) + ")";
+    // What this run made durable, and what it renamed into place.
+    const auto milestones = find_milestones(fs.call_log(), base);
+    int64_t floor = 10, ceiling = 10;
+    for (int64_t s : {20, 30}) {
+      if (milestones.durable.count(s)) floor = s;
+      if (milestones.renamed.count(s)) ceiling = s;
+    }
+    const int64_t step = check_two_ranks_after_reboot(fs, context);
+    EXPECT_GE(step, floor) << context << ": a durably committed snapshot was lost";
+    EXPECT_LE(step, ceiling) << context << ": a snapshot appeared that was never committed";
+    if (n > total) EXPECT_EQ(step, 30) << context;
+    newer += step > 10;
+  }
+  std::cout << "two-rank crash points with rank " << victim << " dying (" << flush.substr(0, flush.size() - 1)
+            << "): " << total + 1 << "; " << newer << " resumed from a newer snapshot, the rest from step 10"
+            << std::endl;
+}
+
+TEST(CrashPoints, EveryCallOfATwoRankCommitWithRankZeroDying) {
+  check_every_crash_point_of_two_ranks(0, "flush: {mode: sync}\n");
+  check_every_crash_point_of_two_ranks(0, "flush: {mode: async}\n");
+}
+
+TEST(CrashPoints, EveryCallOfATwoRankCommitWithRankOneDying) {
+  check_every_crash_point_of_two_ranks(1, "flush: {mode: sync}\n");
+  check_every_crash_point_of_two_ranks(1, "flush: {mode: async}\n");
 }
 
 // Instead of crashing, the n-th call fails (EIO, ENOSPC, EROFS, EACCES in turn).

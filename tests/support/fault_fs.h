@@ -22,6 +22,8 @@ class FaultInjectingFileSystem : public FileSystem {
 
   /// Sleep this long on every append (to make flushes slow).
   std::atomic<int> append_delay_ms{0};
+  /// The next append sleeps this long, once (a stalled disk, a paused node).
+  std::atomic<int> stall_next_append_ms{0};
   /// When non-zero, every call that creates, writes, renames or syncs fails with this errno.
   std::atomic<int> fail_writes_errno{0};
   /// When set, only this operation fails ("write", "fsync", "rename", "create", "create directory", ...).
@@ -81,6 +83,7 @@ class FaultInjectingFileSystem : public FileSystem {
       ++fs_.appends;  // attempted ones, failed ones included
       fs_.check("write", inner_->path());
       if (int ms = fs_.append_delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      if (int ms = fs_.stall_next_append_ms.exchange(0)) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
       inner_->append(data, size);
     }
     void flush() override { inner_->flush(); }

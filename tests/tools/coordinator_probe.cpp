@@ -1,7 +1,8 @@
 // One rank of a job that exercises the c10d Coordinator (cluster_test.cpp
 // starts N of them): every primitive and every daemon question, then an
 // optional fault. Prints "rank R: <what> = <result>" lines; exits 0 when
-// every answer was the expected one.
+// every answer was the expected one. With a fault, the ranks left print when
+// their next exchange answered or failed ("answered after" / "error after").
 //
 //   coordinator_probe PORT [die-before-commit | hang-before-commit SECONDS]
 //   (RANK, WORLD_SIZE, MASTER_ADDR from the environment; timeout 5 s)
@@ -36,7 +37,10 @@ int main(int argc, char** argv) {
   };
   try {
     const auto start = std::chrono::steady_clock::now();
-    autosnap::cluster::C10dCoordinator coordinator(info, port, std::chrono::seconds(5));
+    autosnap::cluster::C10dCoordinator::Options options;
+    options.port = port;
+    options.timeout = std::chrono::seconds(5);
+    autosnap::cluster::C10dCoordinator coordinator(info, options);
     const double formed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("rank %d: formed in %.2f s\n", r, formed);
     std::fflush(stdout);
@@ -61,21 +65,34 @@ int main(int argc, char** argv) {
     if (fault == "hang-before-commit" && r == world - 1) {
       std::this_thread::sleep_for(std::chrono::seconds(argc > 3 ? std::atoi(argv[3]) : 30));
     }
-    if (!fault.empty()) {
+    if (fault == "die-before-commit") {
       const auto asked = std::chrono::steady_clock::now();
       try {
         coordinator.any(false, Channel::kWriter);
         std::printf("rank %d: the writer's channel answered although a rank is gone\n", r);
         ok = false;
-      } catch (const autosnap::Error& e) {
+      } catch (const autosnap::CoordinationError& e) {
         const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
         std::printf("rank %d: error after %.2f s: %s\n", r, waited, e.what());
         try {
           coordinator.any(false, Channel::kWriter);
           ok = false;
-        } catch (const autosnap::Error& again) {
+        } catch (const autosnap::CoordinationError& again) {
           std::printf("rank %d: then at once: %s\n", r, again.what());
         }
+      }
+    }
+    if (fault == "hang-before-commit") {
+      // The group is formed again and waits one more timeout for the hung rank.
+      const auto asked = std::chrono::steady_clock::now();
+      try {
+        const bool answer = coordinator.any(r == 0, Channel::kWriter);
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+        std::printf("rank %d: answered after %.2f s: %s\n", r, waited, answer ? "true" : "false");
+        ok = answer;
+      } catch (const autosnap::CoordinationError& e) {
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+        std::printf("rank %d: error after %.2f s: %s\n", r, waited, e.what());
       }
     }
   } catch (const std::exception& e) {

@@ -23,6 +23,7 @@ enum class WhenBusy { kWait, kSkip };
 enum class OnError { kWarn, kAbort };
 enum class AfterStop { kExit, kRequeue };
 enum class DistributedBackend { kAuto, kNone, kGloo };
+enum class OnLostRank { kExit, kThrow };
 
 struct TriggerConfig {
   int64_t every_steps = 0;   ///< 0: off. Fires after step s when s % every_steps == 0.
@@ -74,11 +75,16 @@ struct DistributedConfig {
   DistributedBackend backend = DistributedBackend::kAuto;
   /// A rank that dies is noticed at once; one that hangs after this long.
   int64_t timeout_seconds = 300;
-  /// Port of autosnap's own TCPStore on rank 0's host; 0: MASTER_PORT + 1.
+  /// Port of autosnap's own TCPStore on rank 0's host; 0: one the kernel
+  /// picks, which rank 0 publishes in DIR/coordinator.json.
   int port = 0;
   /// Pure data parallel: every rank holds the same model and optimizer, so a
   /// snapshot of another world size resumes (each rank loads rank 0's state).
   bool replicated = false;
+  /// When a rank is lost, every hook of the others throws CoordinationError;
+  /// kExit also ends a process whose training thread does not reach a hook
+  /// within 2 s (stuck in a collective with the lost rank), with status 5.
+  OnLostRank on_lost_rank = OnLostRank::kExit;
 };
 
 struct Config {
@@ -93,6 +99,9 @@ struct Config {
   CaptureConfig capture;
   RestoreConfig restore;
   OnError on_error = OnError::kWarn;
+  /// With on_error: warn, this many failed snapshots in a row make the next
+  /// hook throw (0: never); a success starts the count again.
+  int max_consecutive_failures = 3;
   DistributedConfig distributed;
   std::string log_level = "info";  ///< debug | info | warn | error | off
 

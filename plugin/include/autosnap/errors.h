@@ -61,6 +61,14 @@ class ConfigError : public Error {
   explicit ConfigError(const std::string& what) : Error(what) {}
 };
 
+/// The ranks of a job cannot agree any more: a rank died, hung past
+/// distributed.timeout_seconds, lost its network, or could not rejoin
+/// autosnap's coordination group. The message names the rank(s) and node(s).
+class CoordinationError : public Error {
+ public:
+  explicit CoordinationError(const std::string& what) : Error(what) {}
+};
+
 /// The snapshot directory is locked by another writer.
 class LockedError : public Error {
  public:

@@ -2,14 +2,15 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <functional>
-#include <mutex>
 
 #include "autosnap/errors.h"
+#include "cluster/c10d_message.h"
+#include "util/log.h"
 
 #ifndef USE_C10D_GLOO
 #error "USE_C10D_GLOO is not defined: ProcessGroupGloo.hpp would be empty (link ${TORCH_LIBRARIES})"
@@ -17,126 +18,289 @@
 
 namespace autosnap {
 namespace cluster {
-
-using daemon::Channel;
-
-struct C10dCoordinator::Group {
-  std::string name;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
-  std::string broken;  // why it cannot be used any more
-
-  // Runs one collective; any failure breaks the group for good.
-  void run(const std::string& what, int rank, const std::function<c10::intrusive_ptr<c10d::Work>()>& start) {
-    if (!broken.empty()) {
-      throw Error("rank " + std::to_string(rank) + ": cannot " + what + ": the " + name +
-                  " coordination group failed earlier (" + broken + ")");
-    }
-    try {
-      start()->wait();
-    } catch (const std::exception& e) {
-      broken = e.what();
-      throw Error("rank " + std::to_string(rank) + ": " + what + " failed on the " + name +
-                  " coordination group (a rank died, hung past distributed.timeout_seconds, or lost its "
-                  "connection): " +
-                  broken);
-    }
-  }
-};
-
 namespace {
 
-std::string channel_name(Channel channel) { return channel == Channel::kTraining ? "training" : "writer"; }
+using daemon::Channel;
+using Clock = std::chrono::steady_clock;
+
+// An exchange's header, one per rank: which exchange it is, the last one
+// this rank completed, the message's size, and a short message itself (the
+// per-step flags fit, so most exchanges take one collective).
+constexpr int64_t kInlineWords = 5;
+constexpr int64_t kHeaderWords = 3 + kInlineWords;
+constexpr size_t kInlineBytes = kInlineWords * sizeof(int64_t);
+enum HeaderWord { kSequence = 0, kDone = 1, kSize = 2, kInline = 3 };
+constexpr int kMaxFormings = 3;  // per exchange: a group that keeps failing is a job that cannot go on
+
+std::string host_name() {
+  char name[256] = {0};
+  return ::gethostname(name, sizeof(name) - 1) == 0 ? name : "unknown host";
+}
+
+std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
+
+// Length-prefixed strings, for handing a whole exchange's result to a rank that missed it.
+std::string pack(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& part : parts) {
+    const uint64_t size = part.size();
+    out.append(reinterpret_cast<const char*>(&size), sizeof size);
+    out += part;
+  }
+  return out;
+}
+
+std::vector<std::string> unpack(const std::string& packed) {
+  std::vector<std::string> parts;
+  size_t at = 0;
+  while (at + sizeof(uint64_t) <= packed.size()) {
+    uint64_t size = 0;
+    std::memcpy(&size, packed.data() + at, sizeof size);
+    at += sizeof size;
+    if (size > packed.size() - at) break;
+    parts.push_back(packed.substr(at, size));
+    at += size;
+  }
+  if (at != packed.size()) throw CoordinationError("a malformed exchange result from another rank");
+  return parts;
+}
+
+std::string seconds_text(std::chrono::milliseconds t) { return std::to_string(t.count() / 1000) + " s"; }
 
 }  // namespace
 
-C10dCoordinator::C10dCoordinator(const RankInfo& info, int port, std::chrono::milliseconds timeout,
-                                 c10::intrusive_ptr<c10d::Store> store)
-    : rank_(info.rank), world_size_(info.world_size), timeout_(timeout), store_(std::move(store)) {
-  const std::string where = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + " (" +
-                            info.source + ", " + info.master_addr + ":" + std::to_string(port) + ")";
-  try {
-    if (!store_) {
-      c10d::TCPStoreOptions options;
-      options.port = static_cast<std::uint16_t>(port);
-      options.isServer = rank_ == 0;
-      options.numWorkers = static_cast<size_t>(world_size_);
-      options.waitWorkers = false;  // the groups' rendezvous below waits, with a timeout that throws
-      options.timeout = timeout_;
-      store_ = c10::make_intrusive<c10d::TCPStore>(info.master_addr, options);
+struct C10dCoordinator::Group {
+  std::string name;                          // "training" | "writer"
+  c10::intrusive_ptr<c10d::Store> store;     // a connection of its own, keys under autosnap/<name>/
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  int64_t generation = 0;
+  std::string broken;                        // why pg must be formed again
+  int64_t sequence = 0;                      // exchanges begun on this channel
+  int64_t done = 0;                          // the last one completed here
+  std::vector<std::string> done_result;      // and its result
+
+  // One collective; a failure breaks the group (formed again by the next exchange).
+  void run(const std::function<c10::intrusive_ptr<c10d::Work>()>& start) {
+    try {
+      start()->wait();
+    } catch (const std::exception& e) {
+      broken = message_of(e);
+      throw;
     }
+  }
+
+  // The store's generation counter, moved from `from` to from + 1 unless a
+  // rank already moved it; returns where it is now.
+  int64_t advance(int64_t from) {
+    const auto now = store->compareSet("generation", from == 0 ? std::vector<uint8_t>{} : bytes_of(std::to_string(from)),
+                                       bytes_of(std::to_string(from + 1)));
+    return std::stoll(std::string(now.begin(), now.end()));
+  }
+
+  std::vector<at::Tensor> allgather(const at::Tensor& mine, int world) {
+    std::vector<at::Tensor> input{mine};
+    std::vector<std::vector<at::Tensor>> output(1);
+    for (int r = 0; r < world; ++r) output[0].push_back(at::empty_like(mine));
+    run([&] { return pg->allgather(output, input); });
+    return output[0];
+  }
+
+  std::string broadcast_from(int root, const std::string& value, int rank) {
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    std::vector<at::Tensor> size{at::full({1}, static_cast<int64_t>(value.size()), at::kLong)};
+    run([&] { return pg->broadcast(size, options); });
+    std::vector<at::Tensor> data{at::empty({std::max<int64_t>(size[0].item<int64_t>(), 1)}, at::kByte)};
+    if (rank == root) std::memcpy(data[0].data_ptr(), value.data(), value.size());
+    run([&] { return pg->broadcast(data, options); });
+    return std::string(static_cast<const char*>(data[0].data_ptr()), static_cast<size_t>(size[0].item<int64_t>()));
+  }
+};
+
+C10dCoordinator::C10dCoordinator(const RankInfo& info, const Options& options)
+    : rank_(info.rank), world_size_(info.world_size), timeout_(options.timeout) {
+  const std::string where_am_i = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + " (" +
+                                 info.source + ", MASTER_ADDR " + info.master_addr + ")";
+  try {
+    store_ = std::make_unique<JobStore>(info, options);
+    device_ = choose_gloo_device(info.master_addr, info.nodes == 1);
     for (Channel channel : {Channel::kTraining, Channel::kWriter}) {
       auto group = std::make_unique<Group>();
-      group->name = channel_name(channel);
-      auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
-      // A job on one host talks over loopback; across hosts through this host's address.
-      const bool loopback = info.master_addr == "localhost" || info.master_addr.rfind("127.", 0) == 0;
-      options->devices.push_back(loopback ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                          : c10d::ProcessGroupGloo::createDefaultDevice());
-      options->threads = 1;
-      auto prefixed = c10::make_intrusive<c10d::PrefixStore>("autosnap/" + group->name, store_);
-      group->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank_, world_size_, options);
+      group->name = channel == Channel::kTraining ? "training" : "writer";
+      group->store = store_->connect("autosnap/" + group->name + "/");
+      form(*group);
       (channel == Channel::kTraining ? training_ : writer_) = std::move(group);
     }
+    // Who runs where, for messages ("rank 1 on node2").
+    for (const auto& host : exchange(host_name(), Channel::kTraining)) hosts_.push_back(host);
+    if (std::all_of(hosts_.begin(), hosts_.end(), [&](const std::string& h) { return h == hosts_.front(); })) {
+      hosts_.assign(hosts_.size(), "");  // one host: "rank 1" says it all
+    }
+    lifeline_ = std::make_unique<Lifeline>(rank_, world_size_, device_.address, hosts_, timeout_, *training_->store);
+  } catch (const CoordinationError& e) {
+    throw CoordinationError(where_am_i + ": " + e.what());
+  } catch (const ConfigError&) {
+    throw;
   } catch (const std::exception& e) {
-    throw Error(where + ": cannot form autosnap's coordination groups within " +
-                std::to_string(timeout_.count() / 1000) + " s (distributed.timeout_seconds): " + e.what());
+    throw CoordinationError(where_am_i + ": cannot form autosnap's coordination groups within " +
+                            seconds_text(timeout_) + " (distributed.timeout_seconds) over " +
+                            (store_ ? store_->describe() : std::string("its store")) +
+                            (device_.address.empty() ? "" : ", Gloo on " + device_.address + " (" + device_.how + ")") +
+                            ": " + message_of(e));
   }
 }
 
-C10dCoordinator::~C10dCoordinator() = default;
+C10dCoordinator::~C10dCoordinator() {
+  lifeline_.reset();  // its goodbye (after leave(true)) first: the others must not count this rank as lost
+  training_.reset();
+  writer_.reset();
+  store_.reset();  // rank 0's server last
+}
+
+std::string C10dCoordinator::describe() const {
+  return "Gloo on " + device_.address + " (" + device_.how + "), " + store_->describe();
+}
 
 C10dCoordinator::Group& C10dCoordinator::group(Channel channel) {
   return channel == Channel::kTraining ? *training_ : *writer_;
 }
 
-uint64_t C10dCoordinator::bitwise_or(uint64_t mine, Channel channel) {
-  std::vector<at::Tensor> flags{at::full({1}, static_cast<int64_t>(mine), at::kLong)};
-  c10d::AllreduceOptions options;
-  options.reduceOp = c10d::ReduceOp::BOR;
-  Group& g = group(channel);
-  g.run("agree", rank_, [&] { return g.pg->allreduce(flags, options); });
-  return static_cast<uint64_t>(flags[0].item<int64_t>());
+std::string C10dCoordinator::where(int rank) const {
+  const bool named = rank >= 0 && static_cast<size_t>(rank) < hosts_.size() && !hosts_[static_cast<size_t>(rank)].empty();
+  return "rank " + std::to_string(rank) + (named ? " on " + hosts_[static_cast<size_t>(rank)] : "");
 }
 
-std::string C10dCoordinator::broadcast(const std::string& value, Channel channel) {
-  Group& g = group(channel);
-  std::vector<at::Tensor> length{at::full({1}, static_cast<int64_t>(value.size()), at::kLong)};
-  g.run("broadcast", rank_, [&] { return g.pg->broadcast(length); });
-  const int64_t size = length[0].item<int64_t>();
-  if (size == 0) return "";
-  at::Tensor bytes = at::empty({size}, at::kByte);
-  if (rank_ == 0) std::memcpy(bytes.data_ptr(), value.data(), value.size());
-  std::vector<at::Tensor> data{bytes};
-  g.run("broadcast", rank_, [&] { return g.pg->broadcast(data); });
-  return std::string(static_cast<const char*>(data[0].data_ptr()), static_cast<size_t>(size));
+std::string C10dCoordinator::lost() const { return lifeline_ ? lifeline_->lost() : ""; }
+
+void C10dCoordinator::on_lost(std::function<void(const std::string&)> handler) {
+  if (lifeline_) lifeline_->on_lost(std::move(handler));
 }
 
-std::vector<std::string> C10dCoordinator::gather(const std::string& value, Channel channel) {
-  // Gloo's gather needs equal sizes: share the lengths, then pad to the longest.
-  Group& g = group(channel);
-  std::vector<at::Tensor> mine{at::full({1}, static_cast<int64_t>(value.size()), at::kLong)};
-  std::vector<std::vector<at::Tensor>> lengths(1);
-  for (int r = 0; r < world_size_; ++r) lengths[0].push_back(at::empty({1}, at::kLong));
-  g.run("gather", rank_, [&] { return g.pg->allgather(lengths, mine); });
-  int64_t longest = 1;
-  for (const auto& l : lengths[0]) longest = std::max(longest, l.item<int64_t>());
-  std::vector<at::Tensor> padded{at::zeros({longest}, at::kByte)};
-  std::memcpy(padded[0].data_ptr(), value.data(), value.size());
-  std::vector<std::vector<at::Tensor>> all(1);
-  for (int r = 0; r < world_size_; ++r) all[0].push_back(at::empty({longest}, at::kByte));
-  g.run("gather", rank_, [&] { return g.pg->allgather(all, padded); });
-  if (rank_ != 0) return {};
-  std::vector<std::string> out;
-  for (int r = 0; r < world_size_; ++r) {
-    out.emplace_back(static_cast<const char*>(all[0][r].data_ptr()),
-                     static_cast<size_t>(lengths[0][r].item<int64_t>()));
+void C10dCoordinator::leave(bool cleanly) {
+  if (lifeline_) lifeline_->leave(cleanly);
+}
+
+void C10dCoordinator::form(Group& group) {
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout_);
+  options->devices.push_back(device_.device);
+  options->threads = 1;
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("g" + std::to_string(group.generation), group.store);
+  group.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank_, world_size_, options);
+  group.broken.clear();
+}
+
+void C10dCoordinator::form_again(Group& group) {
+  const std::string why = group.broken;
+  const std::string what = where(rank_) + ": the " + group.name + " coordination group failed (" + why + ")";
+  // A dead peer resets the connections at once; the lifeline says within a moment whether that was a death.
+  if (const std::string gone = lifeline_ ? lifeline_->lost_after_settling() : ""; !gone.empty())
+    throw CoordinationError(what + "; " + gone);
+  const auto start = Clock::now();
+  group.pg.reset();  // closes its connections: a rank still waiting in it fails at once and comes here too
+  try {
+    group.generation = group.advance(group.generation);
+    util::log()->warn("{}; forming it again (generation {})", what, group.generation);
+    form(group);
+  } catch (const std::exception& e) {
+    try {
+      group.generation = group.advance(group.generation);  // a rank that comes later must not wait in this one
+    } catch (const std::exception&) {
+      // The store is gone too: the error below says what failed first.
+    }
+    const std::string gone = lost();
+    throw CoordinationError(what + " and could not be formed again within " + seconds_text(timeout_) +
+                            " (distributed.timeout_seconds): " + (gone.empty() ? message_of(e) : gone));
   }
-  return out;
+  util::log()->info("{}: the {} coordination group is formed again (generation {}) in {:.2f} s", where(rank_),
+                    group.name, group.generation,
+                    std::chrono::duration<double>(Clock::now() - start).count());
 }
 
-void C10dCoordinator::barrier(Channel channel) {
+std::vector<std::string> C10dCoordinator::exchange(const std::string& mine, Channel channel) {
   Group& g = group(channel);
-  g.run("wait at the barrier", rank_, [&] { return g.pg->barrier(); });
+  const int64_t sequence = ++g.sequence;
+  for (int formed = 0;; ++formed) {
+    if (!g.broken.empty()) {
+      if (formed > kMaxFormings) {
+        throw CoordinationError(where(rank_) + ": the " + g.name + " coordination group kept failing (" + g.broken +
+                                "), formed again " + std::to_string(kMaxFormings) + " times for one exchange");
+      }
+      form_again(g);
+    }
+    try {
+      if (auto result = exchange_once(g, sequence, mine)) return *result;
+      // Another rank was behind and has caught up or given its exchange up: do this one again.
+    } catch (const CoordinationError&) {
+      throw;
+    } catch (const std::exception& e) {
+      if (g.broken.empty()) g.broken = message_of(e);
+      if (const std::string gone = lost(); !gone.empty()) {
+        throw CoordinationError(where(rank_) + ": an exchange on the " + g.name + " coordination group failed (" +
+                                g.broken + "); " + gone);
+      }
+    }
+  }
+}
+
+// One try. nullopt: this rank is ahead of another (which got what it missed); try again.
+std::optional<std::vector<std::string>> C10dCoordinator::exchange_once(Group& g, int64_t sequence,
+                                                                       const std::string& mine) {
+  at::Tensor header = at::zeros({kHeaderWords}, at::kLong);
+  auto* words = header.data_ptr<int64_t>();
+  words[kSequence] = sequence;
+  words[kDone] = g.done;
+  words[kSize] = static_cast<int64_t>(mine.size());
+  std::memcpy(words + kInline, mine.data(), std::min(mine.size(), kInlineBytes));
+  const auto headers = g.allgather(header, world_size_);
+
+  int64_t lowest = sequence, highest = sequence;
+  for (const auto& h : headers) {
+    lowest = std::min(lowest, h.data_ptr<int64_t>()[kSequence]);
+    highest = std::max(highest, h.data_ptr<int64_t>()[kSequence]);
+  }
+  if (lowest != highest) {
+    // Right after the group was formed again some ranks are further along.
+    // Those at `lowest` either take that exchange's result from a rank that
+    // completed it (the others failed in it), or, when every rank further
+    // along gave it up, fail it too; everyone else does theirs again.
+    int holder = -1;
+    for (int r = 0; r < world_size_ && holder < 0; ++r) {
+      const auto* w = headers[static_cast<size_t>(r)].data_ptr<int64_t>();
+      if (w[kSequence] > lowest && w[kDone] == lowest) holder = r;
+    }
+    std::vector<std::string> result;
+    if (holder >= 0) result = unpack(g.broadcast_from(holder, rank_ == holder ? pack(g.done_result) : "", rank_));
+    if (sequence != lowest) return std::nullopt;
+    if (holder < 0) {
+      throw CoordinationError(where(rank_) + ": an exchange on the " + g.name +
+                              " coordination group was given up by the other ranks (they timed out waiting for "
+                              "this one)");
+    }
+    g.done = sequence;
+    g.done_result = result;
+    return result;
+  }
+
+  int64_t longest = 0;
+  for (const auto& h : headers) longest = std::max(longest, h.data_ptr<int64_t>()[kSize]);
+  std::vector<std::string> result;
+  if (static_cast<size_t>(longest) <= kInlineBytes) {
+    for (const auto& h : headers) {
+      const auto* w = h.data_ptr<int64_t>();
+      result.emplace_back(reinterpret_cast<const char*>(w + kInline), static_cast<size_t>(w[kSize]));
+    }
+  } else {
+    at::Tensor padded = at::zeros({longest}, at::kByte);
+    std::memcpy(padded.data_ptr(), mine.data(), mine.size());
+    const auto all = g.allgather(padded, world_size_);
+    for (int r = 0; r < world_size_; ++r) {
+      result.emplace_back(static_cast<const char*>(all[static_cast<size_t>(r)].data_ptr()),
+                          static_cast<size_t>(headers[static_cast<size_t>(r)].data_ptr<int64_t>()[kSize]));
+    }
+  }
+  g.done = sequence;
+  g.done_result = result;
+  return result;
 }
 
 }  // namespace cluster

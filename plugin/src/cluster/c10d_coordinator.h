@@ -1,15 +1,23 @@
 #pragma once
 
 // The Coordinator of a multi-rank job on LibTorch's own distributed engine:
-// a TCPStore (served by rank 0, or the job's own store passed in) and two
-// Gloo groups of autosnap's own, one per channel (the training thread's and
-// the writer strand's), each under its own key prefix. autosnap never issues
-// a collective on the user's process group.
+// a store (job_store.h), two Gloo groups of autosnap's own, one per channel
+// (the training thread's and the writer strand's), and a lifeline that
+// notices a lost rank (lifeline.h). autosnap never issues a collective on
+// the user's process group.
 //
-// A dead peer makes the waiting ranks throw within a fraction of a second, a
-// hung one after `timeout`; the error names this rank and what it waited
-// for. After an error the group of that channel is unusable (c10d's groups
-// cannot recover): every later call on it throws at once.
+// A collective that fails (a peer slow past the timeout, a connection
+// dropped) breaks that channel's Gloo group; c10d's groups cannot recover.
+// So the group is formed again under a new generation, whose number every
+// rank finds in the store (a rank that abandons generation k moves the
+// store's counter to k+1; a rank that comes later joins where the others
+// wait), and the exchange is finished there. Each exchange carries a
+// sequence number: a rank that completed the failed exchange (its peers
+// did not) hands its result to the others, so every rank ends with the
+// same result, and nobody takes one exchange's message for another's. When
+// the lifeline knows a rank is lost, or the group cannot be formed again
+// within the timeout, exchange() throws CoordinationError naming the rank
+// and its node.
 //
 // Thread-safety: each channel is used by one thread at a time (the
 // Coordinator contract); the two channels may be used concurrently.
@@ -19,7 +27,11 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "cluster/gloo_device.h"
+#include "cluster/job_store.h"
+#include "cluster/lifeline.h"
 #include "cluster/rank_discovery.h"
 #include "daemon/coordinator.h"
 
@@ -28,29 +40,40 @@ namespace cluster {
 
 class C10dCoordinator final : public daemon::Coordinator {
  public:
-  /// Forms the groups (blocks until every rank joined or `timeout`). With
-  /// `store` null, rank 0 serves a TCPStore at `port` of info.master_addr.
-  C10dCoordinator(const RankInfo& info, int port, std::chrono::milliseconds timeout,
-                  c10::intrusive_ptr<c10d::Store> store = {});
+  using Options = JobStore::Options;
+
+  /// Forms the groups and the lifeline (blocks until every rank joined;
+  /// CoordinationError after the timeout, naming what did not answer).
+  C10dCoordinator(const RankInfo& info, const Options& options);
   ~C10dCoordinator() override;
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
-  uint64_t bitwise_or(uint64_t mine, daemon::Channel channel) override;
-  std::string broadcast(const std::string& value, daemon::Channel channel) override;
-  std::vector<std::string> gather(const std::string& value, daemon::Channel channel) override;
-  void barrier(daemon::Channel channel) override;
+  std::vector<std::string> exchange(const std::string& mine, daemon::Channel channel) override;
+  std::string where(int rank) const override;
+  std::string lost() const override;
+  void on_lost(std::function<void(const std::string&)> handler) override;
+  void leave(bool cleanly) override;
+
+  /// How the groups were formed, for the log: "gloo on 10.77.0.12 (...), store ...".
+  std::string describe() const;
 
  private:
   struct Group;
   Group& group(daemon::Channel channel);
+  void form(Group& group);
+  void form_again(Group& group);
+  std::optional<std::vector<std::string>> exchange_once(Group& group, int64_t sequence, const std::string& mine);
 
-  int rank_;
-  int world_size_;
-  std::chrono::milliseconds timeout_;
-  c10::intrusive_ptr<c10d::Store> store_;
+  const int rank_;
+  const int world_size_;
+  const std::chrono::milliseconds timeout_;
+  std::unique_ptr<JobStore> store_;
+  GlooDevice device_;
+  std::vector<std::string> hosts_;  // by rank; all empty when every rank runs on one host
   std::unique_ptr<Group> training_;
   std::unique_ptr<Group> writer_;
+  std::unique_ptr<Lifeline> lifeline_;
 };
 
 }  // namespace cluster

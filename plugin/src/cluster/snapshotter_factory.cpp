@@ -68,18 +68,21 @@ daemon::JobContext job_context(const Config& config) {
     return job;
   }
   if (backend == DistributedBackend::kAuto && info.world_size == 1) return job;
-  const int port = config.distributed.port != 0 ? config.distributed.port : info.master_port + 1;
-  c10::intrusive_ptr<c10d::Store> store;
+  C10dCoordinator::Options options;
+  options.timeout = std::chrono::seconds(config.distributed.timeout_seconds);
+  options.port = config.distributed.port;
+  options.directory = config.directory;
   {
     std::lock_guard<std::mutex> lock(job_store_mutex);
-    store = job_store;
+    options.lent = job_store;
   }
   const auto start = std::chrono::steady_clock::now();
-  job.coordinator = std::make_unique<C10dCoordinator>(
-      info, port, std::chrono::seconds(config.distributed.timeout_seconds), std::move(store));
-  util::log()->info("rank {} of {} ({}): coordination group formed in {:.2f} s", info.rank, info.world_size,
+  auto coordinator = std::make_unique<C10dCoordinator>(info, options);
+  util::log()->info("rank {} of {} ({}): coordination group formed in {:.2f} s ({})", info.rank, info.world_size,
                     info.source,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+                    coordinator->describe());
+  job.coordinator = std::move(coordinator);
   return job;
 }
 

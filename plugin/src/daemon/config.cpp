@@ -511,6 +511,11 @@ Config parse_config(const std::string& yaml, const std::string& source, bool che
            [&](Node n, Path path) {
              c.on_error = p.choice<OnError>(n, path, {{"warn", OnError::kWarn}, {"abort", OnError::kAbort}});
            }},
+          {"max_consecutive_failures",
+           [&](Node n, Path path) {
+             c.max_consecutive_failures =
+                 static_cast<int>(p.integer(n, path, 0, "a count of snapshots >= 0 (0: never an error)"));
+           }},
           {"distributed",
            [&](Node n, Path path) {
              auto& d = c.distributed;
@@ -534,6 +539,11 @@ Config parse_config(const std::string& yaml, const std::string& source, bool che
                         if (d.port > 65535) p.fail(m.Mark(), key, "expected a TCP port 1..65535, or 0");
                       }},
                      {"replicated", [&](Node m, Path key) { d.replicated = p.boolean(m, key); }},
+                     {"on_lost_rank",
+                      [&](Node m, Path key) {
+                        d.on_lost_rank = p.choice<OnLostRank>(
+                            m, key, {{"exit", OnLostRank::kExit}, {"throw", OnLostRank::kThrow}});
+                      }},
                  });
            }},
           {"log_level",

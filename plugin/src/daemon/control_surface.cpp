@@ -14,8 +14,9 @@ using nlohmann::json;
 using util::log;
 
 ControlSurface::ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events,
-                               TriggerPolicy& policy, const SnapshotPipeline& pipeline, bool serve_socket)
-    : config_(config), events_(events), policy_(policy), pipeline_(pipeline) {
+                               TriggerPolicy& policy, const SnapshotPipeline& pipeline, bool serve_socket,
+                               const Coordinator& coordinator)
+    : config_(config), events_(events), policy_(policy), pipeline_(pipeline), coordinator_(coordinator) {
   if (serve_socket && config_.control.socket) serve(background);
   listen_for_signals(background);
 }
@@ -87,6 +88,7 @@ void ControlSurface::stop() {
 json ControlSurface::status() const {
   const auto step = policy_.last_completed_step();
   const auto progress = pipeline_.progress();
+  const std::string lost = coordinator_.lost();
   json last = nullptr;
   if (progress.last_committed) {
     last = {{"step", *progress.last_committed}, {"path", progress.last_committed_path}};
@@ -98,6 +100,10 @@ json ControlSurface::status() const {
           {"last_committed", last},
           {"in_flight", progress.in_flight},
           {"committed", progress.committed},
+          {"consecutive_failures", progress.consecutive_failures},
+          {"last_failure", progress.last_failure.empty() ? json(nullptr) : json(progress.last_failure)},
+          {"ranks", coordinator_.world_size()},
+          {"lost", lost.empty() ? json(nullptr) : json(lost)},
           {"stopping", policy_.stopping()}};
 }
 

@@ -17,6 +17,7 @@
 #include "autosnap/config.h"
 #include "daemon/background.h"
 #include "daemon/control_server.h"
+#include "daemon/coordinator.h"
 #include "daemon/event_log.h"
 #include "daemon/snapshot_pipeline.h"
 #include "daemon/trigger_policy.h"
@@ -30,7 +31,7 @@ class ControlSurface {
   /// is off; a socket that cannot be served is logged and left out, training
   /// matters more) and listens for the configured signals.
   ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events, TriggerPolicy& policy,
-                 const SnapshotPipeline& pipeline, bool serve_socket = true);
+                 const SnapshotPipeline& pipeline, bool serve_socket, const Coordinator& coordinator);
   ~ControlSurface() { stop(); }
   ControlSurface(const ControlSurface&) = delete;
   ControlSurface& operator=(const ControlSurface&) = delete;
@@ -50,6 +51,7 @@ class ControlSurface {
   EventLog& events_;
   TriggerPolicy& policy_;
   const SnapshotPipeline& pipeline_;
+  const Coordinator& coordinator_;
   std::unique_ptr<ControlServer> server_;
   std::unique_ptr<boost::asio::signal_set> signals_;
 };

@@ -4,16 +4,20 @@
 // layer plugs c10d into (plugin/src/cluster/), like FileSystem is the seam
 // for the disk. The daemon never includes c10d headers.
 //
-// Every primitive is collective: each rank makes the same calls in the same
+// The one primitive is exchange(), an all-gather: every rank's message, on
+// every rank. It is collective: each rank makes the same calls in the same
 // order on a channel. The training thread (triggers, restore) and the writer
 // strand (commits) use separate channels, so their calls may interleave
-// differently on different ranks without mixing. An implementation throws
-// Error when a peer died or did not answer within its timeout; after that it
-// is unusable. The writer (snapshot_pipeline) and the restore (restorer)
-// agree through these: every rank reports to rank 0 (gather), rank 0 decides
-// and tells everyone (broadcast).
+// differently on different ranks without mixing. The writer and the restore
+// build their typed agreement on it (agreement.h).
+//
+// A failed collective is not the end: while every rank is still there, an
+// implementation forms its group again and finishes the exchange (see
+// c10d_coordinator.h). It throws CoordinationError when it cannot: a rank is
+// lost (died, hung past the timeout, cut off) or did not rejoin in time.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,17 +33,30 @@ class Coordinator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
 
+  /// Every rank's `mine`, by rank, on every rank.
+  virtual std::vector<std::string> exchange(const std::string& mine, Channel channel) = 0;
+
+  /// Where `rank` runs, for messages: "rank 1 on node2".
+  virtual std::string where(int rank) const { return "rank " + std::to_string(rank); }
+  /// Any thread: why the job cannot go on (a rank was lost), or empty.
+  virtual std::string lost() const { return ""; }
+  /// `handler` is called once, from another thread, when a rank is lost.
+  virtual void on_lost(std::function<void(const std::string& why)> handler) {}
+  /// This rank is done: with `cleanly`, the others do not count it as lost
+  /// when it goes.
+  virtual void leave(bool cleanly) {}
+
+  // Conveniences built on exchange().
   /// The bitwise or of every rank's `mine`, on every rank (flags such as
   /// "this rank wants a snapshot / was asked to stop").
-  virtual uint64_t bitwise_or(uint64_t mine, Channel channel) = 0;
-  /// True on every rank when `mine` is true on at least one ("did any rank
-  /// fail / want a snapshot?").
+  uint64_t bitwise_or(uint64_t mine, Channel channel);
+  /// True on every rank when `mine` is true on at least one.
   bool any(bool mine, Channel channel) { return bitwise_or(mine ? 1 : 0, channel) != 0; }
   /// Rank 0's `value`, on every rank.
-  virtual std::string broadcast(const std::string& value, Channel channel) = 0;
+  std::string broadcast(const std::string& value, Channel channel);
   /// On rank 0 every rank's `value`, by rank; elsewhere empty.
-  virtual std::vector<std::string> gather(const std::string& value, Channel channel) = 0;
-  virtual void barrier(Channel channel) = 0;
+  std::vector<std::string> gather(const std::string& value, Channel channel);
+  void barrier(Channel channel) { exchange("", channel); }
 };
 
 /// One process: rank 0 of 1; every question answers itself.
@@ -47,10 +64,7 @@ class SingleProcessCoordinator final : public Coordinator {
  public:
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
-  uint64_t bitwise_or(uint64_t mine, Channel) override { return mine; }
-  std::string broadcast(const std::string& value, Channel) override { return value; }
-  std::vector<std::string> gather(const std::string& value, Channel) override { return {value}; }
-  void barrier(Channel) override {}
+  std::vector<std::string> exchange(const std::string& mine, Channel) override { return {mine}; }
 };
 
 }  // namespace daemon

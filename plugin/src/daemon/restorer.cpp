@@ -1,6 +1,7 @@
 #include "daemon/restorer.h"
 
 #include "autosnap/errors.h"
+#include "daemon/agreement.h"
 #include "daemon/snapshot_job.h"
 #include "util/log.h"
 
@@ -39,8 +40,13 @@ struct Restorer::Attempt {
   std::function<void()> install;     // kReady
   std::optional<ResumePoint> point;  // kReady
 
-  std::string report() const {
-    return kind == kReady ? "ready" : (kind == kBad ? "bad:" : "error:") + problem;
+  RankReport report(int64_t step) const {
+    RankReport r;
+    r.step = step;
+    r.state = kind == kReady ? RankReport::State::kReady
+                             : (kind == kBad ? RankReport::State::kDamaged : RankReport::State::kFailed);
+    r.problem = problem;
+    return r;
   }
 };
 
@@ -103,60 +109,49 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
 }
 
 std::optional<ResumePoint> Restorer::restore_latest() {
-  const bool leader = coordinator_.rank() == 0;
   auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
     report_quarantined(info, problem);
   };
   auto attempts = std::make_unique<RestoreAttempts>(fs_, config_.directory, coordinator_.rank());
   while (true) {
     const auto start = Clock::now();
-    // Rank 0 picks: the newest snapshot whose every file (every rank's shard) verifies.
-    std::string pick;
+    // Round 1: rank 0 picks the newest snapshot whose every file (every rank's shard) verifies.
     std::exception_ptr pick_error;
-    if (leader) {
+    const Verdict pick = agree(coordinator_, Channel::kTraining, RankReport{}, [&](const std::vector<RankReport>&) {
+      Verdict v;
       try {
         // Rank 0's own shard is verified as prepare() reads it, in one pass.
         auto latest = store_.latest_valid(on_quarantine, shard_file_name(0));
-        pick = latest ? std::to_string(latest->step) : "none";
-      } catch (const std::exception& e) {
-        pick_error = std::current_exception();
-        pick = std::string("!") + e.what();
-      }
-    }
-    pick = coordinator_.broadcast(pick, Channel::kTraining);
-    if (pick_error) std::rethrow_exception(pick_error);
-    if (!pick.empty() && pick[0] == '!')
-      throw Error("rank 0 could not choose a snapshot to resume from: " + pick.substr(1));
-    if (pick == "none") return std::nullopt;
-    const int64_t step = std::stoll(pick);
-
-    // Every rank prepares its part; rank 0 hears them all and decides for all.
-    Attempt attempt = prepare(step, *attempts);
-    const auto reports = coordinator_.gather(attempt.report(), Channel::kTraining);
-    std::string verdict = "ready";
-    if (leader) {
-      for (size_t r = 0; r < reports.size(); ++r) {
-        if (reports[r] == "ready") continue;
-        const std::string said = (r == 0 ? "" : "rank " + std::to_string(r) + ": ") + reports[r];
-        if (reports[r].rfind("error:", 0) == 0) {
-          verdict = said;
-          break;
+        if (latest) {
+          v.step = latest->step;
+        } else {
+          v.kind = Verdict::Kind::kNothing;
         }
-        if (verdict == "ready") verdict = said;
+      } catch (...) {
+        pick_error = std::current_exception();
+        throw;
       }
-    }
-    verdict = coordinator_.broadcast(verdict, Channel::kTraining);
-    if (verdict != "ready") {
+      return v;
+    });
+    if (pick_error) std::rethrow_exception(pick_error);
+    if (pick.kind == Verdict::Kind::kFailed)
+      throw Error("rank 0 could not choose a snapshot to resume from: " + pick.why);
+    if (pick.kind == Verdict::Kind::kNothing) return std::nullopt;
+    const int64_t step = pick.step;
+
+    // Round 2: every rank prepares its part; rank 0 hears them all and decides for all.
+    Attempt attempt = prepare(step, *attempts);
+    const Verdict verdict = agree(coordinator_, Channel::kTraining, attempt.report(step),
+                                  [&](const std::vector<RankReport>& reports) {
+                                    return first_problem(reports, coordinator_);
+                                  });
+    if (verdict.kind != Verdict::Kind::kGo) {
       forget(*attempts);  // an error or a bad snapshot, not a crash: do not count it
       if (attempt.error) std::rethrow_exception(attempt.error);
-      const size_t error_at = verdict.find("error:");
-      if (error_at != std::string::npos) {
-        throw Error("cannot resume from step " + std::to_string(step) + ": " + verdict.substr(0, error_at) +
-                    verdict.substr(error_at + 6));
-      }
-      const size_t bad_at = verdict.find("bad:");
-      if (leader) quarantine(step, verdict.substr(0, bad_at) + verdict.substr(bad_at + 4));
-      coordinator_.barrier(Channel::kTraining);  // the quarantine is done before anyone looks again
+      if (verdict.kind == Verdict::Kind::kFailed)
+        throw Error("cannot resume from step " + std::to_string(step) + ": " + verdict.why);
+      // Damaged: quarantined by rank 0, which picks again (the next round 1) only after that.
+      if (coordinator_.rank() == 0) quarantine(step, verdict.why);
       continue;
     }
     attempt.install();

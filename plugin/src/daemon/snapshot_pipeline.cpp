@@ -239,106 +239,145 @@ void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<
   add_in_flight(-1);
 }
 
-namespace {
-
-std::string encode_files(const std::vector<ManifestFile>& files) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& f : files) out.push_back({f.name, f.size, f.xxh3});
-  return out.dump();
-}
-
-std::vector<ManifestFile> decode_files(const std::string& text) {
-  std::vector<ManifestFile> files;
-  for (const auto& f : nlohmann::json::parse(text)) {
-    files.push_back({f.at(0).get<std::string>(), f.at(1).get<uint64_t>(), f.at(2).get<uint64_t>()});
-  }
-  return files;
-}
-
-}  // namespace
-
-// Every rank writes its shard into one tmp dir that rank 0 began; rank 0
-// commits only when every rank reported its files, and tells everyone.
-SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
-  const int rank = coordinator_.rank();
-  const bool leader = rank == 0;
+// This rank's part of one write.
+struct SnapshotPipeline::Attempt {
   std::unique_ptr<SnapshotWriter> writer;
-  std::exception_ptr failure;  // this rank's
-  std::string tmp_name;
+  std::exception_ptr failure;             // this rank's own, rethrown as it was
+  std::optional<SnapshotInfo> committed;  // rank 0, once it committed
+};
+
+SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
+  Attempt attempt;
+  try {
+    begin(job, attempt);
+    write_files(job, attempt);
+    commit_when_all_ready(job, attempt);
+  } catch (const CoordinationError&) {
+    // Another rank may still be writing into the tmp dir: remove it once every rank is past this snapshot.
+    settle(job.step, false);
+    if (attempt.writer && coordinator_.rank() == 0) abandoned_.push_back(std::move(attempt.writer));
+    throw;
+  }
+  return record_commit(job, attempt);
+}
+
+// Round 1: rank 0 begins the tmp dir; every rank hears its name, and how the
+// snapshot before this one ended.
+void SnapshotPipeline::begin(const SnapshotJob& job, Attempt& attempt) {
+  const bool leader = coordinator_.rank() == 0;
+  RankReport mine;
+  mine.step = job.step;
   if (leader) {
     try {
-      writer = SnapshotWriter::begin(store_, job.step);
-      tmp_name = writer->tmp_name();
+      attempt.writer = SnapshotWriter::begin(store_, job.step);
     } catch (...) {
-      failure = std::current_exception();
+      attempt.failure = std::current_exception();
+      mine.state = RankReport::State::kFailed;
+      mine.problem = describe(attempt.failure);
     }
   }
-  tmp_name = coordinator_.broadcast(tmp_name, Channel::kWriter);  // empty: rank 0 could not begin
+  const Verdict verdict = agree(coordinator_, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
+    Verdict v = first_problem(reports, coordinator_);
+    if (v.kind == Verdict::Kind::kGo) v.detail = attempt.writer->tmp_name();
+    v.settled_step = settled_step_;
+    v.settled_committed = settled_committed_;
+    return v;
+  });
+  learn_settled(verdict);
+  if (leader && verdict.kind == Verdict::Kind::kGo) abandoned_.clear();  // every rank is past them: remove
+  if (verdict.kind != Verdict::Kind::kGo) {
+    settle(job.step, false);
+    if (attempt.failure) std::rethrow_exception(attempt.failure);
+    throw Error("snapshot of step " + std::to_string(job.step) + " not started: " + verdict.why);
+  }
+  if (leader) return;
   try {
-    if (!leader) {
-      if (tmp_name.empty())
-        throw Error("rank 0 could not start the snapshot of step " + std::to_string(job.step));
-      writer = SnapshotWriter::join(store_, job.step, tmp_name);
-    }
-    if (!failure) {
-      writer->write_shard(rank, job.value);
-      tracked_.write_extra_files(job.value.toGenericDict(), *writer, rank);
-      if (job.gate && !job.gate->wait()) {
-        throw Error("snapshot of step " + std::to_string(job.step) + " discarded: " + job.gate->why());
-      }
+    attempt.writer = SnapshotWriter::join(store_, job.step, verdict.detail);
+  } catch (...) {
+    attempt.failure = std::current_exception();  // said in round 2, which every rank must reach
+  }
+}
+
+// This rank's shard and extra files; a failure is reported in round 2.
+void SnapshotPipeline::write_files(const SnapshotJob& job, Attempt& attempt) {
+  if (attempt.failure) return;
+  try {
+    const int rank = coordinator_.rank();
+    attempt.writer->write_shard(rank, job.value);
+    tracked_.write_extra_files(job.value.toGenericDict(), *attempt.writer, rank);
+    if (job.gate && !job.gate->wait()) {
+      throw Error("snapshot of step " + std::to_string(job.step) + " discarded: " + job.gate->why());
     }
   } catch (...) {
-    if (!failure) failure = std::current_exception();
+    attempt.failure = std::current_exception();
   }
-  // Each rank reports its files, or why it failed ("!" + text), to rank 0.
-  const auto reports = coordinator_.gather(failure ? "!" + describe(failure) : encode_files(writer->files()),
-                                           Channel::kWriter);
-  std::string verdict;  // rank 0's: "ok", or why the snapshot is not committed
-  std::optional<SnapshotInfo> committed;
-  if (leader) {
-    for (size_t r = 1; r < reports.size() && verdict.empty(); ++r) {
-      if (!reports[r].empty() && reports[r][0] == '!')
-        verdict = "rank " + std::to_string(r) + ": " + reports[r].substr(1);
+}
+
+// Round 2: every rank's files; rank 0 commits only when every rank has them.
+void SnapshotPipeline::commit_when_all_ready(const SnapshotJob& job, Attempt& attempt) {
+  RankReport mine;
+  mine.step = job.step;
+  if (attempt.failure) {
+    mine.state = RankReport::State::kFailed;
+    mine.problem = describe(attempt.failure);
+  } else {
+    mine.files = attempt.writer->files();
+  }
+  const Verdict verdict = agree(coordinator_, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
+    Verdict v = first_problem(reports, coordinator_);
+    if (v.kind != Verdict::Kind::kGo) return v;
+    try {
+      for (size_t r = 1; r < reports.size(); ++r)
+        for (const auto& file : reports[r].files) attempt.writer->add_file(file);
+      Manifest manifest;
+      manifest.epoch = job.position.epoch;
+      manifest.batch = job.position.batch;
+      manifest.epoch_ended = job.position.epoch_ended;
+      manifest.reason = job.reason;
+      manifest.world_size = coordinator_.world_size();
+      manifest.entries = tracked_.manifest_entries();
+      manifest.job = labels_;
+      attempt.committed = attempt.writer->commit(manifest);
+    } catch (...) {
+      attempt.failure = std::current_exception();
+      throw;  // a kFailed verdict naming rank 0
     }
-    if (!failure && verdict.empty()) {
-      try {
-        for (size_t r = 1; r < reports.size(); ++r) {
-          for (const auto& file : decode_files(reports[r])) writer->add_file(file);
-        }
-        committed = commit(job, *writer);
-      } catch (...) {
-        failure = std::current_exception();
-      }
-    }
-    if (failure) verdict = "rank 0: " + describe(failure);
-    if (verdict.empty()) verdict = "ok";
+    return v;
+  });
+  settle(job.step, verdict.kind == Verdict::Kind::kGo);
+  if (attempt.failure) std::rethrow_exception(attempt.failure);  // this rank's own error, as it was
+  if (verdict.kind != Verdict::Kind::kGo) {
+    throw Error("snapshot of step " + std::to_string(job.step) + " not committed: " + verdict.why);
   }
-  verdict = coordinator_.broadcast(verdict, Channel::kWriter);
-  if (failure) std::rethrow_exception(failure);  // this rank's own error, as it was
-  if (verdict != "ok") {
-    throw Error("snapshot of step " + std::to_string(job.step) + " not committed: " + verdict);
-  }
-  if (!committed) {  // rank 0 committed it
-    committed = SnapshotInfo{};
-    committed->step = job.step;
-    committed->name = SnapshotStore::directory_name(job.step);
-    committed->path = store_.snapshot_path(job.step);
-    committed->status = SnapshotStatus::kValid;
+}
+
+// Every rank: counters, the event, the log line; rank 0 applies retention.
+SnapshotInfo SnapshotPipeline::record_commit(const SnapshotJob& job, Attempt& attempt) {
+  const bool leader = coordinator_.rank() == 0;
+  SnapshotInfo committed;
+  if (attempt.committed) {
+    committed = *attempt.committed;
+  } else {  // rank 0 committed it
+    committed.step = job.step;
+    committed.name = SnapshotStore::directory_name(job.step);
+    committed.path = store_.snapshot_path(job.step);
+    committed.status = SnapshotStatus::kValid;
   }
   const double persist_ms = milliseconds_since(job.started);
-  const uint64_t bytes = committed->manifest ? committed->manifest->total_bytes() : 0;
+  const uint64_t bytes = committed.manifest ? committed.manifest->total_bytes() : 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.committed;
     stats_.last_stall_ms = job.stall_ms;
     last_committed_ = job.step;
-    last_committed_path_ = committed->path;
+    last_committed_path_ = committed.path;
+    consecutive_failures_ = 0;
   }
   nlohmann::json event = {{"step", job.step},
                           {"reason", job.reason},
                           {"stall_ms", job.stall_ms.load()},
                           {"persist_ms", persist_ms},
-                          {"path", committed->path}};
+                          {"path", committed.path}};
   if (leader) event["bytes"] = bytes;
   events_.write("committed", std::move(event));
   log()->info("committed step {} ({}{}) in {:.0f} ms; training stalled {:.1f} ms", job.step, job.reason,
@@ -350,19 +389,29 @@ SnapshotInfo SnapshotPipeline::write(SnapshotJob& job) {
       record_failure(job.step, "retention", std::current_exception());
     }
   }
-  return *committed;
+  return committed;
 }
 
-SnapshotInfo SnapshotPipeline::commit(const SnapshotJob& job, SnapshotWriter& writer) {
-  Manifest manifest;
-  manifest.epoch = job.position.epoch;
-  manifest.batch = job.position.batch;
-  manifest.epoch_ended = job.position.epoch_ended;
-  manifest.reason = job.reason;
-  manifest.world_size = coordinator_.world_size();
-  manifest.entries = tracked_.manifest_entries();
-  manifest.job = labels_;
-  return writer.commit(manifest);
+void SnapshotPipeline::settle(int64_t step, bool committed) {
+  settled_step_ = step;
+  settled_committed_ = committed;
+}
+
+// A rank that lost rank 0's verdict (its round failed where rank 0's did
+// not) learns the outcome from rank 0's record at the next snapshot.
+void SnapshotPipeline::learn_settled(const Verdict& verdict) {
+  if (coordinator_.rank() == 0 || verdict.settled_step < 0 || !verdict.settled_committed) return;
+  if (verdict.settled_step == settled_step_ && settled_committed_) return;
+  log()->info("the snapshot of step {} was committed after all: rank 0 committed it, this rank missed the verdict",
+              verdict.settled_step);
+  events_.write("committed", {{"step", verdict.settled_step},
+                              {"path", store_.snapshot_path(verdict.settled_step)},
+                              {"verdict_missed", true}});
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.committed;
+  last_committed_ = verdict.settled_step;
+  last_committed_path_ = store_.snapshot_path(verdict.settled_step);
+  consecutive_failures_ = 0;
 }
 
 void SnapshotPipeline::apply_retention(int64_t newest) {
@@ -374,20 +423,39 @@ void SnapshotPipeline::apply_retention(int64_t newest) {
 
 void SnapshotPipeline::record_failure(int64_t step, const std::string& reason, std::exception_ptr error) {
   const std::string message = describe(error);
+  int64_t in_a_row = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ++stats_.failed;
     errors_.push_back(error);
     while (errors_.size() > 100) errors_.pop_front();
+    in_a_row = ++consecutive_failures_;
+    last_failure_ = message;
   }
-  events_.write("failed", {{"step", step}, {"reason", reason}, {"error", message}});
+  events_.write("failed", {{"step", step}, {"reason", reason}, {"error", message}, {"in_a_row", in_a_row}});
+  const int limit = config_.max_consecutive_failures;
   if (config_.on_error == OnError::kAbort) {
-    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step,
-                 message);
+    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step, message);
+  } else if (limit > 0 && in_a_row % limit == 0) {
+    std::string newest = "no snapshot committed or restored by this run";
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (last_committed_) newest = "the last snapshot this run committed or restored is step " +
+                                    std::to_string(*last_committed_);
+      failures_in_a_row_ = std::make_exception_ptr(Error(
+          std::to_string(in_a_row) + " snapshots in a row failed (max_consecutive_failures: " +
+          std::to_string(limit) + "), so this job is not protected: " + newest + "; the last failure: " + message));
+    }
+    log()->error("snapshot of step {} failed: {}; that is {} in a row (max_consecutive_failures: {}): the next hook "
+                 "call throws",
+                 step, message, in_a_row, limit);
   } else {
-    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn)", step, message);
+    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn; {} in a row)", step, message,
+                in_a_row);
   }
 }
+
+void SnapshotPipeline::remove_abandoned() { abandoned_.clear(); }
 
 // ---------------------------------------------------------------------------
 // Waiting and status (any thread)
@@ -409,6 +477,20 @@ void SnapshotPipeline::check_for_errors() {
   std::rethrow_exception(error);
 }
 
+bool SnapshotPipeline::failing_in_a_row() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return failures_in_a_row_ != nullptr;
+}
+
+void SnapshotPipeline::take_failures_in_a_row() {
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::swap(error, failures_in_a_row_);
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 void SnapshotPipeline::resumed_from(int64_t step, const std::string& path) {
   std::lock_guard<std::mutex> lock(mutex_);
   last_committed_ = step;
@@ -417,7 +499,7 @@ void SnapshotPipeline::resumed_from(int64_t step, const std::string& path) {
 
 SnapshotPipeline::Progress SnapshotPipeline::progress() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {last_committed_, last_committed_path_, in_flight_, stats_.committed};
+  return {last_committed_, last_committed_path_, in_flight_, stats_.committed, consecutive_failures_, last_failure_};
 }
 
 SnapshotterStats SnapshotPipeline::stats() const {

@@ -6,6 +6,15 @@
 // serializes, checksums, writes, commits when every rank may, and applies
 // retention. flush.overlap's deferred copies are settled here too.
 //
+// In a job of several ranks each write is two rounds of agreement.h: the tmp
+// dir (rank 0 begins it; every rank also learns whether the snapshot before
+// was committed, in case it missed that verdict), then the commit (every
+// rank's files; rank 0 commits when all have them). A failed round leaves
+// nothing committed and the next snapshot starts afresh; the tmp dir of a
+// snapshot abandoned that way is removed once every rank is past it.
+// Failures in a row are counted: max_consecutive_failures of them make the
+// next hook throw, even with on_error: warn.
+//
 // Thread-safety: submit(), settle_overlap(), abandon_unconfirmed_overlap()
 // and resumed_from() are called from the training thread;
 // wait_until_finished(), check_for_errors(), stats() and progress() from any
@@ -24,6 +33,7 @@
 
 #include "autosnap/config.h"
 #include "autosnap/store.h"
+#include "daemon/agreement.h"
 #include "daemon/background.h"
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
@@ -31,6 +41,7 @@
 #include "daemon/snapshotter_stats.h"
 #include "daemon/staging_slots.h"
 #include "daemon/tracked_set.h"
+#include "store/snapshot_writer.h"
 
 namespace autosnap {
 namespace daemon {
@@ -65,6 +76,14 @@ class SnapshotPipeline {
   void wait_until_finished();
   /// Throws the oldest background failure not reported yet.
   void check_for_errors();
+  /// True once max_consecutive_failures snapshots in a row have failed here
+  /// (whatever on_error says); take_failures_in_a_row() then throws it and
+  /// counting starts again.
+  bool failing_in_a_row() const;
+  void take_failures_in_a_row();
+  /// After the writer stopped: removes the tmp dirs of snapshots abandoned
+  /// because a rank stopped answering.
+  void remove_abandoned();
   /// A restore installed `step` from `path`: it counts as the last committed.
   void resumed_from(int64_t step, const std::string& path);
 
@@ -73,6 +92,8 @@ class SnapshotPipeline {
     std::string last_committed_path;
     int in_flight = 0;
     int64_t committed = 0;
+    int64_t consecutive_failures = 0;
+    std::string last_failure;
   };
   Progress progress() const;
   SnapshotterStats stats() const;
@@ -80,9 +101,18 @@ class SnapshotPipeline {
  private:
   std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
   void run(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters);  // strand
-  SnapshotInfo write(SnapshotJob& job);                                                     // strand
-  SnapshotInfo commit(const SnapshotJob& job, SnapshotWriter& writer);                      // strand, rank 0
-  void apply_retention(int64_t newest);                                                     // strand
+
+  // One write, in steps (strand).
+  struct Attempt;
+  SnapshotInfo write(SnapshotJob& job);
+  void begin(const SnapshotJob& job, Attempt& attempt);
+  void write_files(const SnapshotJob& job, Attempt& attempt);
+  void commit_when_all_ready(const SnapshotJob& job, Attempt& attempt);
+  SnapshotInfo record_commit(const SnapshotJob& job, Attempt& attempt);
+  void settle(int64_t step, bool committed);
+  void learn_settled(const Verdict& verdict);
+  void apply_retention(int64_t newest);
+
   void record_failure(int64_t step, const std::string& reason, std::exception_ptr error);
   void add_in_flight(int delta);
 
@@ -100,10 +130,18 @@ class SnapshotPipeline {
 
   StagingSlots slots_;
 
+  // Strand only.
+  int64_t settled_step_ = -1;  // the last snapshot this rank has an outcome for
+  bool settled_committed_ = false;
+  std::vector<std::unique_ptr<SnapshotWriter>> abandoned_;  // rank 0: tmp dirs a rank may still write into
+
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable changed_;
   int in_flight_ = 0;
   std::deque<std::exception_ptr> errors_;
+  int64_t consecutive_failures_ = 0;
+  std::string last_failure_;
+  std::exception_ptr failures_in_a_row_;  // to throw at the next hook
   SnapshotterStats stats_;
   std::optional<int64_t> last_committed_;
   std::string last_committed_path_;

@@ -2,8 +2,10 @@
 // policy, snapshot pipeline, restorer, control surface), and the public face.
 #include "autosnap/snapshotter.h"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "autosnap/device.h"
 #include "autosnap/errors.h"
@@ -12,6 +14,7 @@
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
 #include "daemon/restorer.h"
+#include "daemon/shared_directory.h"
 #include "daemon/snapshot_pipeline.h"
 #include "daemon/snapshotter_impl.h"
 #include "daemon/tracked_set.h"
@@ -24,6 +27,17 @@ namespace {
 
 using util::log;
 
+// With distributed.on_lost_rank: exit, how long the training thread has to
+// reach a hook (which throws) after a rank is lost before the process ends.
+constexpr std::chrono::seconds kLostRankGrace{2};
+
+// What the watcher of a lost rank shares with the training thread; it may
+// outlive the snapshotter.
+struct HookActivity {
+  std::atomic<int64_t> entered{0};  // hooks entered by the training thread
+  std::atomic<bool> ended{false};   // the snapshotter is closing or gone
+};
+
 // Thread-safety: the hooks, track() and restore on the training thread;
 // request_snapshot(), should_stop() and stats() from any thread. The parts
 // each guard their own state; none holds its lock while calling another.
@@ -35,8 +49,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         coordinator_(job.coordinator ? std::move(job.coordinator)
                                      : std::make_unique<SingleProcessCoordinator>()),
         leader_(coordinator_->rank() == 0),
-        store_(leader_ ? SnapshotStore::open_for_writing(config_.directory, config_.flush.fsync, fs)
-                       : SnapshotStore::open_for_rank(config_.directory, config_.flush.fsync, fs)),
+        store_(open_store(config_, fs, *coordinator_)),
         events_(fs, join_path(config_.directory, events_file_name(coordinator_->rank()))),
         tracked_(config_.capture.rng),
         policy_(config_.triggers),
@@ -45,12 +58,18 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         requeue_(std::move(job.requeue)) {
     util::set_log_level(config_.log_level);
     // Only rank 0 serves the socket; every rank hears signals (Slurm signals every task).
-    surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_, leader_);
+    surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_, leader_,
+                                                *coordinator_);
     background_.start(config_.flush.threads);
+    watch_for_lost_ranks();
     log()->info("snapshots go to {} (config {})", config_.directory,
                 config_.source.empty() ? "in code" : config_.source);
   }
-  ~ActiveSnapshotter() override { shutdown(); }
+  ~ActiveSnapshotter() override {
+    activity_->ended = true;
+    coordinator_->on_lost(nullptr);  // no report from the lifeline's thread once the parts go
+    shutdown();
+  }
 
   bool enabled() const override { return true; }
   const Config& config() const override { return config_; }
@@ -98,7 +117,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     // Every rank decides the same: each one's wishes, or-ed across the job; rank 0's clock decides
     // every_seconds.
     uint64_t wishes = policy_.wishes(step, leader_);
+    if (pipeline_.failing_in_a_row()) wishes |= TriggerPolicy::kFailingInARow;
     if (coordinator_->world_size() > 1) wishes = coordinator_->bitwise_or(wishes, Channel::kTraining);
+    if (wishes & TriggerPolicy::kFailingInARow) stop_failing_in_a_row();
     auto due = policy_.after_step(step, wishes);
     if (!due.reason.empty()) take_snapshot(step, due);
     if (due.stop) policy_.stopped();  // the stop signal's snapshot is taken: the loop may leave now
@@ -182,6 +203,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     } catch (...) {
       error = std::current_exception();
     }
+    activity_->ended = true;
+    coordinator_->leave(/*cleanly=*/!error);  // the others must not count a rank that finished as lost
     shutdown();
     store_.reset();  // releases the directory lock
     if (error) std::rethrow_exception(error);
@@ -194,8 +217,52 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   }
 
  private:
+  // At every hook: a lost rank, and with on_error: abort any failure, end
+  // training with an exception.
   void check_policy() {
+    activity_->entered.fetch_add(1);
+    if (const std::string lost = coordinator_->lost(); !lost.empty()) throw CoordinationError(lost);
     if (config_.on_error == OnError::kAbort) check_for_errors();
+  }
+
+  // max_consecutive_failures reached on some rank: every rank stops after
+  // the same step, with this rank's own count or the other's word for it.
+  void stop_failing_in_a_row() {
+    pipeline_.take_failures_in_a_row();
+    throw Error("snapshots keep failing on another rank of this job (max_consecutive_failures: " +
+                std::to_string(config_.max_consecutive_failures) +
+                "), so this job is not protected; see that rank's log and events");
+  }
+
+  // The lifeline's thread reports a lost rank: log it, record it, and with
+  // on_lost_rank: exit end the process when the training thread is stuck
+  // (waiting in one of the job's collectives, it would wait for the lost rank
+  // until that collective's own timeout, 30 minutes by PyTorch's default).
+  void watch_for_lost_ranks() {
+    coordinator_->on_lost([this, activity = activity_](const std::string& why) {
+      log()->error("{}; this job cannot go on: every autosnap hook throws from now on", why);
+      events_.write("rank-lost", {{"why", why}});
+      if (config_.distributed.on_lost_rank != OnLostRank::kExit) return;
+      const int64_t seen = activity->entered.load();
+      std::thread([activity, seen] {
+        std::this_thread::sleep_for(kLostRankGrace);
+        if (activity->ended || activity->entered.load() != seen) return;
+        log()->error(
+            "the training thread reached no autosnap hook within {} s of the loss (it is presumably waiting in a "
+            "collective with the lost rank): ending the process with status 5 (distributed.on_lost_rank: exit)",
+            kLostRankGrace.count());
+        log()->flush();
+        std::fflush(nullptr);
+        std::_Exit(5);
+      }).detach();
+    });
+  }
+
+  // Rank 0 holds the lock; in a job of several ranks the directory must be one every node sees.
+  static std::unique_ptr<SnapshotStore> open_store(const Config& config, FileSystem& fs, Coordinator& coordinator) {
+    if (coordinator.world_size() > 1) check_shared_directory(fs, config.directory, coordinator);
+    return coordinator.rank() == 0 ? SnapshotStore::open_for_writing(config.directory, config.flush.fsync, fs)
+                                   : SnapshotStore::open_for_rank(config.directory, config.flush.fsync, fs);
   }
 
   void take_snapshot(int64_t step, TriggerPolicy::Decision due) {
@@ -249,6 +316,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     policy_.fail_requests("the job ended before the next step boundary");
     pipeline_.wait_until_finished();
     background_.join();
+    pipeline_.remove_abandoned();  // before the store goes
     surface_.reset();  // after the threads: no handler can reach it any more
   }
 
@@ -284,6 +352,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   Restorer restorer_;
   std::function<void()> requeue_;
   std::unique_ptr<ControlSurface> surface_;
+  std::shared_ptr<HookActivity> activity_ = std::make_shared<HookActivity>();
 
   // Training thread.
   std::optional<int64_t> last_step_;

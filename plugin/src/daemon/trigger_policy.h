@@ -45,7 +45,12 @@ class TriggerPolicy {
   void request_stop() { stop_pending_ = true; }
 
   /// What this rank wishes after a step (or'ed across ranks).
-  enum Wish : uint64_t { kSnapshotRequested = 1, kStopRequested = 2, kSecondsElapsed = 4 };
+  enum Wish : uint64_t {
+    kSnapshotRequested = 1,
+    kStopRequested = 2,
+    kSecondsElapsed = 4,
+    kFailingInARow = 8,  ///< set by the snapshotter: too many failed snapshots here; every rank stops
+  };
 
   /// Training thread, after step `step`: publishes it as the last completed
   /// step (a request queued from now on is for a later step) and tells what
