@@ -19,6 +19,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include "example_errors.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iomanip>
@@ -60,7 +61,7 @@ c10::intrusive_ptr<c10d::TCPStore> job_store(int rank, int world) {
 c10::intrusive_ptr<c10d::ProcessGroupGloo> join_training_group(const c10::intrusive_ptr<c10d::Store>& store,
                                                                int rank, int world) {
   auto group_options = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(60));
-  group_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  group_options->devices.push_back(autosnap::gloo_device());  // this node's interface, also across nodes
   return c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("train", store),
                                                      rank, world, group_options);
 }
@@ -154,6 +155,7 @@ int main(int argc, char** argv) {
         TeacherDataset(samples, input, teacher, seed).map(torch::data::transforms::Stack<>()), sampler,
         torch::data::DataLoaderOptions().batch_size(batch).workers(workers));
     int64_t step = first;
+    const auto training_started = std::chrono::steady_clock::now();
     bool left_early = false;  // stopped by a signal, or --steps reached mid-epoch
     for (int64_t e = resumed ? resumed->next_epoch() : 0; step < steps && !left_early; ++e) {
       snap.on_epoch_start(e);
@@ -195,8 +197,11 @@ int main(int argc, char** argv) {
     if (finished) snap.on_train_end();
     snap.close();
     if (finished && rank == 0) {
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - training_started).count();
       std::cout << "finished " << steps << " steps, final loss " << std::setprecision(6) << std::fixed
-                << loss_value << std::endl;
+                << loss_value << " (" << std::setprecision(3) << 1000 * seconds / static_cast<double>(std::max<int64_t>(1, steps - first))
+                << " ms per step)" << std::endl;
       if (!out_path.empty()) {
         autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(model)},
                                        {"optimizer_state_dict", autosnap::optimizer_state_dict(optimizer)},

@@ -76,5 +76,43 @@ TEST(Snapshotter, FailedWritesWithAbortThrowAtTheNextHook) {
   }
 }
 
+// Warnings alone let a job train on for days unprotected: the third failed
+// snapshot in a row (max_consecutive_failures) makes the next step's hook
+// throw, even with on_error: warn; a success in between starts the count again.
+TEST(Snapshotter, FailuresInARowBecomeAnErrorEvenWithWarn) {
+  TempDir dir;
+  testing::FaultInjectingFileSystem fs;
+  Model model;
+  Snapshotter snap(
+      make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nmax_consecutive_failures: 3\n"),
+      fs);
+  snap.track("model", model);
+  int64_t step = 0;
+  auto step_and_wait = [&] {
+    snap.on_step_end(step++);
+    snap.wait_until_finished();
+  };
+  fs.fail_writes_errno = ENOSPC;
+  step_and_wait();
+  step_and_wait();
+  fs.fail_writes_errno = 0;
+  step_and_wait();  // a success: the count starts again
+  fs.fail_writes_errno = ENOSPC;
+  step_and_wait();
+  step_and_wait();
+  EXPECT_NO_THROW(step_and_wait()) << "the third failure in a row is told at the next step";
+  const std::string error = testing::error_of<Error>([&] { snap.on_step_end(step++); });
+  EXPECT_NE(error.find("3 snapshots in a row failed (max_consecutive_failures: 3), so this job is not protected"),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("the last snapshot this run committed or restored is step 2"), std::string::npos) << error;
+  EXPECT_NE(error.find("No space left on device"), std::string::npos) << error;
+  const auto events = testing::read_events(dir.path());
+  int64_t in_a_row = 0;
+  for (const auto& e : events)
+    if (e["event"] == "failed") in_a_row = e["in_a_row"].get<int64_t>();
+  EXPECT_EQ(in_a_row, 3) << "events.jsonl counts the failures in a row";
+}
+
 }  // namespace
 }  // namespace autosnap

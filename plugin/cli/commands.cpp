@@ -5,6 +5,9 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <sstream>
 
 #include "autosnap/errors.h"
@@ -286,6 +289,32 @@ int request_snapshot(const std::string& directory, const std::string& socket, co
   return kExitOk;
 }
 
+namespace {
+
+// Seconds since a manifest time ("2026-11-28T14:18:39.639Z"); nullopt when unreadable.
+std::optional<double> age_seconds(const std::string& time) {
+  std::tm parts{};
+  double fraction = 0;
+  if (std::sscanf(time.c_str(), "%d-%d-%dT%d:%d:%d", &parts.tm_year, &parts.tm_mon, &parts.tm_mday,
+                  &parts.tm_hour, &parts.tm_min, &parts.tm_sec) != 6)
+    return std::nullopt;
+  const size_t dot = time.find('.');
+  if (dot != std::string::npos) fraction = std::atof(("0" + time.substr(dot, time.find('Z') - dot)).c_str());
+  parts.tm_year -= 1900;
+  parts.tm_mon -= 1;
+  const auto now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return now - (static_cast<double>(::timegm(&parts)) + fraction);
+}
+
+std::string age_text(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  if (s < 60) return std::to_string(s) + " s ago";
+  if (s < 3600) return std::to_string(s / 60) + " min " + std::to_string(s % 60) + " s ago";
+  return std::to_string(s / 3600) + " h " + std::to_string(s % 3600 / 60) + " min ago";
+}
+
+}  // namespace
+
 int show_status(const std::string& directory, const std::string& socket, bool as_json) {
   json job = nullptr;
   std::string not_running;
@@ -306,6 +335,10 @@ int show_status(const std::string& directory, const std::string& socket, bool as
                                         {"reason", latest->manifest->reason},
                                         {"time", latest->manifest->time}}
                                  : json(nullptr);
+    if (latest) {
+      const auto age = age_seconds(latest->manifest->time);
+      out["newest_valid"]["age_seconds"] = age ? json(*age) : json(nullptr);
+    }
     std::cout << out.dump(2) << std::endl;
     return job.is_null() ? kExitNotRunning : kExitOk;
   }
@@ -320,10 +353,20 @@ int show_status(const std::string& directory, const std::string& socket, bool as
       std::cout << "     last committed: step " << job["last_committed"]["step"] << " at "
                 << job["last_committed"]["path"].get<std::string>() << "\n";
     }
+    const int64_t failing = job.value("consecutive_failures", int64_t{0});
+    if (failing > 0) {
+      std::cout << "     FAILING: the last " << failing << " snapshot(s) in a row failed; the last failure: "
+                << job.value("last_failure", json("")).get<std::string>() << "\n";
+    }
+    if (job.contains("lost") && !job["lost"].is_null()) {
+      std::cout << "     LOST RANK: " << job["lost"].get<std::string>() << "\n";
+    }
   }
   if (latest) {
+    const auto age = age_seconds(latest->manifest->time);
     std::cout << "newest valid snapshot: step " << latest->step << " (" << latest->manifest->reason << ", "
-              << latest->manifest->time << ", " << human_bytes(latest->manifest->total_bytes()) << ")\n"
+              << latest->manifest->time << (age ? ", " + age_text(*age) : std::string()) << ", "
+              << human_bytes(latest->manifest->total_bytes()) << ")\n"
               << "(manifest and sizes checked; `autosnap verify` checks every checksum)" << std::endl;
   } else {
     std::cout << "newest valid snapshot: none" << std::endl;

@@ -15,10 +15,27 @@
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include <memory>
+
+namespace gloo {
+namespace transport {
+class Device;
+}
+}  // namespace gloo
+
 namespace autosnap {
 
 /// Snapshotters made from now on in this process coordinate through `store`
 /// (null: their own store again). Thread-safe.
 void use_job_store(c10::intrusive_ptr<c10d::Store> store);
+
+/// The Gloo device autosnap's own groups bind, for the job's groups too
+/// (ProcessGroupGloo::Options::devices): the interface GLOO_SOCKET_IFNAME
+/// names (LibTorch's C++ API ignores that variable), else the one that
+/// routes to MASTER_ADDR (loopback when every rank runs on this host). Not
+/// createDefaultDevice(), which binds loopback where the host name resolves
+/// to 127.0.1.1 (Debian's /etc/hosts), so peers on other nodes hang. Throws
+/// ConfigError / CoordinationError naming the variable or the address.
+std::shared_ptr<::gloo::transport::Device> gloo_device();
 
 }  // namespace autosnap

@@ -172,6 +172,10 @@ std::string C10dCoordinator::where(int rank) const {
 
 std::string C10dCoordinator::lost() const { return lifeline_ ? lifeline_->lost() : ""; }
 
+std::string C10dCoordinator::lost_after_a_moment() const {
+  return lifeline_ ? lifeline_->lost_after_settling() : "";
+}
+
 void C10dCoordinator::on_lost(std::function<void(const std::string&)> handler) {
   if (lifeline_) lifeline_->on_lost(std::move(handler));
 }
@@ -193,7 +197,7 @@ void C10dCoordinator::form_again(Group& group) {
   const std::string why = group.broken;
   const std::string what = where(rank_) + ": the " + group.name + " coordination group failed (" + why + ")";
   // A dead peer resets the connections at once; the lifeline says within a moment whether that was a death.
-  if (const std::string gone = lifeline_ ? lifeline_->lost_after_settling() : ""; !gone.empty())
+  if (const std::string gone = lost_after_a_moment(); !gone.empty())
     throw CoordinationError(what + "; " + gone);
   const auto start = Clock::now();
   group.pg.reset();  // closes its connections: a rank still waiting in it fails at once and comes here too

@@ -52,6 +52,7 @@ class C10dCoordinator final : public daemon::Coordinator {
   std::vector<std::string> exchange(const std::string& mine, daemon::Channel channel) override;
   std::string where(int rank) const override;
   std::string lost() const override;
+  std::string lost_after_a_moment() const override;
   void on_lost(std::function<void(const std::string&)> handler) override;
   void leave(bool cleanly) override;
 

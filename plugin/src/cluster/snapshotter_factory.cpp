@@ -14,6 +14,7 @@
 #include "autosnap/errors.h"
 #include "autosnap/snapshotter.h"
 #include "cluster/c10d_coordinator.h"
+#include "cluster/gloo_device.h"
 #include "cluster/rank_discovery.h"
 #include "daemon/snapshotter_impl.h"
 #include "util/log.h"
@@ -92,6 +93,11 @@ daemon::JobContext job_context(const Config& config) {
 void use_job_store(c10::intrusive_ptr<c10d::Store> store) {
   std::lock_guard<std::mutex> lock(cluster::job_store_mutex);
   cluster::job_store = std::move(store);
+}
+
+std::shared_ptr<::gloo::transport::Device> gloo_device() {
+  const auto info = cluster::discover_rank();
+  return cluster::choose_gloo_device(info.master_addr, info.nodes == 1).device;
 }
 
 Snapshotter Snapshotter::from_config(const std::string& path) { return Snapshotter(Config::from_file(path)); }

@@ -40,6 +40,9 @@ class Coordinator {
   virtual std::string where(int rank) const { return "rank " + std::to_string(rank); }
   /// Any thread: why the job cannot go on (a rank was lost), or empty.
   virtual std::string lost() const { return ""; }
+  /// lost(), after a moment for a loss that is happening now to be noticed
+  /// (the job's own collective just failed: was a rank lost?).
+  virtual std::string lost_after_a_moment() const { return lost(); }
   /// `handler` is called once, from another thread, when a rank is lost.
   virtual void on_lost(std::function<void(const std::string& why)> handler) {}
   /// This rank is done: with `cleanly`, the others do not count it as lost

@@ -66,6 +66,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
                 config_.source.empty() ? "in code" : config_.source);
   }
   ~ActiveSnapshotter() override {
+    // Ended without close() (an exception): when it was a lost rank (the
+    // job's own collective failed first), say which one before going.
+    if (!closed_ && coordinator_->world_size() > 1) coordinator_->lost_after_a_moment();
     activity_->ended = true;
     coordinator_->on_lost(nullptr);  // no report from the lifeline's thread once the parts go
     shutdown();
