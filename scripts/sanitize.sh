@@ -13,7 +13,10 @@
 #                                 Gloo, whose threads do the work there, is not instrumented;
 #                                 test.sh runs them).
 #   scripts/sanitize.sh thread    TSan build: the daemon and concurrency tests (with the
-#                                 threaded staging copies and background O_DIRECT writes)
+#                                 threaded staging copies and background O_DIRECT writes), the
+#                                 two-rank commits of CrashPoints and the two-rank c10d job in one
+#                                 process of StallRecovery (Gloo groups, the lifeline's thread,
+#                                 groups formed again after a stall)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-address}
@@ -60,7 +63,7 @@ case "$mode" in
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
       -DAUTOSNAP_SANITIZE=thread -DAUTOSNAP_BUILD_TESTS=ON >/dev/null
     cmake --build "$build" -j "$jobs" --target autosnap_tests save_loop restore_crasher train_mlp autosnap_cli
-    (cd "$build" && ctest --output-on-failure -j "$jobs" -R 'Snapshotter|Control|CrashPoints|FaultInjection|Store|Staging|DeferredCopies|PosixFileSystem')
+    (cd "$build" && ctest --output-on-failure -j "$jobs" -R 'Snapshotter|Control|CrashPoints|FaultInjection|Store|Staging|DeferredCopies|PosixFileSystem|StallRecovery|Agreement')
     ;;
   *)
     echo "usage: scripts/sanitize.sh address|thread" >&2

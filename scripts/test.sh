@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, configure, build (ccache), run the
-# tests, the Slurm end-to-end run (scripts/slurm-e2e.sh), then the ASan+UBSan build of the suite and 60 s of each fuzz target
+# tests, the Slurm end-to-end run (scripts/slurm-e2e.sh), the multi-node run
+# (scripts/multinode-e2e.sh), then the ASan+UBSan build of the suite and 60 s of each fuzz target
 # (scripts/sanitize.sh address). The TSan build and the 1000-kill soak run in
 # scripts/crash-soak.sh.
 set -euo pipefail
@@ -15,6 +16,8 @@ cmake --build "$build_dir" -j "$jobs"
 
 # Multi-rank preemption and requeue on a real one-node Slurm (installs it; needs root).
 scripts/slurm-e2e.sh "$build_dir"
+# Several nodes made of namespaces: node loss, cut links, stalls, lossy links, Slurm across nodes (needs root).
+scripts/multinode-e2e.sh "$build_dir"
 
 if [ "${AUTOSNAP_SKIP_SANITIZERS:-0}" != 1 ]; then
   scripts/sanitize.sh address
