@@ -167,6 +167,39 @@ TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {
   expect_every_snapshot_complete(dir.file("snapshots"), 3);
 }
 
+// The defect this replaces: rank 1 stopped past the timeout while a snapshot
+// was written failed every later snapshot, with a warning each, and both
+// ranks exited 0 with the newest snapshot far behind. A rank silent past the
+// timeout is lost (the lifeline cannot tell a stopped process from a cut
+// link): the job stops with an error naming it, or, had it come back in
+// time, would snapshot on — never finish unprotected in silence.
+TEST(ClusterJob, ARankStoppedPastTheTimeoutStopsTheJobWithAnErrorNamingIt) {
+  TempDir dir;
+  const auto config = write_config(dir,
+                                   "triggers: {every_steps: 5}\ncontrol: {socket: false}\nretention: {keep_last: 0}\n"
+                                   "distributed: {timeout_seconds: 4}\n");
+  const int steps = 100000;
+  auto job = launch(2, {"--steps", std::to_string(steps), "--config", config, "--log-every", "1", "--sleep-ms", "10"});
+  ASSERT_TRUE(job->wait_for_line("step     30")) << job->output();
+  const auto ranks = testing::run_command("pgrep -P " + std::to_string(job->pid()));
+  std::vector<std::string> pids;
+  std::istringstream in(ranks.output);
+  for (std::string pid; in >> pid;) pids.push_back(pid);
+  ASSERT_EQ(pids.size(), 2u) << ranks.output;
+  const auto stopped_at = std::chrono::steady_clock::now();
+  ::kill(std::stoi(pids[1]), SIGSTOP);
+  std::this_thread::sleep_for(std::chrono::seconds(7));
+  ::kill(std::stoi(pids[1]), SIGCONT);
+  job->read_all();
+  const int status = job->wait();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  EXPECT_NE(status, 0) << "a job that lost a rank must not end as if all went well:\n" << job->output();
+  EXPECT_NE(job->output().find("rank 1 is lost: nothing heard from it for over 4 s"), std::string::npos)
+      << job->output();
+  EXPECT_LT(seconds, 30.0) << job->output();
+  expect_every_snapshot_complete(dir.file("snapshots"), 2);
+}
+
 TEST(ClusterJob, AnotherWorldSizeIsAClearErrorUnlessReplicated) {
   TempDir dir;
   auto config = write_config(dir, "triggers: {every_steps: 10}\ncontrol: {socket: false}\n" + kJob);

@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "autosnap/errors.h"
+#include "cluster/gloo_device.h"
 #include "cluster/rank_discovery.h"
 #include "support/test_util.h"
 
@@ -103,6 +104,27 @@ TEST(RankDiscovery, FirstHostOfANodeList) {
   EXPECT_EQ(first_host("a,b,c"), "a");
   EXPECT_EQ(first_host("node[01-04,07]"), "node01");
   EXPECT_EQ(first_host("rack[3-4]-n[1-2]"), "rack3-n1") << "every bracket expands, as scontrol show hostnames does";
+}
+
+// Which interface Gloo binds (cluster/gloo_device.h).
+TEST(GlooDevice, LoopbackForAJobOnThisHost) {
+  ::unsetenv("GLOO_SOCKET_IFNAME");
+  EXPECT_EQ(cluster::choose_gloo_device("127.0.0.1", /*single_node=*/true).address, "127.0.0.1");
+  EXPECT_EQ(cluster::choose_gloo_device("localhost", /*single_node=*/false).address, "127.0.0.1")
+      << "MASTER_ADDR on loopback: the job runs here";
+}
+
+TEST(GlooDevice, GlooSocketIfnameIsHonouredAndAWrongOneNamed) {
+  ::setenv("GLOO_SOCKET_IFNAME", "lo", 1);
+  EXPECT_EQ(cluster::choose_gloo_device("192.0.2.1", false).address, "127.0.0.1")
+      << "the named interface wins over the route to MASTER_ADDR";
+  ::setenv("GLOO_SOCKET_IFNAME", "eth-nosuch", 1);
+  const std::string error =
+      testing::error_of<ConfigError>([] { cluster::choose_gloo_device("127.0.0.1", true); });
+  ::unsetenv("GLOO_SOCKET_IFNAME");
+  EXPECT_NE(error.find("environment variable GLOO_SOCKET_IFNAME='eth-nosuch'"), std::string::npos) << error;
+  EXPECT_NE(error.find("has no interface of that name with an IPv4 address (it has: "), std::string::npos) << error;
+  EXPECT_NE(error.find("lo 127.0.0.1"), std::string::npos) << "lists the interfaces there are: " << error;
 }
 
 // A port nothing listens on right now.

@@ -40,6 +40,9 @@ TEST(Config, DefaultsAndFullFile) {
   EXPECT_TRUE(c.control.socket);
   EXPECT_EQ(c.control_socket_path(), dir.path() + "/control.sock");
   EXPECT_EQ(c.on_error, OnError::kWarn);
+  EXPECT_EQ(c.max_consecutive_failures, 3);
+  EXPECT_EQ(c.distributed.port, 0) << "published in the directory";
+  EXPECT_EQ(c.distributed.on_lost_rank, OnLostRank::kExit);
 
   auto full = Config::from_string(
       "directory: " + dir.path() +
@@ -52,7 +55,8 @@ TEST(Config, DefaultsAndFullFile) {
           "3}\n"
           "control: {socket: false, socket_path: /tmp/x.sock}\n"
           "capture: {rng: false}\nrestore: {strict: false, max_attempts: 5}\non_error: abort\n"
-          "distributed: {backend: gloo, timeout_seconds: 60}\nlog_level: debug\n",
+          "max_consecutive_failures: 0\n"
+          "distributed: {backend: gloo, timeout_seconds: 60, port: 29600, on_lost_rank: throw}\nlog_level: debug\n",
       "full.yaml");
   EXPECT_EQ(full.resume, ResumeMode::kRequired);
   EXPECT_EQ(full.triggers.every_steps, 500);
@@ -69,6 +73,14 @@ TEST(Config, DefaultsAndFullFile) {
   EXPECT_EQ(full.restore.max_attempts, 5);
   EXPECT_EQ(full.on_error, OnError::kAbort);
   EXPECT_EQ(full.distributed.backend, DistributedBackend::kGloo);
+  EXPECT_EQ(full.max_consecutive_failures, 0);
+  EXPECT_EQ(full.distributed.port, 29600);
+  EXPECT_EQ(full.distributed.on_lost_rank, OnLostRank::kThrow);
+  EXPECT_NE(config_error("directory: /tmp\nmax_consecutive_failures: -1\n")
+                .find("max_consecutive_failures: expected a count of snapshots >= 0 (0: never an error)"),
+            std::string::npos);
+  EXPECT_NE(config_error("directory: /tmp\ndistributed: {on_lost_rank: wait}\n").find("distributed.on_lost_rank"),
+            std::string::npos);
 }
 
 TEST(Config, TheShippedConfigFileParses) {

@@ -20,6 +20,7 @@
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
+#include "support/thread_job.h"
 
 namespace autosnap {
 namespace {
@@ -189,6 +190,62 @@ TEST(StallRecovery, FailuresInARowBecomeAnErrorOnEveryRank) {
   EXPECT_NE(both.find("No space left on device"), std::string::npos) << "names the cause: " << both;
   EXPECT_EQ(results[0].last_step, results[1].last_step) << "both ranks stop after the same step";
   EXPECT_LT(results[0].last_step, 99) << "before the end of training";
+}
+
+// A rank whose commit verdict never arrived (its exchange failed after rank
+// 0 had committed) records a failure — and learns at the next snapshot that
+// it was committed after all, so every rank's record agrees with the disk.
+class LosesOneWriterExchange final : public daemon::Coordinator {
+ public:
+  LosesOneWriterExchange(std::unique_ptr<daemon::Coordinator> inner, int64_t lose) : inner_(std::move(inner)), lose_(lose) {}
+  int rank() const override { return inner_->rank(); }
+  int world_size() const override { return inner_->world_size(); }
+  std::vector<std::string> exchange(const std::string& mine, daemon::Channel channel) override {
+    auto result = inner_->exchange(mine, channel);
+    if (channel == daemon::Channel::kWriter && ++writer_exchanges_ == lose_)
+      throw CoordinationError("rank 1: the verdict did not arrive (lost on purpose by the test)");
+    return result;
+  }
+
+ private:
+  std::unique_ptr<daemon::Coordinator> inner_;
+  const int64_t lose_;
+  int64_t writer_exchanges_ = 0;
+};
+
+TEST(StallRecovery, ARankThatMissedACommitVerdictLearnsItAtTheNextSnapshot) {
+  TempDir dir;
+  testing::ThreadJob job(2);
+  std::vector<daemon::SnapshotterStats> stats(2);
+  std::vector<std::thread> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    ranks.emplace_back([&, rank] {
+      daemon::JobContext context;
+      // The 4th exchange of the writer is the first snapshot's commit verdict.
+      context.coordinator = rank == 1 ? std::make_unique<LosesOneWriterExchange>(job.coordinator(1), 4)
+                                      : job.coordinator(0);
+      auto snap = daemon::make_active_snapshotter(
+          testing::make_config(dir.path(), "triggers: {every_steps: 10, on_train_end: false}\ncapture: {rng: false}\n"
+                                           "retention: {keep_last: 0}\nflush: {mode: sync}\n"),
+          default_file_system(), std::move(context));
+      at::Tensor weights = torch::full({8}, static_cast<float>(rank));
+      snap->track("weights", [&] { return daemon::track_tensor(weights); });
+      for (int64_t step = 0; step <= 10; ++step) snap->on_step_end(step);
+      snap->close();
+      stats[static_cast<size_t>(rank)] = snap->stats();
+    });
+  }
+  for (auto& t : ranks) t.join();
+  EXPECT_EQ(SnapshotStore::open_read_only(dir.path())->valid_steps(), (std::vector<int64_t>{0, 10}));
+  EXPECT_EQ(stats[0].committed, 2);
+  EXPECT_EQ(stats[0].failed, 0);
+  EXPECT_EQ(stats[1].failed, 1) << "rank 1 could not know at the time";
+  EXPECT_EQ(stats[1].committed, 2) << "and counts step 0 once it learns it was committed";
+  bool learned = false;
+  for (const auto& event : testing::read_events_file(dir.file("events.rank-00001.jsonl"))) {
+    learned |= event["event"] == "committed" && event["step"] == 0 && event.value("verdict_missed", false);
+  }
+  EXPECT_TRUE(learned) << "rank 1's events say step 0 was committed after all";
 }
 
 }  // namespace

@@ -31,8 +31,12 @@ nlohmann::json request_snapshot(const std::string& directory, const std::string&
 }
 
 std::vector<nlohmann::json> read_events(const std::string& directory) {
+  return read_events_file(directory + "/events.jsonl");
+}
+
+std::vector<nlohmann::json> read_events_file(const std::string& path) {
   std::vector<nlohmann::json> events;
-  std::ifstream in(directory + "/events.jsonl");
+  std::ifstream in(path);
   std::string line;
   while (std::getline(in, line)) events.push_back(nlohmann::json::parse(line));
   return events;

@@ -41,6 +41,8 @@ struct Model : torch::nn::Module {
 
 /// DIR/events.jsonl, one object per line.
 std::vector<nlohmann::json> read_events(const std::string& directory);
+/// The same for one events file (another rank's: events.rank-00001.jsonl).
+std::vector<nlohmann::json> read_events_file(const std::string& path);
 int count_events(const std::string& directory, const std::string& kind);
 /// Entry `name` of rank 0's shard of `step`.
 c10::IValue read_entry(const std::string& directory, int64_t step, const std::string& name);

@@ -12,12 +12,13 @@
 // rank finds in the store (a rank that abandons generation k moves the
 // store's counter to k+1; a rank that comes later joins where the others
 // wait), and the exchange is finished there. Each exchange carries a
-// sequence number: a rank that completed the failed exchange (its peers
-// did not) hands its result to the others, so every rank ends with the
-// same result, and nobody takes one exchange's message for another's. When
-// the lifeline knows a rank is lost, or the group cannot be formed again
-// within the timeout, exchange() throws CoordinationError naming the rank
-// and its node.
+// sequence number, so nobody takes one exchange's message for another's: a
+// rank that completed the failed exchange (its peers did not) hands its
+// result to the others, so every rank ends with the same result; a rank
+// whose exchange the others gave up (they timed out and moved on) fails it
+// too. When the lifeline knows a rank is lost, or the group cannot be
+// formed again within the timeout, exchange() throws CoordinationError
+// naming the rank and its node.
 //
 // Thread-safety: each channel is used by one thread at a time (the
 // Coordinator contract); the two channels may be used concurrently.
