@@ -195,7 +195,7 @@ TEST(C10dCoordinator, ADeadRankIsAnErrorForTheOthersAtOnce) {
     EXPECT_NE(job.output(r).find("then at once: ") , std::string::npos)
         << "a group whose rank is lost refuses further calls at once:\n"
         << job.output(r);
-    EXPECT_NE(job.output(r).find("rank 2 is lost: its connection closed"), std::string::npos)
+    EXPECT_NE(job.output(r).find("rank 2 is lost: the connection closed"), std::string::npos)
         << "the error names the lost rank:\n"
         << job.output(r);
   }

@@ -2,6 +2,9 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +34,34 @@ std::string host_name() {
 std::string seconds_text(milliseconds t) { return std::to_string(t.count() / 1000) + " s"; }
 
 std::string to_text(const std::vector<uint8_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
+
+// Whether something listens at host:port, asked with a plain TCP connect: a
+// stale file names a port nobody listens on any more, and c10d's own client
+// would retry that (and log) until its timeout.
+bool listens(const std::string& host, int port, milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return false;
+  bool open = false;
+  for (addrinfo* a = found; a != nullptr && !open; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      open = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int error = 0;
+      socklen_t size = sizeof error;
+      open = ::poll(&p, 1, static_cast<int>(timeout.count())) == 1 &&
+             ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return open;
+}
 
 }  // namespace
 
@@ -118,6 +149,8 @@ void JobStore::find_published(const RankInfo& info, const Options& options) {
         problem = "it names another launch (" + launch + "; this one: " + info.launch + ")";
       } else {
         port_ = published.at("port").get<int>();
+        if (!listens(host_, port_, milliseconds(500)))
+          throw std::runtime_error("nothing listens there (a file of an earlier launch?)");
         const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
         auto client = open_client(std::clamp(left, milliseconds(100), milliseconds(2000)));
         const std::string nonce = published.at("nonce").get<std::string>();

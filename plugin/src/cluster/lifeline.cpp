@@ -271,7 +271,7 @@ void Lifeline::read_from(Link& link, Clock::time_point now) {
     if (line.rfind("lost ", 0) == 0 && rank_ != 0) announce(line.substr(5));  // rank 0's words
   }
   if (link.closed && !link.departed)
-    suspect(link.rank, "its connection closed without a goodbye (the process died, or its node went down)");
+    suspect(link.rank, "the connection closed without a goodbye (a process died, or its node went down)");
 }
 
 void Lifeline::suspect(int rank, const std::string& why) {
@@ -322,7 +322,7 @@ void Lifeline::announce(const std::string& why) {
 
 void Lifeline::run() {
   auto next_beat = Clock::now();
-  const std::string silent = "nothing heard from it for over " + std::to_string(timeout_.count() / 1000) +
+  const std::string silent = "nothing heard for over " + std::to_string(timeout_.count() / 1000) +
                              " s (distributed.timeout_seconds): a hung process, a cut link or a lost node";
   while (!stop_) {
     std::vector<pollfd> fds{{wake_fd_, POLLIN, 0}};
