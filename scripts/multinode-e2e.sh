@@ -25,16 +25,7 @@ die() { echo "multinode-e2e: FAILED: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "needs root (network, UTS, mount and PID namespaces, a bridge, Slurm's daemons); not run"
 [ -x "$build/examples/train_ddp" ] || die "$build/examples/train_ddp is not built"
 
-missing=()
-for p in iproute2 nftables iputils-ping slurmctld slurmd slurm-client munge; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/setup.sh iproute2 nftables iputils-ping slurmctld slurmd slurm-client munge
 
 export MN_DIR=/tmp/autosnap-nodes MN_SHARED=/tmp/autosnap-shared
 nodes=$repo/scripts/cluster/nodes.sh

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs every system package autosnap needs on Debian 12 (bookworm).
+# Installs every system package autosnap needs on Debian 12 (bookworm), or,
+# given package names, those (the end-to-end scripts' Slurm, nftables, ...).
 # Quiet and idempotent: packages already installed are skipped.
+#
+#   scripts/setup.sh [PACKAGE...]
 set -euo pipefail
 
-packages=(
+packages=("$@")
+[ $# -gt 0 ] || packages=(
   g++ cmake make ccache
   libtorch-dev python3-torch python3-numpy
   libboost-dev libboost-filesystem-dev

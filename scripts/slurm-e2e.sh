@@ -18,16 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 [ -x "$build/examples/train_ddp" ] || { echo "slurm-e2e: $build/examples/train_ddp is not built" >&2; exit 1; }
 
-missing=()
-for p in slurmctld slurmd slurm-client munge; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "slurm-e2e: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/setup.sh slurmctld slurmd slurm-client munge
 
 work=$(mktemp -d /tmp/autosnap-slurm.XXXXXX)
 chmod 755 "$work"

@@ -41,6 +41,15 @@ std::unique_ptr<ChildProcess> launch(int ranks, const std::vector<std::string>& 
   return std::make_unique<ChildProcess>(argv, env);
 }
 
+// The pids of the ranks the launcher started, in rank order.
+std::vector<pid_t> rank_pids(const ChildProcess& launcher) {
+  const auto children = testing::run_command("pgrep -P " + std::to_string(launcher.pid()));
+  std::vector<pid_t> pids;
+  std::istringstream in(children.output);
+  for (pid_t pid; in >> pid;) pids.push_back(pid);
+  return pids;
+}
+
 int run_job(int ranks, const std::vector<std::string>& arguments, std::string* output = nullptr) {
   auto job = launch(ranks, arguments);
   job->read_all();
@@ -151,13 +160,10 @@ TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {
       3, {"--steps", "100000", "--hidden", "4096", "--input", "512", "--config", config, "--log-every", "1"});
   ASSERT_TRUE(job->wait_for_line("step      3")) << job->output();
   // Rank 1: find it among the launcher's children and kill it alone.
-  const auto ranks = testing::run_command("pgrep -P " + std::to_string(job->pid()));
-  std::vector<std::string> pids;
-  std::istringstream in(ranks.output);
-  for (std::string pid; in >> pid;) pids.push_back(pid);
-  ASSERT_EQ(pids.size(), 3u) << ranks.output;
+  const auto pids = rank_pids(*job);
+  ASSERT_EQ(pids.size(), 3u);
   const auto killed_at = std::chrono::steady_clock::now();
-  ::kill(std::stoi(pids[1]), SIGKILL);
+  ::kill(pids[1], SIGKILL);
   job->read_all();
   const int status = job->wait();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
@@ -181,15 +187,12 @@ TEST(ClusterJob, ARankStoppedPastTheTimeoutStopsTheJobWithAnErrorNamingIt) {
   const int steps = 100000;
   auto job = launch(2, {"--steps", std::to_string(steps), "--config", config, "--log-every", "1", "--sleep-ms", "10"});
   ASSERT_TRUE(job->wait_for_line("step     30")) << job->output();
-  const auto ranks = testing::run_command("pgrep -P " + std::to_string(job->pid()));
-  std::vector<std::string> pids;
-  std::istringstream in(ranks.output);
-  for (std::string pid; in >> pid;) pids.push_back(pid);
-  ASSERT_EQ(pids.size(), 2u) << ranks.output;
+  const auto pids = rank_pids(*job);
+  ASSERT_EQ(pids.size(), 2u);
   const auto stopped_at = std::chrono::steady_clock::now();
-  ::kill(std::stoi(pids[1]), SIGSTOP);
+  ::kill(pids[1], SIGSTOP);
   std::this_thread::sleep_for(std::chrono::seconds(7));
-  ::kill(std::stoi(pids[1]), SIGCONT);
+  ::kill(pids[1], SIGCONT);
   job->read_all();
   const int status = job->wait();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
@@ -237,12 +240,9 @@ TEST(ClusterJob, OneRankAskedForASnapshotSnapshotsEveryRankAtTheSameStep) {
   const auto config = write_config(dir, "triggers: {every_steps: 100000, on_train_end: false}\n" + kJob);
   auto job = launch(2, {"--steps", "100000", "--config", config, "--log-every", "1", "--sleep-ms", "20"});
   ASSERT_TRUE(job->wait_for_line("step     10")) << job->output();
-  const auto ranks = testing::run_command("pgrep -P " + std::to_string(job->pid()));
-  std::istringstream in(ranks.output);
-  std::vector<std::string> pids;
-  for (std::string pid; in >> pid;) pids.push_back(pid);
-  ASSERT_EQ(pids.size(), 2u) << ranks.output;
-  ::kill(std::stoi(pids[1]), SIGUSR1);  // rank 1 only
+  const auto pids = rank_pids(*job);
+  ASSERT_EQ(pids.size(), 2u);
+  ::kill(pids[1], SIGUSR1);  // rank 1 only
   const auto cli = testing::shell_quote(AUTOSNAP_CLI_PATH);
   // And a manual snapshot through rank 0's socket.
   auto manual = testing::run_command(cli + " snapshot " + testing::shell_quote(dir.file("snapshots")) +

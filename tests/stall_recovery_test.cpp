@@ -128,15 +128,20 @@ void expect_complete_snapshots(const std::string& directory, const std::vector<i
     EXPECT_EQ(name.find(".tmp-"), std::string::npos) << name << ": a tmp dir was left behind";
 }
 
+// Trains `steps` steps; rank 1's shard write of step 10 stalls `timeouts` × the timeout.
+std::vector<RankResult> run_with_a_stall(const std::string& directory, int steps, double timeouts) {
+  FaultInjectingFileSystem disks[2];
+  return run_job(directory, disks, steps, [&](int rank, int64_t step) {
+    if (rank == 1 && step == 10) disks[1].stall_next_append_ms = static_cast<int>(timeouts * 1000 * kTimeoutSeconds);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  });
+}
+
 // Stalled 1.5 timeouts: the group is formed again while the stalled rank
 // comes back, and even the snapshot being written then is committed.
 TEST(StallRecovery, AWriteStalledPastTheTimeoutStillCommits) {
   TempDir dir;
-  FaultInjectingFileSystem disks[2];
-  auto results = run_job(dir.file("snaps"), disks, 41, [&](int rank, int64_t step) {
-    if (rank == 1 && step == 10) disks[1].stall_next_append_ms = 1500 * kTimeoutSeconds;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  });
+  auto results = run_with_a_stall(dir.file("snaps"), 41, 1.5);
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(results[static_cast<size_t>(r)].error, "") << "rank " << r;
     EXPECT_EQ(results[static_cast<size_t>(r)].stats.failed, 0) << "rank " << r;
@@ -149,11 +154,7 @@ TEST(StallRecovery, AWriteStalledPastTheTimeoutStillCommits) {
 // the next snapshots commit again; the job finishes normally.
 TEST(StallRecovery, AWriteStalledPastTwoTimeoutsFailsThatSnapshotOnlyAndSaysSo) {
   TempDir dir;
-  FaultInjectingFileSystem disks[2];
-  auto results = run_job(dir.file("snaps"), disks, 61, [&](int rank, int64_t step) {
-    if (rank == 1 && step == 10) disks[1].stall_next_append_ms = 2500 * kTimeoutSeconds;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  });
+  auto results = run_with_a_stall(dir.file("snaps"), 61, 2.5);
   for (int r = 0; r < 2; ++r) {
     const auto& result = results[static_cast<size_t>(r)];
     EXPECT_EQ(result.error, "") << "rank " << r;

@@ -9,9 +9,10 @@
 ///   auto snap = autosnap::Snapshotter::from_config("autosnap.yaml");
 ///
 /// autosnap then forms its own Gloo groups under a key prefix of that store
-/// instead of serving a TCPStore of its own at MASTER_PORT + 1 (no second
-/// port). It never issues collectives on the job's process group. Ranks still
-/// come from the launcher's environment.
+/// instead of serving a TCPStore of its own (at a port it publishes in the
+/// snapshot directory, or at distributed.port): no second port. It never
+/// issues collectives on the job's process group. Ranks still come from the
+/// launcher's environment.
 
 #include <torch/csrc/distributed/c10d/Store.hpp>
 

@@ -84,8 +84,8 @@ RankInfo discover_rank(const std::function<const char*(const char*)>& getenv) {
     if (auto port = env.integer("MASTER_PORT", 1, 65535)) {
       info.master_port = static_cast<int>(*port);
     } else if (auto job = env.integer("SLURM_JOB_ID", 0, INT64_MAX)) {
-      // Jobs sharing a node get different ports, two apart (autosnap's own store takes the
-      // next one), below Linux's ephemeral range (32768-60999) where Gloo's sockets listen.
+      // Jobs sharing a node get different ports (the formula scripts/slurm/train.sbatch uses
+      // too), below Linux's ephemeral range (32768-60999) where Gloo's sockets listen.
       info.master_port = static_cast<int>(20000 + (*job % 6000) * 2);
     }
   }
