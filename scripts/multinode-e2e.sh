@@ -296,12 +296,12 @@ case_8() {
   scancel --signal=USR1 "$job"
   wait_state "$job" COMPLETED 180 || { cat "$work/slurm/job-$job.out"; die "slurm: the requeued job did not complete (state $(job_state "$job"))"; }
   grep -q "run 2," "$work/slurm/job-$job.out" || die "slurm: the job was not requeued"
-  second_nodes=$(grep "run 2," "$work/slurm/job-$job.out" | grep -o 'on [^ ,]*' | head -1)
+  second_nodes=$(grep "run 2," "$work/slurm/job-$job.out" | sed -n 's/.* tasks \(on [^ ]*\), .*/\1/p' | head -1)
   grep -q "rank 0 of 2: resumed from step" "$work/slurm/job-$job.out" || die "slurm: the requeued run did not resume"
   grep -rq 'slurm_restart_count: "1"' "$work/slurm/checkpoints/$job"/step-*/manifest.yaml || die "slurm: SLURM_RESTART_COUNT not recorded"
   same "$work/ref2/out.pt" "$work/slurm/out-preempt.pt" slurm-preempt
   scontrol update NodeName="$drained" State=RESUME
-  say "OK  Slurm: preempted $(grep 'run 1,' "$work/slurm/job-$job.out" | grep -o 'on [^ ,]*' | head -1), requeued and resumed $second_nodes (SLURM_RESTART_COUNT 1 recorded), bitwise equal"
+  say "OK  Slurm: preempted $(grep 'run 1,' "$work/slurm/job-$job.out" | sed -n 's/.* tasks \(on [^ ]*\), .*/\1/p' | head -1), requeued and resumed $second_nodes (SLURM_RESTART_COUNT 1 recorded), bitwise equal"
 }
 
 # ---- 9. Slurm: a node of the job fails; Slurm requeues it elsewhere ----
@@ -317,7 +317,7 @@ case_9() {
   wait_state "$job" COMPLETED 180 || { cat "$work/slurm/job-$job.out"; die "slurm: the job did not complete after the node failure"; }
   grep -q "rank 0 of 2: resumed from step" "$work/slurm/job-$job.out" || die "slurm: the run after the node failure did not resume"
   same "$work/ref2/out.pt" "$work/slurm/out-nodefail.pt" slurm-nodefail
-  say "OK  Slurm: $victim failed mid-run, the job was requeued after $requeued s and resumed $(grep 'run 2,' "$work/slurm/job-$job.out" | grep -o 'on [^ ,]*' | head -1), bitwise equal"
+  say "OK  Slurm: $victim failed mid-run, the job was requeued after $requeued s and resumed $(grep 'run 2,' "$work/slurm/job-$job.out" | sed -n 's/.* tasks \(on [^ ]*\), .*/\1/p' | head -1), bitwise equal"
 }
 
 # AUTOSNAP_E2E_CASES="2 3" runs only those cases (the references always run).

@@ -45,6 +45,11 @@ int main(int argc, char** argv) {
     std::printf("rank %d: formed in %.2f s\n", r, formed);
     std::fflush(stdout);
     const int world = coordinator.world_size();
+    // A rank writing to a lost peer's Gloo socket must get an error it can
+    // report, not die of SIGPIPE without a word.
+    struct sigaction pipe_action {};
+    ::sigaction(SIGPIPE, nullptr, &pipe_action);
+    expect("SIGPIPE", pipe_action.sa_handler == SIG_IGN ? "ignored" : "not ignored", "ignored");
     expect("broadcast", coordinator.broadcast(r == 0 ? "from rank 0" : "ignored", Channel::kTraining),
            "from rank 0");
     auto gathered = coordinator.gather("r" + std::to_string(r) + std::string(r, 'x'), Channel::kWriter);

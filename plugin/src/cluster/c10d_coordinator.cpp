@@ -2,6 +2,7 @@
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +36,22 @@ constexpr int kMaxFormings = 3;  // per exchange: a group that keeps failing is 
 std::string host_name() {
   char name[256] = {0};
   return ::gethostname(name, sizeof(name) - 1) == 0 ? name : "unknown host";
+}
+
+// Gloo writes to its sockets with writev, so a write to a peer that is gone
+// raises SIGPIPE, which ends a C++ process without a word (Python ignores
+// SIGPIPE; C++ programs do not): a rank would vanish with status 141 before
+// it could say which rank was lost. Ignored, the write fails with EPIPE and
+// is reported. A handler the program installed itself is left alone.
+void keep_broken_connections_from_killing_the_process() {
+  struct sigaction current {};
+  if (::sigaction(SIGPIPE, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) return;
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigemptyset(&ignore.sa_mask);
+  if (::sigaction(SIGPIPE, &ignore, nullptr) == 0) {
+    util::log()->debug("SIGPIPE ignored: a write to a lost rank's socket is an error, not a silent exit");
+  }
 }
 
 std::vector<uint8_t> bytes_of(const std::string& text) { return {text.begin(), text.end()}; }
@@ -121,6 +138,7 @@ C10dCoordinator::C10dCoordinator(const RankInfo& info, const Options& options)
     : rank_(info.rank), world_size_(info.world_size), timeout_(options.timeout) {
   const std::string where_am_i = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + " (" +
                                  info.source + ", MASTER_ADDR " + info.master_addr + ")";
+  keep_broken_connections_from_killing_the_process();
   try {
     store_ = std::make_unique<JobStore>(info, options);
     device_ = choose_gloo_device(info.master_addr, info.nodes == 1);
