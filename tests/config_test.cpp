@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "autosnap/autosnap.h"
 #include "autosnap/config.h"
 #include "support/test_util.h"
@@ -182,6 +184,28 @@ TEST(Config, CudaDeviceOnACpuBuildIsAConfigError) {
   if (message == "<no error>") GTEST_SKIP() << "this machine has CUDA";
   EXPECT_NE(message.find("test.yaml:2:9: device:"), std::string::npos) << message;
   EXPECT_NE(message.find("CUDA is not available"), std::string::npos) << message;
+}
+
+// Ranks that are threads of one process parse their configs at the same moment
+// (the CI once failed on two threads' probe files sharing a name).
+TEST(Config, ThreadsParsingOneDirectoryAtOnceAllSucceed) {
+  TempDir dir;
+  const std::string yaml = "directory: " + dir.path() + "\n";
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < errors.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200 && errors[t].empty(); ++i) {
+        try {
+          Config::from_string(yaml, "test.yaml");
+        } catch (const ConfigError& e) {
+          errors[t] = e.what();
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (const auto& error : errors) EXPECT_EQ(error, "");
 }
 
 TEST(Config, MissingFileIsAConfigError) {

@@ -18,6 +18,7 @@
 #include "autosnap/errors.h"
 #include "autosnap/fs.h"
 #include "daemon/control_protocol.h"
+#include "fs/unique_suffix.h"
 
 namespace autosnap {
 namespace {
@@ -246,7 +247,9 @@ void check_directory_writable(const Parser& parser, const YAML::Mark& mark, cons
     // Durably: the store finds the directory existing and will not create it
     // again, and committed snapshots must not vanish with its directory entry.
     create_directories(fs, directory, /*durable=*/true);
-    const std::string probe = join_path(directory, ".autosnap-write-probe-" + std::to_string(::getpid()));
+    // A name of its own per call: ranks that are threads of one process (and
+    // jobs sharing the directory) probe it at the same moment.
+    const std::string probe = join_path(directory, ".autosnap-write-probe-" + unique_suffix());
     fs.create_exclusive(probe)->close();
     fs.remove_file(probe);
   } catch (const IoError& e) {
