@@ -136,6 +136,19 @@ TEST(Cli, LatestAndVerifyOnAnEmptyDirectory) {
   EXPECT_NE(missing.output.find("No such file or directory"), std::string::npos) << missing.output;
 }
 
+TEST(Cli, AnUnknownCommandIsNamedWithTheRealOnes) {
+  TempDir dir;
+  auto result = autosnap_cli("frobnicate " + testing::shell_quote(dir.path()));
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("unknown command 'frobnicate'; the commands are list, verify, inspect, snapshot, "
+                               "status, latest, prune, export"),
+            std::string::npos)
+      << result.output;
+  auto none = autosnap_cli("");
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.output.find("subcommand is required"), std::string::npos) << none.output;
+}
+
 TEST(Cli, InspectShowsEntriesShapesAndTheOptimizer) {
   TempDir dir;
   make_snapshots(dir.path());
