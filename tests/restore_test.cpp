@@ -154,6 +154,30 @@ TEST(Snapshotter, ResumeModes) {
   EXPECT_FALSE(snap.on_train_start().has_value());
 }
 
+// An entry that does not fit names the snapshot it came from, not only itself.
+TEST(Snapshotter, AMismatchNamesTheEntryAndTheSnapshotStep) {
+  TempDir dir;
+  {
+    at::Tensor weights = torch::ones({2, 3});
+    Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 7}\n"));
+    snap.track("weights", weights);
+    for (int64_t step = 0; step <= 7; ++step) snap.on_step_end(step);
+    snap.close();
+  }
+  at::Tensor other = torch::zeros({4});
+  Snapshotter snap(make_config(dir.path()));
+  snap.track("weights", other);
+  try {
+    snap.on_train_start();
+    ADD_FAILURE() << "a tensor of another shape must not be restored";
+  } catch (const StateMismatch& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("snapshot of step 7 ("), std::string::npos) << message;
+    EXPECT_NE(message.find("'weights'"), std::string::npos) << message;
+  }
+  EXPECT_TRUE(other.eq(0).all().item<bool>()) << "nothing is restored from a snapshot that does not fit";
+}
+
 TEST(Snapshotter, StrictRestoreNamesWhatDoesNotMatchAndChangesNothing) {
   TempDir dir;
   int64_t a = 1, b = 2;

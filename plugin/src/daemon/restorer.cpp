@@ -93,7 +93,7 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
         if (own.contains(kRngEntry)) dict.insert(kRngEntry, own.at(kRngEntry));
       }
     }
-    attempt.install = tracked_.prepare(shard, config_.restore.strict, info.path);
+    attempt.install = tracked_.prepare(shard, config_.restore.strict, "of step " + std::to_string(step) + " (" + info.path + ")");
     const Manifest& m = *info.manifest;
     attempt.point = ResumePoint{step, m.epoch, m.batch, m.epoch_ended, m.reason, info.path};
     attempt.kind = Attempt::kReady;

@@ -98,7 +98,12 @@ std::function<void()> TrackedSet::prepare(const c10::IValue& value, bool strict,
   // Check everything first; change the live objects only when all of it fits.
   std::vector<state::Commit> commits;
   for (const auto& [name, state] : entries_) {
-    if (shard.contains(name)) commits.push_back(state->prepare_restore(shard.at(name), strict, name));
+    if (!shard.contains(name)) continue;
+    try {
+      commits.push_back(state->prepare_restore(shard.at(name), strict, name));
+    } catch (const StateMismatch& e) {
+      throw StateMismatch("snapshot " + origin + ": " + e.what());  // which snapshot, not only which entry
+    }
   }
   if (capture_rng_ && shard.contains(kRngEntry))
     commits.push_back(state::prepare_rng_restore(shard.at(kRngEntry)));
