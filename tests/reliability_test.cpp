@@ -294,7 +294,7 @@ TEST(CorruptionMatrix, MissingFilesAndTamperedManifests) {
   expect_detected("negative step", edit("step: 20", "step: -20"));
   expect_detected("files list removed", edit("files:", "nofiles:"));
   // Written by a newer autosnap: skipped, never quarantined.
-  expect_detected("unknown format version", edit("format_version: 1", "format_version: 2"),
+  expect_detected("unknown format version", edit("format_version: 2", "format_version: 3"),
                   /*quarantined=*/false);
 }
 

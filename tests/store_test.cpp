@@ -201,7 +201,7 @@ TEST(Store, UnknownFormatVersionIsSkippedNotQuarantined) {
   commit_step(*store, 200);
   const auto manifest_path = store->snapshot_path(200) + "/manifest.yaml";
   auto text = default_file_system().read_small_file(manifest_path, 1 << 20);
-  text.replace(text.find("format_version: 1"), 17, "format_version: 9");
+  text.replace(text.find("format_version: 2"), 17, "format_version: 9");
   testing::write_text(manifest_path, text);
   EXPECT_EQ(store->list().back().status, SnapshotStatus::kUnsupported);
   EXPECT_NE(store->list().back().problem.find("format version 9"), std::string::npos);

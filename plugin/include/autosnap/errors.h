@@ -34,18 +34,19 @@ class IoError : public Error {
   int error_number_ = 0;
 };
 
-/// A file on disk is not what it claims to be: bad checksum, truncated,
-/// malformed zip or pickle, unsupported content.
+/// A file on disk is damaged: bad checksum, truncated, malformed zip or
+/// pickle, content it cannot hold. Restores quarantine such a snapshot.
 class CorruptSnapshot : public Error {
  public:
   explicit CorruptSnapshot(const std::string& what) : Error(what) {}
 };
 
 /// A snapshot written in an on-disk format version this build cannot read
-/// (e.g. by a newer autosnap). Not damaged: it is skipped, never quarantined.
-class UnsupportedFormat : public CorruptSnapshot {
+/// (e.g. by a newer autosnap). Not damaged, so not a CorruptSnapshot: it is
+/// skipped, never quarantined.
+class UnsupportedFormat : public Error {
  public:
-  explicit UnsupportedFormat(const std::string& what) : CorruptSnapshot(what) {}
+  explicit UnsupportedFormat(const std::string& what) : Error(what) {}
 };
 
 /// Saved state does not fit the live objects (missing/unexpected keys, shape

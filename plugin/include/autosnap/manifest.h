@@ -12,8 +12,12 @@
 
 namespace autosnap {
 
-/// The on-disk format this build writes and reads.
-constexpr int kSnapshotFormatVersion = 1;
+/// The on-disk format this build writes. Version 2 made `epoch` the epoch the
+/// step belongs to, with `batch` and `epoch_ended` beside it (version 1's
+/// `epoch` was the last ended epoch, read as {epoch, 0, ended}).
+constexpr int kSnapshotFormatVersion = 2;
+/// The oldest format this build still reads.
+constexpr int kOldestReadableFormatVersion = 1;
 
 struct ManifestFile {
   std::string name;   ///< e.g. "rank-00000.pt", relative to the snapshot directory
@@ -24,8 +28,8 @@ struct ManifestFile {
 struct Manifest {
   int format_version = kSnapshotFormatVersion;
   int64_t step = 0;
-  // Where the training loop was at `step` (see ResumePoint). Manifests written
-  // before these were recorded hold only the last ended epoch, read as
+  // Where the training loop was at `step` (see ResumePoint). Version 1
+  // manifests without `batch` hold only the last ended epoch, read as
   // {epoch, batch 0, epoch_ended}, or no epoch, read as {0, 0, false}.
   int64_t epoch = 0;         ///< the epoch the step belongs to
   int64_t batch = 0;         ///< steps of that epoch completed, the step included

@@ -104,21 +104,22 @@ Manifest Manifest::parse(const std::string& text, const std::string& source) {
   if (!root.IsMap()) throw CorruptSnapshot("manifest '" + source + "' is not a YAML mapping");
   Manifest m;
   m.format_version = field<int>(root, "format_version", source);
-  if (m.format_version != kSnapshotFormatVersion) {
+  if (m.format_version < kOldestReadableFormatVersion || m.format_version > kSnapshotFormatVersion) {
     throw UnsupportedFormat(
         "manifest '" + source + "' has format version " + std::to_string(m.format_version) +
-        "; this build of autosnap reads version " + std::to_string(kSnapshotFormatVersion) +
+        "; this build of autosnap reads versions " + std::to_string(kOldestReadableFormatVersion) + " to " +
+        std::to_string(kSnapshotFormatVersion) +
         (m.format_version > kSnapshotFormatVersion ? " (written by a newer autosnap)" : ""));
   }
   m.step = field<int64_t>(root, "step", source);
   if (m.step < 0) throw CorruptSnapshot("manifest '" + source + "': step is negative");
-  if (root["batch"]) {
+  if (m.format_version >= 2 || root["batch"]) {  // version 1 gained the loop position late
     m.epoch = field<int64_t>(root, "epoch", source);
     m.batch = field<int64_t>(root, "batch", source);
     m.epoch_ended = field<bool>(root, "epoch_ended", source);
     if (m.epoch < 0 || m.batch < 0)
       throw CorruptSnapshot("manifest '" + source + "': epoch and batch must not be negative");
-  } else if (root["epoch"] && !root["epoch"].IsNull()) {  // written before the loop position was
+  } else if (root["epoch"] && !root["epoch"].IsNull()) {  // version 1, before the loop position
     m.epoch = field<int64_t>(root, "epoch", source);
     m.epoch_ended = true;
   }

@@ -180,11 +180,11 @@ SnapshotInfo SnapshotStore::inspect_committed(int64_t step, const std::string& n
       }
     }
     info.status = SnapshotStatus::kValid;
-  } catch (const UnsupportedFormat& e) {
-    info.status = SnapshotStatus::kUnsupported;
-    info.problem = e.what();
   } catch (const CorruptSnapshot& e) {
     info.status = SnapshotStatus::kCorrupt;
+    info.problem = e.what();
+  } catch (const UnsupportedFormat& e) {
+    info.status = SnapshotStatus::kUnsupported;
     info.problem = e.what();
   } catch (const IoError& e) {
     info.status = SnapshotStatus::kUnreadable;
