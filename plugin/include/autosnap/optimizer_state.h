@@ -13,11 +13,7 @@
 
 #include <string>
 
-namespace torch {
-namespace optim {
-class Optimizer;
-}  // namespace optim
-}  // namespace torch
+#include "autosnap/torch_fwd.h"
 
 namespace autosnap {
 

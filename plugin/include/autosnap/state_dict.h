@@ -7,13 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace torch {
-namespace nn {
-class Module;
-template <typename Contained>
-class ModuleHolder;
-}  // namespace nn
-}  // namespace torch
+#include "autosnap/torch_fwd.h"
 
 namespace autosnap {
 

@@ -9,12 +9,7 @@
 
 #include "autosnap/fs.h"
 #include "autosnap/state_dict.h"
-
-namespace torch {
-namespace jit {
-struct Module;
-}  // namespace jit
-}  // namespace torch
+#include "autosnap/torch_fwd.h"
 
 namespace autosnap {
 

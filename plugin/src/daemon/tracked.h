@@ -11,13 +11,8 @@
 #include <string>
 #include <unordered_set>
 
+#include "autosnap/torch_fwd.h"
 #include "state/restore_plan.h"
-
-namespace torch {
-namespace jit {
-struct Module;
-}  // namespace jit
-}  // namespace torch
 
 namespace autosnap {
 

@@ -14,12 +14,7 @@
 #include <vector>
 
 #include "autosnap/state_dict.h"
-
-namespace torch {
-namespace optim {
-class Optimizer;
-}  // namespace optim
-}  // namespace torch
+#include "autosnap/torch_fwd.h"
 
 namespace autosnap {
 namespace state {

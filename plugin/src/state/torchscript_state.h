@@ -3,13 +3,8 @@
 // Internal TorchScript helpers shared by torchscript.cpp and the snapshotter.
 
 #include "autosnap/fs.h"
+#include "autosnap/torch_fwd.h"
 #include "state/restore_plan.h"
-
-namespace torch {
-namespace jit {
-struct Module;
-}  // namespace jit
-}  // namespace torch
 
 namespace autosnap {
 namespace state {
