@@ -41,9 +41,11 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 if ! munge -n >/dev/null 2>&1; then
   install -d -o munge -g munge /run/munge
-  runuser -u munge -- munged --pid-file="$work/munged.pid" 2>/dev/null || runuser -u munge -- munged
+  runuser -u munge -- munged
   for _ in $(seq 50); do munge -n >/dev/null 2>&1 && break; sleep 0.1; done
-  [ -f "$work/munged.pid" ] && started+=("$(cat "$work/munged.pid")")
+  # Ours is the newest munged (none answered before); stopped on exit like the others.
+  munged_pid=$(pgrep -u munge -x -n munged || true)
+  [ -n "$munged_pid" ] && started+=("$munged_pid")
 fi
 
 host=$(hostname -s)

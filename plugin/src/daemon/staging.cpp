@@ -143,7 +143,10 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const std::string& p
         ++allocations_;
       }
       buffer.used = true;
-      StorageCopy copy{storage, buffer.bytes, step_only_->count(key) > 0};
+      StorageCopy copy;
+      copy.source = storage;
+      copy.destination = buffer.bytes;
+      copy.deferrable = step_only_->count(key) > 0;
       if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
         copy.watched = t;
         copy.version = t._version();
