@@ -10,6 +10,8 @@
 
 #include "autosnap/autosnap.h"
 #include "daemon/loop_position.h"
+#include "daemon/loop_slips.h"
+#include "support/log_capture.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
@@ -138,6 +140,99 @@ TEST(LoopPosition, AManifestFromBeforeTheLoopPositionReadsAsAnEndedEpoch) {
   EXPECT_EQ(std::make_tuple(again.epoch, again.batch, again.epoch_ended),
             std::make_tuple(m.epoch, m.batch, m.epoch_ended));
   EXPECT_THROW(Manifest::parse(old_text + "batch: -1\nepoch_ended: false\n", "negative"), CorruptSnapshot);
+}
+
+// Version 2 is the loop position's format: a manifest of it without one is
+// damaged; version 1 manifests written with it (before the bump) keep it.
+TEST(LoopPosition, VersionTwoManifestsHoldTheLoopPositionAndVersionOneIsStillRead) {
+  const std::string rest =
+      "step: 41\nepoch: 3\ntime: \"2026-11-28T13:05:07.123Z\"\nreason: \"train_end\"\n"
+      "world_size: 1\nlibrary_version: \"0.1.0\"\nlibtorch_version: \"1.13.1\"\n"
+      "files: [{name: rank-00000.pt, size: 1, xxh3_64: \"0000000000000001\"}]\n";
+  EXPECT_THROW(Manifest::parse("format_version: 2\n" + rest, "v2"), CorruptSnapshot);
+  const Manifest v2 = Manifest::parse("format_version: 2\n" + rest + "batch: 5\nepoch_ended: false\n", "v2");
+  EXPECT_EQ(std::make_tuple(v2.epoch, v2.batch, v2.epoch_ended), std::make_tuple(int64_t{3}, int64_t{5}, false));
+  const Manifest v1 = Manifest::parse("format_version: 1\n" + rest + "batch: 5\nepoch_ended: false\n", "v1");
+  EXPECT_EQ(std::make_tuple(v1.epoch, v1.batch, v1.epoch_ended), std::make_tuple(int64_t{3}, int64_t{5}, false));
+  EXPECT_EQ(Manifest().to_yaml().find("format_version: 2"), 0u) << "new snapshots are written as version 2";
+  EXPECT_THROW(Manifest::parse("format_version: 0\n" + rest, "v0"), UnsupportedFormat);
+}
+
+// The DCGAN example's loop, ported as a user first does: epochs numbered from
+// 1, on_epoch_end(epoch) but no on_epoch_start. Its first epoch's steps are
+// counted in epoch 0, so a snapshot in them resumes one epoch too early and
+// the run trains an epoch more than an uninterrupted one: said at once.
+TEST(LoopSlips, EpochsNumberedFromOneWithoutOnEpochStartAreWarnedAbout) {
+  testing::LogCapture log;
+  TempDir dir;
+  {
+    Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 2}\n"));
+    int64_t x = 0;
+    snap.track("x", x);
+    snap.on_train_start();
+    int64_t step = 0;
+    for (int64_t epoch = 1; epoch <= 2; ++epoch) {
+      for (int64_t batch = 0; batch < 3; ++batch) snap.on_step_end(step++);
+      snap.on_epoch_end(epoch);
+    }
+    snap.close();
+  }
+  EXPECT_TRUE(log.has("on_epoch_end(1), but autosnap counted the 3 step(s) since the epoch began in epoch 0"))
+      << log.text();
+  EXPECT_TRUE(log.has("call on_epoch_start(epoch) at the top of every epoch")) << log.text();
+}
+
+// A resumed loop that ignores the ResumePoint: it starts at another epoch and
+// counts steps from a batch counter. Both slips are named, with what the loop should have done.
+TEST(LoopSlips, AResumedLoopThatStartsOverIsWarnedAbout) {
+  TempDir dir;
+  run(dir.path(), 5);  // killed after step 5: the newest snapshot is step 3, epoch 0's last (before its end)
+  testing::LogCapture log;
+  {
+    Snapshotter snap(make_config(dir.path(), kTriggers));
+    int64_t x = 0;
+    snap.track("x", x);
+    auto resumed = snap.on_train_start();
+    ASSERT_TRUE(resumed);
+    snap.on_epoch_start(1);  // should be next_epoch()
+    snap.on_step_end(1);     // should be resumed->step + 1
+    snap.wait_until_finished();
+  }
+  EXPECT_TRUE(log.has("on_epoch_start(1) right after resuming from step 3, which was taken in epoch 0 after 4 "
+                      "batch(es): the loop should continue with epoch 0 (ResumePoint::next_epoch())"))
+      << log.text();
+  EXPECT_TRUE(log.has("on_step_end(1) after step 3: step numbers must grow")) << log.text();
+  EXPECT_TRUE(log.has("continues with step 4 (ResumePoint::step + 1)")) << log.text();
+}
+
+// The loops that are right stay silent, each slip is told once.
+TEST(LoopSlips, RightLoopsAreNotWarnedAboutAndASlipIsToldOnce) {
+  daemon::LoopSlips slips;
+  daemon::LoopPosition p;
+  for (int64_t epoch = 1; epoch <= 3; ++epoch) {  // numbered from 1, with on_epoch_start
+    EXPECT_EQ(slips.epoch_starting(epoch, p), "");
+    p.epoch_started(epoch);
+    for (int64_t b = 0; b < 2; ++b) {
+      EXPECT_EQ(slips.step_ending((epoch - 1) * 2 + b), "");
+      p.step_ended();
+    }
+    EXPECT_EQ(slips.epoch_ending(epoch, p), "");
+    p.epoch_finished(epoch);
+  }
+  // Resumed at an epoch's last step before its on_epoch_end: that epoch again, with nothing left.
+  daemon::LoopSlips resumed;
+  daemon::LoopPosition at{2, 2, false};
+  resumed.resumed(5);
+  EXPECT_EQ(resumed.epoch_starting(2, at), "");
+  EXPECT_EQ(resumed.epoch_ending(2, at), "");
+  at.epoch_finished(2);
+  EXPECT_EQ(resumed.epoch_starting(3, at), "");
+  EXPECT_EQ(resumed.step_ending(6), "");
+  // Told once.
+  EXPECT_NE(resumed.step_ending(6), "");
+  EXPECT_EQ(resumed.step_ending(6), "");
+  EXPECT_NE(resumed.epoch_starting(5, at), "") << "after on_epoch_end(2), epoch 3 is next";
+  EXPECT_EQ(resumed.epoch_starting(5, at), "");
 }
 
 }  // namespace

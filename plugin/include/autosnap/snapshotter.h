@@ -33,20 +33,7 @@
 #include "autosnap/callback.h"
 #include "autosnap/config.h"
 #include "autosnap/fs.h"
-
-namespace torch {
-namespace nn {
-class Module;
-template <typename Contained>
-class ModuleHolder;
-}  // namespace nn
-namespace optim {
-class Optimizer;
-}  // namespace optim
-namespace jit {
-struct Module;
-}  // namespace jit
-}  // namespace torch
+#include "autosnap/torch_fwd.h"
 
 namespace autosnap {
 
@@ -105,7 +92,7 @@ class Snapshotter final : public Callback {
   void track(const std::string& name, std::function<c10::IValue()> save,
              std::function<void(const c10::IValue&)> load);
 
-  // ---- hooks ----
+  // ---- the hooks of Callback (callback.h documents them), forwarded ----
   std::optional<ResumePoint> on_train_start() override;
   void on_epoch_start(int64_t epoch) override;
   void before_optimizer_step() override;

@@ -13,6 +13,7 @@
 #include "daemon/control_surface.h"
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
+#include "daemon/loop_slips.h"
 #include "daemon/restorer.h"
 #include "daemon/shared_directory.h"
 #include "daemon/snapshot_pipeline.h"
@@ -95,6 +96,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   void on_epoch_start(int64_t epoch) override {
     check_policy();
     check_epoch_number("on_epoch_start", epoch);
+    warn_of(slips_.epoch_starting(epoch, position_));
     position_.epoch_started(epoch);
     if (position_.mid_epoch()) warn_without_data_position();
   }
@@ -107,6 +109,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   void on_step_end(int64_t step) override {
     check_policy();
     pipeline_.abandon_unconfirmed_overlap();
+    warn_of(slips_.step_ending(step));
     last_step_ = step;
     tracked_.step_ended();  // data positions count the batch consumed before any snapshot of it
     position_.step_ended();
@@ -131,6 +134,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   void on_epoch_end(int64_t epoch) override {
     check_policy();
     check_epoch_number("on_epoch_end", epoch);
+    warn_of(slips_.epoch_ending(epoch, position_));
     position_.epoch_finished(epoch);
     tracked_.epoch_ended();
     if (!config_.triggers.on_epoch_end) return;
@@ -181,6 +185,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     if (!point) return std::nullopt;
     last_step_ = point->step;
     position_ = LoopPosition{point->epoch, point->batch, point->epoch_ended};
+    slips_.resumed(point->step);
     policy_.resumed_at(point->step);
     pipeline_.resumed_from(point->step, point->path);
     return point;
@@ -283,6 +288,10 @@ class ActiveSnapshotter final : public SnapshotterImpl {
       throw Error(std::string(hook) + "(" + std::to_string(epoch) + "): epochs are numbered from 0");
   }
 
+  static void warn_of(const std::string& slip) {
+    if (!slip.empty()) log()->warn("{}", slip);
+  }
+
   // A loop that starts again the epoch it resumes in the middle of, with a
   // torch::data loader whose stock sampler draws a new order (from the just
   // restored generator): say so, once.
@@ -360,6 +369,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   // Training thread.
   std::optional<int64_t> last_step_;
   LoopPosition position_;
+  LoopSlips slips_;
   bool stop_ignored_warned_ = false;
   bool data_position_warned_ = false;
   bool train_end_done_ = false;

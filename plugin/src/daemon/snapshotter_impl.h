@@ -1,7 +1,8 @@
 #pragma once
 
 // What a Snapshotter forwards to. This base class is the disabled
-// snapshotter: every hook does nothing, nothing is tracked or restored.
+// snapshotter: every hook (Callback's) does nothing, nothing is tracked or
+// restored.
 // The active one (snapshotter.cpp) overrides all of it.
 
 #include <functional>
@@ -19,9 +20,8 @@
 namespace autosnap {
 namespace daemon {
 
-class SnapshotterImpl {
+class SnapshotterImpl : public Callback {
  public:
-  virtual ~SnapshotterImpl() = default;
   virtual bool enabled() const { return false; }
   virtual const Config& config() const {
     static const Config none;
@@ -31,13 +31,7 @@ class SnapshotterImpl {
   using MakeTracked = std::function<std::unique_ptr<TrackedState>()>;
   virtual void track(const std::string& name, const MakeTracked& make) {}
 
-  virtual std::optional<ResumePoint> on_train_start() { return std::nullopt; }
-  virtual void on_epoch_start(int64_t epoch) {}
-  virtual void before_optimizer_step() {}
-  virtual void on_step_end(int64_t step) {}
-  virtual void on_epoch_end(int64_t epoch) {}
-  virtual void on_train_end() {}
-  virtual void on_exception(const std::exception& error) {}
+  // The hooks are Callback's (callback.h), doing nothing here.
   virtual void snapshot_now(const std::string& reason) {}
   virtual void request_snapshot(const std::string& reason) {}
   virtual std::optional<ResumePoint> restore_latest() { return std::nullopt; }
