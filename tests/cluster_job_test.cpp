@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -63,12 +64,13 @@ void expect_every_snapshot_complete(const std::string& directory, int world) {
   const auto steps = store->valid_steps();
   EXPECT_FALSE(steps.empty());
   for (int64_t step : steps) {
-    const auto result = store->verify(step);
+    const Snapshot snapshot = store->open(step);
+    const auto result = snapshot.verify();
     EXPECT_TRUE(result.ok) << "step " << step << ": " << result.problem;
-    ASSERT_TRUE(result.manifest.has_value());
-    if (world > 0) EXPECT_EQ(result.manifest->world_size, world);
-    for (int r = 0; r < result.manifest->world_size; ++r) {
-      EXPECT_NE(result.manifest->find(shard_file_name(r)), nullptr) << "step " << step << " lacks rank " << r;
+    const Manifest& manifest = snapshot.manifest();
+    if (world > 0) EXPECT_EQ(manifest.world_size, world);
+    for (int r = 0; r < manifest.world_size; ++r) {
+      EXPECT_NE(manifest.find(shard_file_name(r)), nullptr) << "step " << step << " lacks rank " << r;
     }
   }
   for (const auto& info : store->list()) {

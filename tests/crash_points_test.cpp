@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "daemon/snapshotter_impl.h"
 #include "support/memory_fs.h"
 #include "support/rank_fs.h"
@@ -32,7 +33,7 @@ Config config(const std::string& flush = "flush: {mode: sync}\n") {
                                  "retention: {keep_last: 1}\n"
                                  "triggers: {every_steps: 10, on_train_end: false}\n"
                                  "control: {socket: false}\ncapture: {rng: false}\nlog_level: off\n",
-                             "crash.yaml", /*check_environment=*/false);
+                             "crash.yaml");
 }
 
 struct State {
@@ -51,7 +52,7 @@ struct State {
 // Step 10 committed and durable: what "the user had committed" before the scenario.
 void populate(MemoryFileSystem& fs) {
   State state;
-  Snapshotter snap(config(), fs);
+  Snapshotter snap(config(), {&fs});
   state.track(snap);
   state.set(10);
   snap.on_step_end(10);
@@ -61,7 +62,7 @@ void populate(MemoryFileSystem& fs) {
 // Resume, then snapshot steps 20 and 30; retention (keep_last 1) deletes the older ones.
 void scenario(MemoryFileSystem& fs, const std::string& flush = "flush: {mode: sync}\n") {
   State state;
-  Snapshotter snap(config(flush), fs);
+  Snapshotter snap(config(flush), {&fs});
   state.track(snap);
   snap.on_train_start();
   for (int64_t step : {20, 30}) {
@@ -93,12 +94,12 @@ int64_t check_after_reboot(MemoryFileSystem& fs, const std::string& context) {
     ADD_FAILURE() << context << ": no valid snapshot left (committed data was lost)";
     return -1;
   }
-  auto value = store->read_shard(latest->step, 0, torch::kCPU);
+  auto value = latest->read_shard(0, torch::kCPU);
   const auto shard = value.toGenericDict();
-  EXPECT_EQ(shard.at("counter").toInt(), latest->step) << context;
-  EXPECT_TRUE(torch::all(shard.at("weights").toTensor() == static_cast<float>(latest->step)).item<bool>())
+  EXPECT_EQ(shard.at("counter").toInt(), latest->step()) << context;
+  EXPECT_TRUE(torch::all(shard.at("weights").toTensor() == static_cast<float>(latest->step())).item<bool>())
       << context;
-  return latest->step;
+  return latest->step();
 }
 
 // Where, in a crash-free run, each step's commit became durable (the fsync of

@@ -10,8 +10,10 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "store/snapshot_writer.h"
 #include "support/fault_fs.h"
+#include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -56,11 +58,11 @@ void expect_fallback_after(const std::function<void(SnapshotStore&)>& damage, co
     EXPECT_NE(why.find(problem), std::string::npos) << why;
   });
   ASSERT_TRUE(latest.has_value());
-  EXPECT_EQ(latest->step, 100);
+  EXPECT_EQ(latest->step(), 100);
   EXPECT_EQ(quarantined, std::vector<std::string>{"step-000000000200.corrupt-1"});
   EXPECT_EQ(sorted_names(dir.path()),
             (std::vector<std::string>{"LOCK", "step-000000000100", "step-000000000200.corrupt-1"}));
-  auto value = store->read_shard(100, 0, torch::kCPU);
+  auto value = store->open(100).read_shard(0, torch::kCPU);
   EXPECT_EQ(dict_at(value, "step").toInt(), 100);
 }
 
@@ -88,7 +90,7 @@ TEST(Store, CommitWritesTheDocumentedLayout) {
   ASSERT_EQ(info.manifest->files.size(), 1u);
   EXPECT_EQ(info.manifest->files[0].size, testing::file_size(shard_path(*store, 1200)));
 
-  auto verified = store->verify(1200);
+  auto verified = store->open(1200).verify();
   EXPECT_TRUE(verified.ok) << verified.problem;
   EXPECT_EQ(verified.bytes_checked, info.manifest->files[0].size);
   // The shard is a plain torch.save file.
@@ -103,8 +105,8 @@ TEST(Store, LatestValidIsTheNewestAndReadsBack) {
   EXPECT_EQ(store->valid_steps(), (std::vector<int64_t>{100, 200, 300}));
   auto latest = store->latest_valid();
   ASSERT_TRUE(latest);
-  EXPECT_EQ(latest->step, 300);
-  auto value = store->read_shard(300, 0, torch::kCPU);
+  EXPECT_EQ(latest->step(), 300);
+  auto value = store->open(300).read_shard(0, torch::kCPU);
   EXPECT_TRUE(torch::equal(dict_at(value, "weights").toTensor(), torch::full({256, 64}, 300.0f)));
 }
 
@@ -120,7 +122,7 @@ TEST(Store, FlippedByteFallsBack) {
         testing::flip_byte(path, testing::file_size(path) / 2);
         EXPECT_EQ(s.list().back().status, SnapshotStatus::kValid)
             << "size still matches: only checksums can tell";
-        EXPECT_FALSE(s.verify(200).ok);
+        EXPECT_FALSE(testing::verify_step(s, 200).ok);
       },
       "checksum mismatch");
 }
@@ -155,7 +157,7 @@ void expect_read_shard_reports_checksum_mismatch(const std::function<void(const 
   commit_step(*store, 100);
   damage(shard_path(*store, 100));
   try {
-    store->read_shard(100, 0, torch::kCPU);
+    store->open(100).read_shard(0, torch::kCPU);
     ADD_FAILURE() << "a damaged shard must not be read";
   } catch (const CorruptSnapshot& e) {
     EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
@@ -176,8 +178,8 @@ TEST(Store, AShardThatFailsToParseIsReportedByItsChecksum) {
   });
 }
 
-// A restore checks the shard it reads in that same read: latest_valid() leaves
-// `read_later` to it, and still verifies every other file.
+// A restore checks the shard it reads in that same read: its check of a
+// candidate leaves that shard to the read, and still verifies every other file.
 TEST(Store, LatestValidLeavesTheShardReadLaterToTheRead) {
   TempDir dir;
   auto store = SnapshotStore::open_for_writing(dir.path());
@@ -185,13 +187,14 @@ TEST(Store, LatestValidLeavesTheShardReadLaterToTheRead) {
   commit_step(*store, 200);
   const auto path = shard_path(*store, 200);
   testing::flip_byte(path, testing::file_size(path) / 2);
-  auto latest = store->latest_valid({}, shard_file_name(0));
+  auto latest = store->latest_valid(
+      {}, [](const Snapshot& candidate) { return candidate.verify_all_but(shard_file_name(0)); });
   ASSERT_TRUE(latest);
-  EXPECT_EQ(latest->step, 200) << "its shard's checksum is the reader's to check";
-  EXPECT_THROW(store->read_shard(200, 0, torch::kCPU), CorruptSnapshot);
-  EXPECT_FALSE(store->verify(200).ok);
-  EXPECT_TRUE(store->verify(200, {}, shard_file_name(0)).ok);
-  EXPECT_EQ(store->latest_valid()->step, 100) << "without read_later everything is verified";
+  EXPECT_EQ(latest->step(), 200) << "its shard's checksum is the reader's to check";
+  EXPECT_THROW(latest->read_shard(0, torch::kCPU), CorruptSnapshot);
+  EXPECT_FALSE(store->open(200).verify().ok);
+  EXPECT_TRUE(store->open(200).verify_all_but(shard_file_name(0)).ok);
+  EXPECT_EQ(store->latest_valid()->step(), 100) << "by default everything is verified";
 }
 
 TEST(Store, UnknownFormatVersionIsSkippedNotQuarantined) {
@@ -207,7 +210,7 @@ TEST(Store, UnknownFormatVersionIsSkippedNotQuarantined) {
   EXPECT_NE(store->list().back().problem.find("format version 9"), std::string::npos);
   auto latest = store->latest_valid();
   ASSERT_TRUE(latest);
-  EXPECT_EQ(latest->step, 100);
+  EXPECT_EQ(latest->step(), 100);
   EXPECT_EQ(sorted_names(dir.path()),
             (std::vector<std::string>{"LOCK", "step-000000000100", "step-000000000200"}));
 }
@@ -238,7 +241,7 @@ TEST(Store, LeftoverTmpDirsAreRemovedOnlyByAWriter) {
   auto entries = reader->list();
   ASSERT_EQ(entries.size(), 2u);
   EXPECT_EQ(entries[1].status, SnapshotStatus::kInProgress);
-  EXPECT_EQ(reader->latest_valid()->step, 100) << "a tmp dir is never chosen";
+  EXPECT_EQ(reader->latest_valid()->step(), 100) << "a tmp dir is never chosen";
   EXPECT_EQ(testing::list_names(dir.path()).size(), 3u) << "a read-only store changes nothing";
 
   auto writer = SnapshotStore::open_for_writing(dir.path());
@@ -265,7 +268,7 @@ TEST(Store, UnrelatedFilesAreIgnoredAndUntouched) {
   auto entries = store->list();
   ASSERT_EQ(entries.size(), 1u);
   EXPECT_EQ(entries[0].step, 100);
-  EXPECT_EQ(store->latest_valid()->step, 100);
+  EXPECT_EQ(store->latest_valid()->step(), 100);
   EXPECT_EQ(testing::list_names(dir.path()).size(), 7u);
 }
 

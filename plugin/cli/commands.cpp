@@ -47,17 +47,34 @@ std::optional<SnapshotInfo> find_step(const SnapshotStore& store, int64_t step) 
   return std::nullopt;
 }
 
-// Verified newest, read-only: damaged snapshots are skipped (not quarantined).
-std::optional<SnapshotInfo> newest_verified(SnapshotStore& store) { return store.latest_valid(); }
-
-// STEP when given, else the newest verified snapshot; says on stderr when there is none.
-std::optional<SnapshotInfo> chosen_snapshot(SnapshotStore& store, std::optional<int64_t> step) {
-  std::optional<SnapshotInfo> info = step ? find_step(store, *step) : newest_verified(store);
-  if (!info) {
-    std::cerr << "autosnap: " << (step ? "no snapshot step " + std::to_string(*step) : "no valid snapshot")
-              << " in " << store.directory() << std::endl;
+// STEP when given (cheap checks only: read_shard checks what it reads), else
+// the newest verified snapshot; says on stderr why there is none.
+std::optional<Snapshot> chosen_snapshot(SnapshotStore& store, std::optional<int64_t> step) {
+  if (!step) {
+    auto latest = store.latest_valid();  // read-only: damaged ones are skipped, not quarantined
+    if (!latest) std::cerr << "autosnap: no valid snapshot in " << store.directory() << std::endl;
+    return latest;
   }
-  return info;
+  const auto info = find_step(store, *step);
+  if (!info) {
+    std::cerr << "autosnap: no snapshot step " << *step << " in " << store.directory() << std::endl;
+    return std::nullopt;
+  }
+  if (info->status != SnapshotStatus::kValid) {
+    std::cerr << "autosnap: step " << info->step << ": " << to_string(info->status) << ": " << info->problem
+              << std::endl;
+    return std::nullopt;
+  }
+  return store.open(*info);
+}
+
+// What `verify` says of one listed snapshot: the cheap checks' problem, or the full check.
+VerifyResult verify_listed(const SnapshotStore& store, const SnapshotInfo& info, const VerifyProgress& progress) {
+  if (info.status == SnapshotStatus::kValid) return store.open(info).verify(progress);
+  VerifyResult result;
+  result.problem = info.problem;
+  result.io_error = info.status == SnapshotStatus::kUnreadable;
+  return result;
 }
 
 std::string shape_of(const at::Tensor& t) {
@@ -194,34 +211,35 @@ int list_snapshots(const std::string& directory, bool as_json) {
 
 int verify_snapshots(const std::string& directory, std::optional<int64_t> step, bool all) {
   auto store = SnapshotStore::open_read_only(directory);
-  std::vector<int64_t> steps;
+  std::vector<SnapshotInfo> snapshots;
   if (all) {
     for (const auto& info : store->list()) {
       if (info.status != SnapshotStatus::kInProgress && info.status != SnapshotStatus::kQuarantined)
-        steps.push_back(info.step);
+        snapshots.push_back(info);
     }
   } else if (step) {
-    steps.push_back(*step);
+    snapshots.push_back(store->inspect(*step));
   } else if (auto info = newest(*store, /*valid_only=*/false)) {
-    steps.push_back(info->step);
+    snapshots.push_back(*info);
   }
-  if (steps.empty()) {
+  if (snapshots.empty()) {
     std::cerr << "autosnap: no committed snapshot in " << directory << std::endl;
     return kExitBad;
   }
   const bool terminal = ::isatty(STDERR_FILENO);
   int bad = 0, unreadable = 0;
-  for (int64_t s : steps) {
+  for (const auto& info : snapshots) {
+    const int64_t s = info.step;
     auto progress = [&](uint64_t done, uint64_t total) {
       if (terminal && total > (32u << 20)) {
         std::cerr << "\rverifying step " << s << ": " << (100 * done / total) << "% (" << human_bytes(done)
                   << " of " << human_bytes(total) << ")   " << std::flush;
       }
     };
-    const auto result = store->verify(s, progress);
+    const auto result = verify_listed(*store, info, progress);
     if (terminal) std::cerr << "\r\033[K" << std::flush;
     if (result.ok) {
-      std::cout << "step " << s << ": OK, " << result.manifest->files.size() << " file(s), "
+      std::cout << "step " << s << ": OK, " << info.manifest->files.size() << " file(s), "
                 << human_bytes(result.bytes_checked) << ", every checksum matches" << std::endl;
     } else if (result.io_error) {  // says nothing about the data: the disk or permissions failed
       ++unreadable;
@@ -237,15 +255,10 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
 
 int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, int rank) {
   auto store = SnapshotStore::open_read_only(directory);
-  const std::optional<SnapshotInfo> info = chosen_snapshot(*store, step);
-  if (!info) return kExitBad;
-  if (!info->manifest) {
-    std::cout << "step " << info->step << ": " << to_string(info->status) << ": " << info->problem
-              << std::endl;
-    return kExitBad;
-  }
-  const Manifest& m = *info->manifest;
-  std::cout << "snapshot " << info->path << "\n"
+  const std::optional<Snapshot> snapshot = chosen_snapshot(*store, step);
+  if (!snapshot) return kExitBad;
+  const Manifest& m = snapshot->manifest();
+  std::cout << "snapshot " << snapshot->path() << "\n"
             << "  step " << m.step << ", epoch " << m.epoch << " ("
             << (m.epoch_ended ? "ended" : "batch " + std::to_string(m.batch)) << "), " << m.time
             << ", reason \"" << m.reason << "\"\n"
@@ -257,7 +270,7 @@ int inspect_snapshot(const std::string& directory, std::optional<int64_t> step, 
               << human_bytes(file.size) << "  xxh3 " << std::hex << std::setw(16) << std::setfill('0')
               << file.xxh3 << std::dec << std::setfill(' ') << "\n";
   }
-  const auto value = store->read_shard(info->step, rank, c10::Device(c10::kCPU));
+  const auto value = snapshot->read_shard(rank, c10::Device(c10::kCPU));  // checksum-verified
   std::cout << "entries of " << shard_file_name(rank) << ":\n";
   if (!value.isGenericDict()) {
     describe_entry("(value)", "", value);
@@ -376,12 +389,17 @@ int show_status(const std::string& directory, const std::string& socket, bool as
 
 int print_latest(const std::string& directory, bool fast) {
   auto store = SnapshotStore::open_read_only(directory);
-  const auto latest = fast ? newest(*store, /*valid_only=*/true) : newest_verified(*store);
+  std::optional<int64_t> latest;
+  if (fast) {
+    if (const auto info = newest(*store, /*valid_only=*/true)) latest = info->step;
+  } else if (const auto snapshot = store->latest_valid()) {  // read-only: skips damaged ones
+    latest = snapshot->step();
+  }
   if (!latest) {
     std::cerr << "autosnap: no valid snapshot in " << directory << std::endl;
     return kExitBad;
   }
-  std::cout << latest->step << std::endl;
+  std::cout << *latest << std::endl;
   return kExitOk;
 }
 
@@ -409,11 +427,11 @@ int prune_snapshots(const std::string& directory, int64_t keep_last, int64_t kee
 int export_snapshot(const std::string& directory, std::optional<int64_t> step, const std::string& out,
                     int rank) {
   auto store = SnapshotStore::open_read_only(directory);
-  const std::optional<SnapshotInfo> info = chosen_snapshot(*store, step);
-  if (!info) return kExitBad;
-  const auto value = store->read_shard(info->step, rank, c10::Device(c10::kCPU));  // checksum-verified
+  const std::optional<Snapshot> snapshot = chosen_snapshot(*store, step);
+  if (!snapshot) return kExitBad;
+  const auto value = snapshot->read_shard(rank, c10::Device(c10::kCPU));  // checksum-verified
   save(value, out);
-  std::cout << "exported step " << info->step << " (rank " << rank << ") to " << out;
+  std::cout << "exported step " << snapshot->step() << " (rank " << rank << ") to " << out;
   if (value.isGenericDict()) {
     std::string keys;
     for (const auto& entry : value.toGenericDict())

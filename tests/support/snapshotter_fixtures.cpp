@@ -2,6 +2,7 @@
 
 #include <fstream>
 
+#include "autosnap/errors.h"
 #include "autosnap/store.h"
 #include "autosnap/values.h"
 #include "control_client.h"
@@ -19,6 +20,17 @@ Config make_config(const std::string& directory, const std::string& extra) {
 
 Config make_config_with_socket(const std::string& directory, const std::string& extra) {
   return Config::from_string("directory: " + directory + "\nlog_level: warn\n" + extra, "test.yaml");
+}
+
+VerifyResult verify_step(const SnapshotStore& store, int64_t step) {
+  try {
+    return store.open(step).verify();
+  } catch (const Error& e) {
+    VerifyResult failed;
+    failed.problem = e.what();
+    failed.io_error = dynamic_cast<const IoError*>(&e) != nullptr;
+    return failed;
+  }
 }
 
 nlohmann::json request_snapshot(const std::string& directory, const std::string& reason) {
@@ -50,7 +62,7 @@ int count_events(const std::string& directory, const std::string& kind) {
 
 c10::IValue read_entry(const std::string& directory, int64_t step, const std::string& name) {
   auto store = SnapshotStore::open_read_only(directory);
-  return dict_at(store->read_shard(step, 0, torch::kCPU), name);
+  return dict_at(store->open(step).read_shard(0, torch::kCPU), name);
 }
 
 }  // namespace testing

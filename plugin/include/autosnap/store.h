@@ -17,9 +17,6 @@
 /// Thread-safety: a store may be read from several threads; writes (snapshot
 /// commits, remove, quarantine, prune) must be serialized by the caller.
 
-#include <ATen/core/ivalue.h>
-#include <c10/core/Device.h>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -29,6 +26,7 @@
 #include "autosnap/fs.h"
 #include "autosnap/manifest.h"
 #include "autosnap/retention.h"
+#include "autosnap/snapshot.h"
 
 namespace autosnap {
 
@@ -52,17 +50,7 @@ struct SnapshotInfo {
   std::string problem;               ///< why it is not valid
 };
 
-/// Result of a full verification.
-struct VerifyResult {
-  bool ok = false;
-  std::string problem;    ///< empty when ok
-  bool io_error = false;  ///< the files could not be read (as opposed to: they are damaged)
-  std::optional<Manifest> manifest;
-  uint64_t bytes_checked = 0;
-};
-
 /// Writing snapshots is the daemon's job: plugin/src/store/snapshot_writer.h.
-class SnapshotWriter;
 
 class SnapshotStore {
  public:
@@ -88,7 +76,12 @@ class SnapshotStore {
   ~SnapshotStore();
 
   const std::string& directory() const { return directory_; }
+  /// Opened for writing: holds the lock, commits, removes, prunes.
   bool writable() const { return lock_ != nullptr; }
+  /// May write shards into snapshots being written (writable, or opened for a rank).
+  bool writes_shards() const { return writable() || writes_shards_; }
+  /// Files and directories are fsynced on commit (config flush.fsync).
+  bool fsyncs() const { return fsync_; }
   FileSystem& file_system() const { return fs_; }
 
   /// Every snapshot-like entry (committed, tmp, quarantined), by step then
@@ -99,28 +92,27 @@ class SnapshotStore {
   /// Steps of committed snapshots that pass the cheap checks, ascending.
   std::vector<int64_t> valid_steps() const;
 
-  /// Full verification of one committed snapshot: every file's size and
-  /// XXH3-64. `progress(done, total)` is called as bytes are checked. The
-  /// checksum of `read_later` (a file name) is left to read_shard, which
-  /// checks it in the same pass that reads it.
-  VerifyResult verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress = {},
-                      const std::string& read_later = "") const;
+  /// Opens the committed snapshot of `step` (its manifest parsed once, its
+  /// sizes checked): CorruptSnapshot when it fails those checks,
+  /// UnsupportedFormat when this build cannot read its format, IoError when
+  /// it cannot be read. Its checksums are checked by Snapshot::verify and
+  /// Snapshot::read_shard.
+  Snapshot open(int64_t step) const;
+  /// The same for an entry list() returned, without reading its manifest again.
+  Snapshot open(const SnapshotInfo& info) const;
 
-  /// The newest snapshot that passes full verification. In a writable store,
-  /// each newer one that fails is quarantined (`on_quarantine` is told its
-  /// new name and the problem); a read-only store only skips them. An I/O
-  /// error while checking one throws IoError: that snapshot may be fine, so
-  /// neither quarantining it nor silently resuming an older one is right.
-  /// `read_later`: as in verify(), for a restore that reads that shard next.
-  std::optional<SnapshotInfo> latest_valid(
+  /// How latest_valid() checks a candidate; the default, `&Snapshot::verify`
+  /// without progress, checks every file.
+  using Check = std::function<VerifyResult(const Snapshot&)>;
+
+  /// The newest snapshot that passes `check`. In a writable store, each newer
+  /// one that fails is quarantined (`on_quarantine` is told its new name and
+  /// the problem); a read-only store only skips them. An I/O error while
+  /// checking one throws IoError: that snapshot may be fine, so neither
+  /// quarantining it nor silently resuming an older one is right.
+  std::optional<Snapshot> latest_valid(
       const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine = {},
-      const std::string& read_later = "");
-
-  /// Reads one rank's shard of a committed snapshot, checking its size and
-  /// XXH3-64 against the manifest in the same single pass (CorruptSnapshot on
-  /// mismatch, before the value is returned). Pass `verify` false only right
-  /// after a successful verify() of that snapshot.
-  c10::IValue read_shard(int64_t step, int rank, const c10::Device& device, bool verify = true) const;
+      const Check& check = {});
 
   /// Removes a committed snapshot (rename to tmp, fsync DIR, delete).
   void remove(int64_t step);
@@ -146,7 +138,6 @@ class SnapshotStore {
                 bool writes_shards = false);
   void require_writable(const char* operation) const;
   SnapshotInfo inspect_committed(int64_t step, const std::string& name) const;
-  friend class SnapshotWriter;
 
   std::string directory_;
   FileSystem& fs_;

@@ -50,17 +50,19 @@ struct Restorer::Attempt {
   }
 };
 
-Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
+Restorer::Attempt Restorer::prepare(int64_t step, const std::optional<Snapshot>& picked,
+                                     RestoreAttempts& attempts) {
   Attempt attempt;
   try {
-    const SnapshotInfo info = store_.inspect(step);
-    if (info.status != SnapshotStatus::kValid) throw CorruptSnapshot(info.problem);
+    // The manifest is read once per restore: rank 0 reuses the handle it chose by.
+    const Snapshot snapshot = picked && picked->step() == step ? *picked : store_.open(step);
+    const Manifest& m = snapshot.manifest();
     const int world = coordinator_.world_size();
     const int rank = coordinator_.rank();
-    const int written_by = info.manifest->world_size;
+    const int written_by = m.world_size;
     if (written_by != world && !config_.distributed.replicated) {
       throw StateMismatch(
-          "snapshot " + info.path + " was written by " + std::to_string(written_by) +
+          "snapshot " + snapshot.path() + " was written by " + std::to_string(written_by) +
           " rank(s); this job runs " + std::to_string(world) +
           "; resume it with the same number of ranks (or, for pure data parallel training, set "
           "distributed.replicated: true)");
@@ -83,19 +85,19 @@ Restorer::Attempt Restorer::prepare(int64_t step, RestoreAttempts& attempts) {
     // Replicated state: rank 0's shard, with this rank's own random state when it has a shard.
     const bool replicated = written_by != world;
     // Every rank checks the shards it reads as it reads them (rank 0's latest_valid() checked the others).
-    c10::IValue shard = store_.read_shard(step, replicated ? 0 : rank, device_);
+    c10::IValue shard = snapshot.read_shard(replicated ? 0 : rank, device_);
     // Rank 0's own random state is in the shard it just read: no second read.
     if (replicated && config_.capture.rng && rank != 0) {
       auto dict = shard.toGenericDict();
       static_cast<void>(dict.erase(kRngEntry));  // replaced by this rank's own, when it has one
       if (rank < written_by) {
-        const auto own = store_.read_shard(step, rank, device_).toGenericDict();
+        const auto own = snapshot.read_shard(rank, device_).toGenericDict();
         if (own.contains(kRngEntry)) dict.insert(kRngEntry, own.at(kRngEntry));
       }
     }
-    attempt.install = tracked_.prepare(shard, config_.restore.strict, "of step " + std::to_string(step) + " (" + info.path + ")");
-    const Manifest& m = *info.manifest;
-    attempt.point = ResumePoint{step, m.epoch, m.batch, m.epoch_ended, m.reason, info.path};
+    attempt.install = tracked_.prepare(shard, config_.restore.strict,
+                                       "of step " + std::to_string(step) + " (" + snapshot.path() + ")");
+    attempt.point = ResumePoint{step, m.epoch, m.batch, m.epoch_ended, m.reason, snapshot.path()};
     attempt.kind = Attempt::kReady;
   } catch (const CorruptSnapshot& e) {
     attempt.kind = Attempt::kBad;
@@ -117,13 +119,16 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     const auto start = Clock::now();
     // Round 1: rank 0 picks the newest snapshot whose every file (every rank's shard) verifies.
     std::exception_ptr pick_error;
+    std::optional<Snapshot> picked;
     const Verdict pick = agree(coordinator_, Channel::kTraining, RankReport{}, [&](const std::vector<RankReport>&) {
       Verdict v;
       try {
         // Rank 0's own shard is verified as prepare() reads it, in one pass.
-        auto latest = store_.latest_valid(on_quarantine, shard_file_name(0));
-        if (latest) {
-          v.step = latest->step;
+        picked = store_.latest_valid(on_quarantine, [](const Snapshot& candidate) {
+          return candidate.verify_all_but(shard_file_name(0));
+        });
+        if (picked) {
+          v.step = picked->step();
         } else {
           v.kind = Verdict::Kind::kNothing;
         }
@@ -140,7 +145,7 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     const int64_t step = pick.step;
 
     // Round 2: every rank prepares its part; rank 0 hears them all and decides for all.
-    Attempt attempt = prepare(step, *attempts);
+    Attempt attempt = prepare(step, picked, *attempts);
     const Verdict verdict = agree(coordinator_, Channel::kTraining, attempt.report(step),
                                   [&](const std::vector<RankReport>& reports) {
                                     return first_problem(reports, coordinator_);

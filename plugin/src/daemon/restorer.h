@@ -40,7 +40,8 @@ class Restorer {
 
  private:
   struct Attempt;
-  Attempt prepare(int64_t step, RestoreAttempts& attempts);
+  // `picked`: the handle rank 0 chose step by (others open the step themselves).
+  Attempt prepare(int64_t step, const std::optional<Snapshot>& picked, RestoreAttempts& attempts);
   void quarantine(int64_t step, const std::string& problem);
   void report_quarantined(const SnapshotInfo& info, const std::string& problem);
   void forget(RestoreAttempts& attempts);

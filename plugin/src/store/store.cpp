@@ -1,6 +1,5 @@
 #include "autosnap/store.h"
 
-#include <torch/version.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,52 +8,33 @@
 #include <set>
 
 #include "autosnap/errors.h"
-#include "autosnap/version.h"
-#include "format/checksum.h"
-#include "format/shard.h"
 #include "fs/unique_suffix.h"
-#include "store/snapshot_writer.h"
+#include "store/entry_name.h"
 #include "util/log.h"
 
 namespace autosnap {
 namespace {
 
-constexpr const char* kManifestName = "manifest.yaml";
+using store::EntryKind;
+using store::kManifestName;
+using store::parse_entry_name;
+
 constexpr const char* kLockName = "LOCK";
 constexpr size_t kMaxManifestSize = 16u << 20;
-constexpr int kStepDigits = 12;
 
-enum class EntryKind { kCommitted, kTmp, kQuarantined };
-
-struct ParsedName {
-  int64_t step;
-  EntryKind kind;
-};
-
-// "step-<12 digits>" with an optional ".tmp-<id>" or ".corrupt-<n>" suffix.
-std::optional<ParsedName> parse_entry_name(const std::string& name) {
-  if (name.size() < 5 + kStepDigits || name.compare(0, 5, "step-") != 0) return std::nullopt;
-  int64_t step = 0;
-  for (int i = 0; i < kStepDigits; ++i) {
-    char c = name[5 + i];
-    if (c < '0' || c > '9') return std::nullopt;
-    step = step * 10 + (c - '0');
+// A committed snapshot's files in its directory of the store.
+class DirectorySource final : public SnapshotSource {
+ public:
+  DirectorySource(FileSystem& fs, std::string path) : fs_(fs), path_(std::move(path)) {}
+  const std::string& location() const override { return path_; }
+  std::unique_ptr<ReadableFile> open_file(const std::string& name) const override {
+    return fs_.open_for_reading(join_path(path_, name));
   }
-  const std::string suffix = name.substr(5 + kStepDigits);
-  if (suffix.empty()) return ParsedName{step, EntryKind::kCommitted};
-  if (suffix.rfind(".tmp-", 0) == 0 && suffix.size() > 5) return ParsedName{step, EntryKind::kTmp};
-  if (suffix.rfind(".corrupt-", 0) == 0 && suffix.size() > 9)
-    return ParsedName{step, EntryKind::kQuarantined};
-  return std::nullopt;
-}
 
-// Empty when `digest` is what the manifest lists for the file, else the problem.
-std::string digest_mismatch(const ManifestFile& expected, const format::FileDigest& digest,
-                            const std::string& label) {
-  if (digest.size == expected.size && digest.xxh3 == expected.xxh3) return "";
-  return "checksum mismatch in '" + label + "' (expected " + format::to_hex(expected.xxh3) + ", found " +
-         format::to_hex(digest.xxh3) + ")";
-}
+ private:
+  FileSystem& fs_;
+  std::string path_;
+};
 
 std::string host_name() {
   char name[256] = {0};
@@ -229,42 +209,20 @@ std::vector<int64_t> SnapshotStore::valid_steps() const {
   return steps;
 }
 
-VerifyResult SnapshotStore::verify(int64_t step, const std::function<void(uint64_t, uint64_t)>& progress,
-                                   const std::string& read_later) const {
-  VerifyResult result;
-  SnapshotInfo info = inspect_committed(step, directory_name(step));
-  result.manifest = info.manifest;
-  if (info.status != SnapshotStatus::kValid) {
-    result.problem = info.problem;
-    result.io_error = info.status == SnapshotStatus::kUnreadable;
-    return result;
+Snapshot SnapshotStore::open(int64_t step) const { return open(inspect(step)); }
+
+Snapshot SnapshotStore::open(const SnapshotInfo& info) const {
+  switch (info.status) {
+    case SnapshotStatus::kValid:
+      return Snapshot(*info.manifest, std::make_shared<DirectorySource>(fs_, info.path));
+    case SnapshotStatus::kUnsupported: throw UnsupportedFormat(info.problem);
+    case SnapshotStatus::kUnreadable: throw IoError("open snapshot", info.path, info.problem);
+    default: throw CorruptSnapshot("snapshot '" + info.path + "' is not valid: " + info.problem);
   }
-  const uint64_t total = info.manifest->total_bytes();
-  for (const auto& file : info.manifest->files) {
-    if (file.name == read_later) continue;  // its size was checked by inspect
-    const std::string path = join_path(info.path, file.name);
-    try {
-      auto reader = fs_.open_for_reading(path);
-      const uint64_t before = result.bytes_checked;
-      auto digest = format::digest_file(*reader, [&](uint64_t done) {
-        if (progress) progress(before + done, total);
-      });
-      result.bytes_checked += digest.size;
-      result.problem = digest_mismatch(file, digest, file.name);
-      if (!result.problem.empty()) return result;
-    } catch (const IoError& e) {
-      result.problem = e.what();
-      result.io_error = true;
-      return result;
-    }
-  }
-  result.ok = true;
-  return result;
 }
 
-std::optional<SnapshotInfo> SnapshotStore::latest_valid(
-    const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine,
-    const std::string& read_later) {
+std::optional<Snapshot> SnapshotStore::latest_valid(
+    const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine, const Check& check) {
   auto entries = list();
   for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
     if (it->status == SnapshotStatus::kInProgress || it->status == SnapshotStatus::kQuarantined ||
@@ -276,8 +234,9 @@ std::optional<SnapshotInfo> SnapshotStore::latest_valid(
     }
     std::string problem = it->problem;
     if (it->status == SnapshotStatus::kValid) {
-      VerifyResult verified = verify(it->step, {}, read_later);
-      if (verified.ok) return *it;
+      Snapshot candidate = open(*it);
+      const VerifyResult verified = check ? check(candidate) : candidate.verify();
+      if (verified.ok) return candidate;
       if (verified.io_error) throw IoError("verify snapshot", it->path, verified.problem);
       problem = verified.problem;
     }
@@ -291,40 +250,6 @@ std::optional<SnapshotInfo> SnapshotStore::latest_valid(
     }
   }
   return std::nullopt;
-}
-
-c10::IValue SnapshotStore::read_shard(int64_t step, int rank, const c10::Device& device, bool verify) const {
-  SnapshotInfo info = inspect_committed(step, directory_name(step));
-  if (info.status != SnapshotStatus::kValid) {
-    throw CorruptSnapshot("snapshot '" + info.path + "' is not valid: " + info.problem);
-  }
-  const std::string name = shard_file_name(rank);
-  const ManifestFile* expected = info.manifest->find(name);
-  if (expected == nullptr) {
-    throw CorruptSnapshot("snapshot '" + info.path + "' has no shard for rank " + std::to_string(rank) +
-                          " (world size " + std::to_string(info.manifest->world_size) + ")");
-  }
-  const std::string path = join_path(info.path, name);
-  auto file = fs_.open_for_reading(path);
-  if (!verify) return format::read_shard(*file, device, /*check_crc=*/false);
-  // Hashed while read, compared before the value is returned: a damaged shard
-  // never reaches live objects. One that fails to parse is reported by its checksum.
-  format::FileDigest digest;
-  const auto check_digest = [&] {
-    const std::string problem = digest_mismatch(*expected, digest, path);
-    if (!problem.empty()) throw CorruptSnapshot(problem);
-  };
-  c10::IValue value;
-  try {
-    value = format::read_shard(*file, device, /*check_crc=*/false, &digest);
-  } catch (const IoError&) {
-    throw;
-  } catch (...) {
-    check_digest();
-    throw;
-  }
-  check_digest();
-  return value;
 }
 
 void SnapshotStore::remove(int64_t step) {
@@ -379,111 +304,6 @@ std::string SnapshotStore::quarantine(int64_t step) {
     fs_.rename(join_path(directory_, base), join_path(directory_, name));
     if (fsync_) fs_.sync_directory(directory_);
     return name;
-  }
-}
-
-std::unique_ptr<SnapshotWriter> SnapshotWriter::begin(SnapshotStore& store, int64_t step) {
-  store.require_writable("write a snapshot");
-  const std::string final_name = SnapshotStore::directory_name(step);
-  if (store.fs_.status(join_path(store.directory_, final_name)).exists) {
-    throw Error("snapshot " + final_name + " already exists in '" + store.directory_ + "'");
-  }
-  const std::string tmp = join_path(store.directory_, final_name + ".tmp-" + unique_suffix());
-  store.fs_.create_directory(tmp);
-  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(store, step, tmp, /*owner=*/true));
-}
-
-std::unique_ptr<SnapshotWriter> SnapshotWriter::join(SnapshotStore& store, int64_t step,
-                                                     const std::string& tmp_name) {
-  if (!store.writable() && !store.writes_shards_) {
-    throw Error("cannot write a shard in '" + store.directory_ + "': the store is open read-only");
-  }
-  const auto parsed = parse_entry_name(tmp_name);
-  if (!parsed || parsed->kind != EntryKind::kTmp || parsed->step != step ||
-      tmp_name.find('/') != std::string::npos) {
-    throw Error("cannot join the snapshot of step " + std::to_string(step) + ": '" + tmp_name +
-                "' is not its tmp dir name");
-  }
-  const std::string tmp = join_path(store.directory_, tmp_name);
-  if (!store.fs_.status(tmp).is_directory) {
-    throw IoError("join the snapshot of step " + std::to_string(step) + " in", tmp, ENOENT);
-  }
-  return std::unique_ptr<SnapshotWriter>(new SnapshotWriter(store, step, tmp, /*owner=*/false));
-}
-
-SnapshotWriter::SnapshotWriter(SnapshotStore& store, int64_t step, std::string tmp_path, bool owner)
-    : store_(store), step_(step), tmp_path_(std::move(tmp_path)), owner_(owner) {}
-
-std::string SnapshotWriter::tmp_name() const { return base_name(tmp_path_); }
-
-SnapshotWriter::~SnapshotWriter() {
-  if (!finished_) abort();
-}
-
-ManifestFile SnapshotWriter::write_shard(int rank, const c10::IValue& value) {
-  return write_file(shard_file_name(rank), [&](WritableFile& out) { format::write_shard(value, out); });
-}
-
-ManifestFile SnapshotWriter::write_file(const std::string& name,
-                                        const std::function<void(WritableFile&)>& write) {
-  if (!is_valid_snapshot_file_name(name) || name == kManifestName) {
-    throw Error("'" + name + "' is not a valid snapshot file name");
-  }
-  auto file = store_.fs_.create_exclusive(join_path(tmp_path_, name));
-  format::HashingWritableFile hashing(*file);
-  write(hashing);
-  if (store_.fsync_) file->sync();
-  file->close();
-  const auto digest = hashing.digest();
-  ManifestFile record{name, digest.size, digest.xxh3};
-  files_.push_back(record);
-  return record;
-}
-
-void SnapshotWriter::add_file(const ManifestFile& file) { files_.push_back(file); }
-
-SnapshotInfo SnapshotWriter::commit(Manifest manifest) {
-  if (!owner_)
-    throw Error("snapshot step " + std::to_string(step_) + ": only the writer that began it commits");
-  if (finished_) throw Error("snapshot step " + std::to_string(step_) + " was already committed or aborted");
-  FileSystem& fs = store_.fs_;
-  manifest.format_version = kSnapshotFormatVersion;
-  manifest.step = step_;
-  manifest.library_version = AUTOSNAP_VERSION;
-  manifest.libtorch_version = TORCH_VERSION;
-  if (manifest.time.empty()) manifest.time = utc_timestamp_now();
-  manifest.files = files_;
-  for (int rank = 0; rank < manifest.world_size; ++rank) {
-    if (!manifest.find(shard_file_name(rank))) {
-      throw Error("cannot commit step " + std::to_string(step_) + ": no shard for rank " +
-                  std::to_string(rank));
-    }
-  }
-  const std::string text = manifest.to_yaml();
-  auto file = fs.create_exclusive(join_path(tmp_path_, kManifestName));
-  file->append(text.data(), text.size());
-  if (store_.fsync_) file->sync();
-  file->close();
-  if (store_.fsync_) fs.sync_directory(tmp_path_);
-  const std::string final_path = store_.snapshot_path(step_);
-  if (fs.status(final_path).exists) {
-    throw Error("snapshot " + SnapshotStore::directory_name(step_) + " already exists in '" +
-                store_.directory_ + "'");
-  }
-  fs.rename(tmp_path_, final_path);
-  finished_ = true;
-  if (store_.fsync_) fs.sync_directory(store_.directory_);
-  return store_.inspect_committed(step_, SnapshotStore::directory_name(step_));
-}
-
-void SnapshotWriter::abort() noexcept {
-  if (finished_) return;
-  finished_ = true;
-  if (!owner_) return;
-  try {
-    remove_tree(store_.fs_, tmp_path_);
-  } catch (...) {
-    // The tmp dir is removed when the store is next opened for writing.
   }
 }
 
