@@ -42,6 +42,17 @@ class ZipReader {
   const std::string& path() const { return file_.path(); }
 
  private:
+  struct CentralDirectory {
+    uint64_t entries;
+    uint64_t size;
+    uint64_t offset;
+  };
+  // Reads the file's tail into `tail`; returns the end record's offset in it.
+  uint64_t find_end_record(std::vector<unsigned char>& tail);
+  // Where the central directory is (zip64 records followed), checked against the file.
+  CentralDirectory locate_central_directory();
+  void read_central_directory(const CentralDirectory& where);
+  Entry parse_central_header(const unsigned char* header, uint64_t cd_offset) const;
   uint64_t data_offset(const Entry& entry);
   [[noreturn]] void fail(const std::string& what) const;
 
