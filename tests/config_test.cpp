@@ -15,9 +15,10 @@ namespace {
 
 using testing::TempDir;
 
+// What parsing `yaml` and then checking its environment (as a Snapshotter does) throws.
 std::string config_error(const std::string& yaml) {
   try {
-    Config::from_string(yaml, "test.yaml");
+    Config::from_string(yaml, "test.yaml").check_environment(default_file_system());
   } catch (const ConfigError& e) {
     return e.what();
   }
@@ -90,10 +91,10 @@ TEST(Config, TheShippedConfigFileParses) {
   ::setenv("SLURM_JOB_ID", "4242", 1);
   auto text = default_file_system().read_small_file(
       std::string(AUTOSNAP_TEST_SOURCE_DIR) + "/../config/autosnap.yaml", 1 << 20);
-  auto c = Config::from_string(text, "autosnap.yaml", /*check_environment=*/false);
+  auto c = Config::from_string(text, "autosnap.yaml");
   EXPECT_EQ(c.directory, "checkpoints/4242");
   ::unsetenv("SLURM_JOB_ID");
-  c = Config::from_string(text, "autosnap.yaml", false);
+  c = Config::from_string(text, "autosnap.yaml");
   EXPECT_EQ(c.directory, "checkpoints/local");
 }
 
@@ -197,7 +198,7 @@ TEST(Config, ThreadsParsingOneDirectoryAtOnceAllSucceed) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200 && errors[t].empty(); ++i) {
         try {
-          Config::from_string(yaml, "test.yaml");
+          Config::from_string(yaml, "test.yaml").check_environment(default_file_system());
         } catch (const ConfigError& e) {
           errors[t] = e.what();
         }

@@ -8,7 +8,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
-    autosnap::Config::from_string(text, "fuzz.yaml", /*check_environment=*/false);
+    autosnap::Config::from_string(text, "fuzz.yaml");
   } catch (const autosnap::ConfigError&) {
   }
   return 0;

@@ -10,12 +10,15 @@
 
 #include <csignal>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "autosnap/retention.h"
 
 namespace autosnap {
+
+class FileSystem;
 
 enum class ResumeMode { kAuto, kNever, kRequired };
 enum class FlushMode { kAsync, kSync };
@@ -106,13 +109,22 @@ struct Config {
   std::string log_level = "info";  ///< debug | info | warn | error | off
 
   std::string source;  ///< the file it came from, for messages
+  /// Where keys were given ("directory" → "autosnap.yaml:3:12"), for errors
+  /// that check_environment() finds after parsing.
+  std::map<std::string, std::string> key_locations;
 
-  /// Reads and validates a YAML file; also checks that `device` exists here
-  /// and that `directory` can be created and written.
+  /// Reads and validates a YAML file (ConfigError naming file:line:column
+  /// and the key). Reads nothing else and changes nothing.
   static Config from_file(const std::string& path);
   /// The same for YAML text; `source` names it in errors.
-  static Config from_string(const std::string& yaml, const std::string& source = "<config>",
-                            bool check_environment = true);
+  static Config from_string(const std::string& yaml, const std::string& source = "<config>");
+
+  /// Checks what the configuration names on this machine: that `device`
+  /// exists here and that `directory` can be created and written through
+  /// `fs` (it creates the directory). ConfigError naming the key's place in
+  /// the file. A Snapshotter calls it before it opens anything; tools that
+  /// only read a configuration need not.
+  void check_environment(FileSystem& fs) const;
 
   /// Control socket path: socket_path, or DIR/control.sock.
   std::string control_socket_path() const;
