@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
   bool share_store = false;
   app.add_flag(
       "--share-store", share_store,
-      "let autosnap coordinate through this job's TCPStore (autosnap::use_job_store) instead of its own");
+      "let autosnap coordinate through this job's TCPStore (Snapshotter::Options::job_store) instead of its own");
   app.add_option("--config", config_path,
                  "autosnap YAML config (default: $AUTOSNAP_CONFIG, else no snapshots)");
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
@@ -128,12 +128,13 @@ int main(int argc, char** argv) {
     torch::manual_seed(seed + 1000 * static_cast<uint64_t>(rank + 1));  // this rank's own noise
     auto store = job_store(rank, world);
     auto group = join_training_group(store, rank, world);
-    if (share_store) autosnap::use_job_store(store);
 
     int64_t epoch = 0, completed_steps = 0;
     double loss_value = 0;
-    auto snap = config_path.empty() ? autosnap::Snapshotter::from_env()
-                                    : autosnap::Snapshotter::from_config(config_path);
+    autosnap::Snapshotter::Options options;
+    if (share_store) options.job_store = autosnap::job_store(store);
+    auto snap = config_path.empty() ? autosnap::Snapshotter::from_env(options)
+                                    : autosnap::Snapshotter::from_config(config_path, options);
     snap.track("model_state_dict", model);
     snap.track("optimizer_state_dict", optimizer);
     snap.track("epoch", epoch);

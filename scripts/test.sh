@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: install what is missing, configure, build (ccache), run the
 # tests, the Slurm end-to-end run (scripts/slurm-e2e.sh), the multi-node run
-# (scripts/multinode-e2e.sh), then the ASan+UBSan build of the suite and 60 s of each fuzz target
+# (scripts/multinode-e2e.sh), then the ASan+UBSan build of the suite and 30 s of each fuzz target
 # (scripts/sanitize.sh address). The TSan build and the 1000-kill soak run in
 # scripts/crash-soak.sh.
 set -euo pipefail

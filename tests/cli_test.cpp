@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "support/test_util.h"
 
 namespace autosnap {

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "control_client.h"
 #include "daemon/control_protocol.h"
 #include "support/test_util.h"

@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "daemon/loop_position.h"
 #include "daemon/loop_slips.h"
 #include "support/log_capture.h"

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "support/interop_cases.h"
 #include "support/test_util.h"
 

@@ -15,8 +15,10 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "store/snapshot_writer.h"
 #include "support/memory_fs.h"
+#include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -129,7 +131,7 @@ TEST(Reliability, AFullDiskFailsSnapshotsCleanlyAndTrainingGoesOn) {
   for (const auto& info : store->list()) {
     EXPECT_EQ(info.status, SnapshotStatus::kValid)
         << info.name << ": " << info.problem << " (no tmp dir may remain)";
-    EXPECT_TRUE(store->verify(info.step).ok) << info.name;
+    EXPECT_TRUE(testing::verify_step(*store, info.step).ok) << info.name;
   }
 }
 
@@ -169,7 +171,7 @@ TEST(Reliability, RandomFsyncWriteAndRenameFailuresThroughLibfiu) {
       continue;  // a tmp dir whose removal failed: removed at next open
     ++committed;
     EXPECT_EQ(info.status, SnapshotStatus::kValid) << info.name << ": " << info.problem;
-    EXPECT_TRUE(store->verify(info.step).ok) << info.name;
+    EXPECT_TRUE(testing::verify_step(*store, info.step).ok) << info.name;
   }
   EXPECT_GT(committed, 0);
   // Without faults, the job resumes from a valid snapshot and finishes.
@@ -186,7 +188,7 @@ Config matrix_config() {
   return Config::from_string("directory: " + kDir +
                                  "\nflush: {mode: sync}\ntriggers: {every_steps: 10, on_train_end: false}\n"
                                  "retention: {keep_last: 0}\ncontrol: {socket: false}\nlog_level: off\n",
-                             "matrix.yaml", false);
+                             "matrix.yaml");
 }
 
 struct MatrixState {
@@ -197,7 +199,7 @@ struct MatrixState {
 // Steps 10 and 20, values = step.
 void two_snapshots(MemoryFileSystem& fs) {
   MatrixState state;
-  Snapshotter snap(matrix_config(), fs);
+  Snapshotter snap(matrix_config(), {&fs});
   snap.track("weights", state.weights);
   snap.track("counter", state.counter);
   for (int64_t step : {10, 20}) {
@@ -217,10 +219,10 @@ void expect_detected(const std::string& what, const std::function<void(MemoryFil
   damage(fs);
   {
     auto reader = SnapshotStore::open_read_only(kDir, fs);
-    EXPECT_FALSE(reader->verify(20).ok) << what << ": verify did not notice";
+    EXPECT_FALSE(testing::verify_step(*reader, 20).ok) << what << ": verify did not notice";
   }
   MatrixState state;
-  Snapshotter snap(matrix_config(), fs);
+  Snapshotter snap(matrix_config(), {&fs});
   snap.track("weights", state.weights);
   snap.track("counter", state.counter);
   auto resumed = snap.on_train_start();
@@ -304,7 +306,7 @@ TEST(CorruptionMatrix, ReadErrorsAreNotCorruption) {
   fs.fail_reads(EIO);
   {
     MatrixState state;
-    Snapshotter snap(matrix_config(), fs);
+    Snapshotter snap(matrix_config(), {&fs});
     snap.track("weights", state.weights);
     snap.track("counter", state.counter);
     try {
@@ -318,7 +320,7 @@ TEST(CorruptionMatrix, ReadErrorsAreNotCorruption) {
   fs.fail_reads(0);
   EXPECT_FALSE(fs.status(kDir + "/step-000000000020.corrupt-1").exists) << "an I/O error is not corruption";
   MatrixState state;
-  Snapshotter snap(matrix_config(), fs);
+  Snapshotter snap(matrix_config(), {&fs});
   snap.track("weights", state.weights);
   snap.track("counter", state.counter);
   ASSERT_TRUE(snap.on_train_start().has_value());
@@ -336,7 +338,7 @@ TEST(CorruptionMatrix, ASnapshotOfAnotherWorldSizeIsAClearError) {
     writer->commit(manifest);
   }
   int64_t counter = 0;
-  Snapshotter snap(matrix_config(), fs);
+  Snapshotter snap(matrix_config(), {&fs});
   snap.track("counter", counter);
   try {
     snap.on_train_start();

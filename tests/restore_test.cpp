@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"

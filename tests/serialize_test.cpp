@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "fs/atomic_file.h"
 #include "support/interop_cases.h"
 #include "support/test_util.h"

@@ -7,7 +7,6 @@
 
 #include "autosnap/autosnap.h"
 #include "autosnap/snapshotter.h"
-#include "daemon/snapshotter_stats.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
@@ -26,7 +25,7 @@ TEST(Snapshotter, FailedWritesWarnAndTrainingContinues) {
   Model model;
   Snapshotter snap(
       make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"),
-      fs);
+      {&fs});
   snap.track("model", model);
   snap.on_step_end(0);
   snap.wait_until_finished();
@@ -44,7 +43,7 @@ TEST(Snapshotter, FailedWritesWarnAndTrainingContinues) {
   EXPECT_NO_THROW(snap.on_step_end(3));  // the next trigger tries again
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0, 3}));
-  EXPECT_EQ(daemon::stats_of(snap).failed, 2);
+  EXPECT_EQ(snap.stats().failed, 2);
   EXPECT_EQ(count_events(dir.path(), "failed"), 2);
   for (const auto& name : testing::list_names(dir.path())) {
     EXPECT_EQ(name.find(".tmp-"), std::string::npos) << "a failed snapshot left " << name;
@@ -62,7 +61,7 @@ TEST(Snapshotter, FailedWritesWithAbortThrowAtTheNextHook) {
   testing::FaultInjectingFileSystem fs;
   Model model;
   Snapshotter snap(
-      make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\non_error: abort\n"), fs);
+      make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\non_error: abort\n"), {&fs});
   snap.track("model", model);
   fs.fail_writes_errno = ENOSPC;
   snap.on_step_end(0);
@@ -85,7 +84,7 @@ TEST(Snapshotter, FailuresInARowBecomeAnErrorEvenWithWarn) {
   Model model;
   Snapshotter snap(
       make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nmax_consecutive_failures: 3\n"),
-      fs);
+      {&fs});
   snap.track("model", model);
   int64_t step = 0;
   auto step_and_wait = [&] {

@@ -7,8 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
-#include "daemon/snapshotter_stats.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
@@ -29,7 +29,7 @@ TEST(Snapshotter, StagedSnapshotIsConsistentWhileParametersChange) {
   Snapshotter snap(make_config(dir.path(),
                                "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
                                "capture: {rng: false}\n"),
-                   fs);
+                   {&fs});
   snap.track("model", model);
   fs.append_delay_ms = 30;  // the write takes a while
   for (int64_t step = 0; step < 3; ++step) {
@@ -39,7 +39,7 @@ TEST(Snapshotter, StagedSnapshotIsConsistentWhileParametersChange) {
     model.set_all(static_cast<float>(step + 1000));
   }
   snap.wait_until_finished();
-  const auto stats = daemon::stats_of(snap);
+  const auto stats = snap.stats();
   EXPECT_EQ(stats.committed, 3);
   for (int64_t step = 0; step < 3; ++step) {
     auto state = read_entry(dir.path(), step, "model");
@@ -72,7 +72,7 @@ TEST(Snapshotter, OverlapStagesDuringTheNextStepAndWaitsBeforeTheOptimizer) {
     snap.before_optimizer_step();
   }
   snap.wait_until_finished();
-  EXPECT_EQ(daemon::stats_of(snap).committed, 4);
+  EXPECT_EQ(snap.stats().committed, 4);
   for (int64_t step = 0; step < 4; ++step) {
     auto state = read_entry(dir.path(), step, "model");
     EXPECT_TRUE(torch::all(dict_at(state, "weight").toTensor() == static_cast<float>(step)).item<bool>());
@@ -91,7 +91,7 @@ TEST(Snapshotter, OverlapWithoutBeforeOptimizerStepDiscardsInsteadOfSavingAMix) 
   Snapshotter snap(make_config(dir.path(),
                                "triggers: {every_steps: 1, on_train_end: false}\nflush: {overlap: true}\n"
                                "retention: {keep_last: 0}\n"),
-                   fs);
+                   {&fs});
   snap.track("model", model);
   fs.append_delay_ms = 20;
   model.set_all(0);
@@ -184,13 +184,13 @@ TEST(Snapshotter, BackpressureWaitKeepsEverySnapshot) {
   Snapshotter snap(make_config(dir.path(),
                                "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
                                "flush: {max_pending: 1, when_busy: wait}\n"),
-                   fs);
+                   {&fs});
   snap.track("model", model);
   fs.append_delay_ms = 10;
   for (int64_t step = 0; step < 5; ++step) snap.on_step_end(step);
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps().size(), 5u);
-  EXPECT_EQ(daemon::stats_of(snap).skipped, 0);
+  EXPECT_EQ(snap.stats().skipped, 0);
 }
 
 TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
@@ -200,12 +200,12 @@ TEST(Snapshotter, BackpressureSkipLogsTheSkippedSteps) {
   Snapshotter snap(make_config(dir.path(),
                                "triggers: {every_steps: 1, on_train_end: false}\nretention: {keep_last: 0}\n"
                                "flush: {max_pending: 1, when_busy: skip}\n"),
-                   fs);
+                   {&fs});
   snap.track("model", model);
   fs.append_delay_ms = 40;
   for (int64_t step = 0; step < 5; ++step) snap.on_step_end(step);
   snap.wait_until_finished();
-  const auto stats = daemon::stats_of(snap);
+  const auto stats = snap.stats();
   EXPECT_GT(stats.skipped, 0);
   EXPECT_EQ(stats.committed + stats.skipped, 5);
   EXPECT_EQ(count_events(dir.path(), "skipped"), stats.skipped);
@@ -223,8 +223,8 @@ TEST(Snapshotter, SynchronousModeAndStagingLimit) {
     model.set_all(3);
     snap.on_step_end(0);
     model.set_all(4);  // the write already happened
-    EXPECT_EQ(daemon::stats_of(snap).committed, 1);
-    EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u) << "sync mode writes from the live tensors";
+    EXPECT_EQ(snap.stats().committed, 1);
+    EXPECT_EQ(snap.stats().staging_bytes, 0u) << "sync mode writes from the live tensors";
   }
   EXPECT_TRUE(torch::all(dict_at(read_entry(dir.path() + "/sync", 0, "model"), "weight").toTensor() == 3)
                   .item<bool>());
@@ -232,8 +232,8 @@ TEST(Snapshotter, SynchronousModeAndStagingLimit) {
                                "triggers: {every_steps: 1}\nflush: {staging_memory_limit: 1KiB}\n"));
   snap.track("model", model);
   snap.on_step_end(0);
-  EXPECT_EQ(daemon::stats_of(snap).committed, 1) << "too big to stage: written synchronously";
-  EXPECT_EQ(daemon::stats_of(snap).staging_bytes, 0u);
+  EXPECT_EQ(snap.stats().committed, 1) << "too big to stage: written synchronously";
+  EXPECT_EQ(snap.stats().staging_bytes, 0u);
 }
 
 }  // namespace

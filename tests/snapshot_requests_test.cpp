@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
-#include "daemon/snapshotter_stats.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
@@ -33,7 +33,7 @@ TEST(Snapshotter, RequestsAreTakenAndAnsweredEvenWhenBusyWithSkip) {
                                            "triggers: {every_steps: 1, on_train_end: false}\n"
                                            "retention: {keep_last: 0}\n"
                                            "flush: {max_pending: 1, when_busy: skip}\n"),
-                   fs);
+                   {&fs});
   snap.track("model", model);
   snap.on_step_end(0);
   std::atomic<bool> answered{false};
@@ -51,7 +51,7 @@ TEST(Snapshotter, RequestsAreTakenAndAnsweredEvenWhenBusyWithSkip) {
   ASSERT_TRUE(reply.value("ok", false)) << reply.dump();
   const auto step = reply["step"].get<int64_t>();
   EXPECT_EQ(step, reply["requested_after_step"].get<int64_t>() + 1) << reply.dump();
-  EXPECT_GT(daemon::stats_of(snap).skipped, 0) << "automatic snapshots were skipped meanwhile";
+  EXPECT_GT(snap.stats().skipped, 0) << "automatic snapshots were skipped meanwhile";
   std::string reason;
   for (const auto& info : SnapshotStore::open_read_only(dir.path())->list()) {
     if (info.step == step && info.manifest) reason = info.manifest->reason;
@@ -67,7 +67,7 @@ TEST(Snapshotter, RequestAfterTheLastStepIsAnsweredOnceItsSnapshotCommits) {
   testing::FaultInjectingFileSystem fs;
   fs.append_delay_ms = 200;
   Model model;
-  Snapshotter snap(make_config_with_socket(dir.path(), "triggers: {every_steps: 1}\n"), fs);
+  Snapshotter snap(make_config_with_socket(dir.path(), "triggers: {every_steps: 1}\n"), {&fs});
   snap.track("model", model);
   snap.on_step_end(0);  // its snapshot is written slowly
   nlohmann::json reply;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
 #include "autosnap/torchscript.h"
 #include "support/fault_fs.h"
@@ -126,7 +127,7 @@ TEST(Snapshotter, CloseFinishesQueuedSnapshots) {
     Snapshotter snap(make_config(dir.path(),
                                  "triggers: {every_steps: 1, on_train_end: false}\nflush: {max_pending: 3}\n"
                                  "retention: {keep_last: 0}\n"),
-                     fs);
+                     {&fs});
     snap.track("model", model);
     fs.append_delay_ms = 20;
     for (int64_t step = 0; step < 3; ++step) snap.on_step_end(step);

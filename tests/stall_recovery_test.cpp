@@ -13,9 +13,9 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "cluster/c10d_coordinator.h"
 #include "daemon/snapshotter_impl.h"
-#include "daemon/snapshotter_stats.h"
 #include "fs/unique_suffix.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
@@ -58,7 +58,7 @@ class StepBarrier {
 struct RankResult {
   std::string error;  // what the training thread caught, if anything
   int64_t last_step = -1;  // the last step whose on_step_end returned
-  daemon::SnapshotterStats stats;
+  SnapshotStats stats;
 };
 
 // Trains `steps` steps on both ranks with a snapshot every 10; `before_step`
@@ -90,7 +90,7 @@ std::vector<RankResult> run_job(const std::string& directory, FaultInjectingFile
         options.directory = directory;
         daemon::JobContext job;
         job.coordinator = std::make_unique<cluster::C10dCoordinator>(info, options);
-        auto snap = daemon::make_active_snapshotter(Config::from_string(yaml, "stall.yaml", false),
+        auto snap = daemon::make_active_snapshotter(Config::from_string(yaml, "stall.yaml"),
                                                     disks[rank], std::move(job));
         at::Tensor weights = torch::zeros({64, 64});
         int64_t counter = 0;
@@ -120,9 +120,10 @@ void expect_complete_snapshots(const std::string& directory, const std::vector<i
   auto store = SnapshotStore::open_read_only(directory);
   EXPECT_EQ(store->valid_steps(), steps);
   for (int64_t step : store->valid_steps()) {
-    const auto result = store->verify(step);
+    const Snapshot snapshot = store->open(step);
+    const auto result = snapshot.verify();
     EXPECT_TRUE(result.ok) << step << ": " << result.problem;
-    EXPECT_NE(result.manifest->find(shard_file_name(1)), nullptr) << "step " << step << " lacks rank 1's shard";
+    EXPECT_NE(snapshot.manifest().find(shard_file_name(1)), nullptr) << "step " << step << " lacks rank 1's shard";
   }
   for (const auto& name : testing::list_names(directory))
     EXPECT_EQ(name.find(".tmp-"), std::string::npos) << name << ": a tmp dir was left behind";
@@ -217,7 +218,7 @@ class LosesOneWriterExchange final : public daemon::Coordinator {
 TEST(StallRecovery, ARankThatMissedACommitVerdictLearnsItAtTheNextSnapshot) {
   TempDir dir;
   testing::ThreadJob job(2);
-  std::vector<daemon::SnapshotterStats> stats(2);
+  std::vector<SnapshotStats> stats(2);
   std::vector<std::thread> ranks;
   for (int rank = 0; rank < 2; ++rank) {
     ranks.emplace_back([&, rank] {

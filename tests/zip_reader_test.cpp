@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "autosnap/autosnap.h"
+#include "autosnap/tools.h"
 #include "format/checksum.h"
 #include "format/zip_reader.h"
 #include "support/test_util.h"

@@ -5,8 +5,9 @@
 ///
 ///   auto store = c10::make_intrusive<c10d::TCPStore>(master_addr, options);
 ///   auto group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, ...);
-///   autosnap::use_job_store(store);                    // before the Snapshotter is made
-///   auto snap = autosnap::Snapshotter::from_config("autosnap.yaml");
+///   autosnap::Snapshotter::Options options;
+///   options.job_store = autosnap::job_store(store);
+///   auto snap = autosnap::Snapshotter::from_config("autosnap.yaml", options);
 ///
 /// autosnap then forms its own Gloo groups under a key prefix of that store
 /// instead of serving a TCPStore of its own (at a port it publishes in the
@@ -26,9 +27,14 @@ class Device;
 
 namespace autosnap {
 
-/// Snapshotters made from now on in this process coordinate through `store`
-/// (null: their own store again). Thread-safe.
-void use_job_store(c10::intrusive_ptr<c10d::Store> store);
+/// A job's c10d store lent to a Snapshotter (Snapshotter::Options::job_store).
+struct JobStore {
+  c10::intrusive_ptr<c10d::Store> store;
+};
+
+inline std::shared_ptr<const JobStore> job_store(c10::intrusive_ptr<c10d::Store> store) {
+  return std::make_shared<const JobStore>(JobStore{std::move(store)});
+}
 
 /// The Gloo device autosnap's own groups bind, for the job's groups too
 /// (ProcessGroupGloo::Options::devices): the interface GLOO_SOCKET_IFNAME

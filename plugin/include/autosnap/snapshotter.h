@@ -38,25 +38,43 @@
 namespace autosnap {
 
 class ResumableSampler;
-class Snapshotter;
-namespace daemon {
-class SnapshotterImpl;
-struct SnapshotterStats;
-SnapshotterStats stats_of(const Snapshotter& snapshotter);
-}  // namespace daemon
+struct JobStore;  // autosnap/cluster.h
+
+/// Counters of this process's snapshots since the Snapshotter was made
+/// (`autosnap status` shows them for a running job). Zeros when disabled.
+struct SnapshotStats {
+  int64_t committed = 0;
+  int64_t skipped = 0;  ///< triggers that came while the previous snapshot was still being written
+  int64_t failed = 0;
+  uint64_t staging_bytes = 0;       ///< host staging buffers held now
+  int64_t staging_allocations = 0;  ///< buffers allocated since the start
+  double last_stall_ms = 0;         ///< training-thread time of the last snapshot
+};
+
+/// What a Snapshotter may be given besides its Config (Snapshotter::Options).
+struct SnapshotterOptions {
+  /// Where snapshots are written and read; null: the real file system.
+  /// Must outlive the snapshotter (tests pass fault-injecting ones).
+  FileSystem* file_system = nullptr;
+  /// A multi-rank job's own c10d store to coordinate through
+  /// (autosnap::job_store in cluster.h); null: autosnap serves its own.
+  std::shared_ptr<const JobStore> job_store;
+};
 
 class Snapshotter final : public Callback {
  public:
-  /// Reads the YAML file (ConfigError on bad input), opens and locks the
-  /// snapshot directory.
-  static Snapshotter from_config(const std::string& path);
+  using Options = SnapshotterOptions;
+
+  /// Reads the YAML file (ConfigError on bad input), checks the environment
+  /// it names, opens and locks the snapshot directory.
+  static Snapshotter from_config(const std::string& path, const Options& options = {});
   /// The config file named by $AUTOSNAP_CONFIG; when it is unset, a disabled
   /// snapshotter that logs one line and does nothing.
-  static Snapshotter from_env();
+  static Snapshotter from_env(const Options& options = {});
   /// A snapshotter that does nothing.
   static Snapshotter disabled();
 
-  explicit Snapshotter(Config config, FileSystem& fs = default_file_system());
+  explicit Snapshotter(Config config, const Options& options = {});
   Snapshotter(Snapshotter&&) noexcept;
   Snapshotter& operator=(Snapshotter&&) noexcept;
   Snapshotter(const Snapshotter&) = delete;
@@ -92,6 +110,9 @@ class Snapshotter final : public Callback {
   void track(const std::string& name, std::function<c10::IValue()> save,
              std::function<void(const c10::IValue&)> load);
 
+  /// What it forwards to (internal: plugin/src/daemon/snapshotter_impl.h).
+  class Impl;
+
   // ---- the hooks of Callback (callback.h documents them), forwarded ----
   std::optional<ResumePoint> on_train_start() override;
   void on_epoch_start(int64_t epoch) override;
@@ -122,15 +143,14 @@ class Snapshotter final : public Callback {
   /// The exit status to end the process with: signals.exit_code after a
   /// stop, else 0.
   int exit_code() const;
+  SnapshotStats stats() const;
   /// Finishes: runs on_train_end() if it was not called, waits for queued
   /// snapshots, stops the background threads, releases the directory lock.
   void close();
 
  private:
-  explicit Snapshotter(std::unique_ptr<daemon::SnapshotterImpl> impl);
-  friend daemon::SnapshotterStats daemon::stats_of(const Snapshotter&);  // for tests and the benchmark
-  std::unique_ptr<daemon::SnapshotterImpl>
-      impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
+  explicit Snapshotter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
 };
 
 }  // namespace autosnap

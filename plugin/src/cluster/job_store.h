@@ -1,7 +1,7 @@
 #pragma once
 
 // Where autosnap's ranks find each other: a c10d store. Either the job's own
-// store, when the program lends it (autosnap::use_job_store), or a TCPStore
+// store, when the program lends it (Snapshotter::Options::job_store), or a TCPStore
 // served by rank 0: at distributed.port when that is set, else at a port the
 // kernel picks, which rank 0 publishes in the snapshot directory
 // (DIR/coordinator.json) for the other ranks to read. A fixed port such as
@@ -34,7 +34,7 @@ class JobStore {
     std::chrono::milliseconds timeout{300000};
     int port = 0;           ///< rank 0's TCPStore port; 0: one the kernel picks, published in `directory`
     std::string directory;  ///< the snapshot directory (shared by every node)
-    c10::intrusive_ptr<c10d::Store> lent;  ///< the job's own store (autosnap::use_job_store)
+    c10::intrusive_ptr<c10d::Store> lent;  ///< the job's own store (Snapshotter::Options::job_store)
   };
 
   /// Rank 0 serves (unless a store is lent); the others connect, waiting up

@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 #include "autosnap/cluster.h"
 #include "autosnap/errors.h"
@@ -22,9 +21,6 @@
 namespace autosnap {
 namespace cluster {
 namespace {
-
-std::mutex job_store_mutex;
-c10::intrusive_ptr<c10d::Store> job_store;  // use_job_store()
 
 // `scontrol requeue JOB`: Slurm stops every task of the job and queues it again.
 void requeue_slurm_job(const std::string& job_id) {
@@ -50,7 +46,7 @@ void requeue_slurm_job(const std::string& job_id) {
   }
 }
 
-daemon::JobContext job_context(const Config& config) {
+daemon::JobContext job_context(const Config& config, const std::shared_ptr<const autosnap::JobStore>& lent) {
   daemon::JobContext job;
   const RankInfo info = discover_rank();
   if (info.slurm_job_id) job.labels.emplace_back("slurm_job_id", *info.slurm_job_id);
@@ -73,10 +69,7 @@ daemon::JobContext job_context(const Config& config) {
   options.timeout = std::chrono::seconds(config.distributed.timeout_seconds);
   options.port = config.distributed.port;
   options.directory = config.directory;
-  {
-    std::lock_guard<std::mutex> lock(job_store_mutex);
-    options.lent = job_store;
-  }
+  if (lent) options.lent = lent->store;
   const auto start = std::chrono::steady_clock::now();
   auto coordinator = std::make_unique<C10dCoordinator>(info, options);
   util::log()->info("rank {} of {} ({}): coordination group formed in {:.2f} s ({})", info.rank, info.world_size,
@@ -90,29 +83,28 @@ daemon::JobContext job_context(const Config& config) {
 }  // namespace
 }  // namespace cluster
 
-void use_job_store(c10::intrusive_ptr<c10d::Store> store) {
-  std::lock_guard<std::mutex> lock(cluster::job_store_mutex);
-  cluster::job_store = std::move(store);
-}
-
 std::shared_ptr<::gloo::transport::Device> gloo_device() {
   const auto info = cluster::discover_rank();
   return cluster::choose_gloo_device(info.master_addr, info.nodes == 1).device;
 }
 
-Snapshotter Snapshotter::from_config(const std::string& path) { return Snapshotter(Config::from_file(path)); }
+Snapshotter Snapshotter::from_config(const std::string& path, const Options& options) {
+  return Snapshotter(Config::from_file(path), options);
+}
 
-Snapshotter Snapshotter::from_env() {
+Snapshotter Snapshotter::from_env(const Options& options) {
   const char* path = std::getenv("AUTOSNAP_CONFIG");
   if (path == nullptr || *path == '\0') {
     util::log()->info("AUTOSNAP_CONFIG is not set: snapshots are disabled");
     return disabled();
   }
-  return from_config(path);
+  return from_config(path, options);
 }
 
-Snapshotter::Snapshotter(Config config, FileSystem& fs) {
-  auto job = cluster::job_context(config);
+Snapshotter::Snapshotter(Config config, const Options& options) {
+  FileSystem& fs = options.file_system ? *options.file_system : default_file_system();
+  config.check_environment(fs);
+  auto job = cluster::job_context(config, options.job_store);
   impl_ = daemon::make_active_snapshotter(std::move(config), fs, std::move(job));
 }
 

@@ -315,8 +315,8 @@ SnapshotPipeline::Progress SnapshotPipeline::progress() const {
   return {last_committed_, last_committed_path_, in_flight_, stats_.committed, consecutive_failures_, last_failure_};
 }
 
-SnapshotterStats SnapshotPipeline::stats() const {
-  SnapshotterStats s;
+SnapshotStats SnapshotPipeline::stats() const {
+  SnapshotStats s;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     s = stats_;

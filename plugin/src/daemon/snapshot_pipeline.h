@@ -38,7 +38,7 @@
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
 #include "daemon/snapshot_job.h"
-#include "daemon/snapshotter_stats.h"
+#include "autosnap/snapshotter.h"
 #include "daemon/staging_slots.h"
 #include "daemon/tracked_set.h"
 #include "store/snapshot_writer.h"
@@ -96,7 +96,7 @@ class SnapshotPipeline {
     std::string last_failure;
   };
   Progress progress() const;
-  SnapshotterStats stats() const;
+  SnapshotStats stats() const;
 
  private:
   std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
@@ -142,7 +142,7 @@ class SnapshotPipeline {
   int64_t consecutive_failures_ = 0;
   std::string last_failure_;
   std::exception_ptr failures_in_a_row_;  // to throw at the next hook
-  SnapshotterStats stats_;
+  SnapshotStats stats_;
   std::optional<int64_t> last_committed_;
   std::string last_committed_path_;
 };

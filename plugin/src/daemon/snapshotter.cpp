@@ -199,7 +199,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   std::vector<int64_t> all_steps() const override { return store_->valid_steps(); }
   bool should_stop() const override { return policy_.should_stop(); }
   int exit_code() const override { return policy_.should_stop() ? config_.signals.exit_code : 0; }
-  SnapshotterStats stats() const override { return pipeline_.stats(); }
+  SnapshotStats stats() const override { return pipeline_.stats(); }
 
   void close() override {
     if (closed_) return;
@@ -382,10 +382,6 @@ std::unique_ptr<SnapshotterImpl> make_active_snapshotter(Config config, FileSyst
   return std::make_unique<ActiveSnapshotter>(std::move(config), fs, std::move(job));
 }
 
-SnapshotterStats stats_of(const Snapshotter& snapshotter) {
-  return snapshotter.impl_ ? snapshotter.impl_->stats() : SnapshotterStats{};
-}
-
 }  // namespace daemon
 
 // ---------------------------------------------------------------------------
@@ -396,7 +392,7 @@ SnapshotterStats stats_of(const Snapshotter& snapshotter) {
 
 Snapshotter Snapshotter::disabled() { return Snapshotter(std::make_unique<daemon::SnapshotterImpl>()); }
 
-Snapshotter::Snapshotter(std::unique_ptr<daemon::SnapshotterImpl> impl) : impl_(std::move(impl)) {}
+Snapshotter::Snapshotter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Snapshotter::Snapshotter(Snapshotter&&) noexcept = default;
 Snapshotter& Snapshotter::operator=(Snapshotter&&) noexcept = default;
 
@@ -468,6 +464,7 @@ std::optional<int64_t> Snapshotter::latest_step() const {
 std::vector<int64_t> Snapshotter::all_steps() const { return impl_->all_steps(); }
 bool Snapshotter::should_stop() const { return impl_->should_stop(); }
 int Snapshotter::exit_code() const { return impl_->exit_code(); }
+SnapshotStats Snapshotter::stats() const { return impl_ ? impl_->stats() : SnapshotStats{}; }
 void Snapshotter::close() { impl_->close(); }
 
 }  // namespace autosnap

@@ -14,13 +14,11 @@
 
 #include "autosnap/snapshotter.h"
 #include "daemon/coordinator.h"
-#include "daemon/snapshotter_stats.h"
 #include "daemon/tracked.h"
 
 namespace autosnap {
-namespace daemon {
 
-class SnapshotterImpl : public Callback {
+class Snapshotter::Impl : public Callback {
  public:
   virtual bool enabled() const { return false; }
   virtual const Config& config() const {
@@ -28,7 +26,7 @@ class SnapshotterImpl : public Callback {
     return none;
   }
   /// `make` builds the tracked wrapper; a disabled snapshotter never calls it.
-  using MakeTracked = std::function<std::unique_ptr<TrackedState>()>;
+  using MakeTracked = std::function<std::unique_ptr<daemon::TrackedState>()>;
   virtual void track(const std::string& name, const MakeTracked& make) {}
 
   // The hooks are Callback's (callback.h), doing nothing here.
@@ -42,8 +40,12 @@ class SnapshotterImpl : public Callback {
   virtual bool should_stop() const { return false; }
   virtual int exit_code() const { return 0; }
   virtual void close() {}
-  virtual SnapshotterStats stats() const { return {}; }
+  virtual SnapshotStats stats() const { return {}; }
 };
+
+namespace daemon {
+
+using SnapshotterImpl = Snapshotter::Impl;
 
 /// What the cluster layer tells the daemon about the job it runs in.
 struct JobContext {
