@@ -95,9 +95,9 @@ int main(int argc, char** argv) {
   uint64_t seed = 42;
   int sleep_ms = 0;
   bool share_store = false;
-  app.add_flag(
-      "--share-store", share_store,
-      "let autosnap coordinate through this job's TCPStore (Snapshotter::Options::job_store) instead of its own");
+  app.add_flag("--share-store", share_store,
+               "let autosnap coordinate through this job's TCPStore (Snapshotter::Options::job_store) "
+               "instead of its own");
   app.add_option("--config", config_path,
                  "autosnap YAML config (default: $AUTOSNAP_CONFIG, else no snapshots)");
   app.add_option("--steps", steps, "training steps")->check(CLI::PositiveNumber);
@@ -201,7 +201,8 @@ int main(int argc, char** argv) {
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - training_started).count();
       std::cout << "finished " << steps << " steps, final loss " << std::setprecision(6) << std::fixed
-                << loss_value << " (" << std::setprecision(3) << 1000 * seconds / static_cast<double>(std::max<int64_t>(1, steps - first))
+                << loss_value << " (" << std::setprecision(3)
+                << 1000 * seconds / static_cast<double>(std::max<int64_t>(1, steps - first))
                 << " ms per step)" << std::endl;
       if (!out_path.empty()) {
         autosnap::save(autosnap::dict({{"model_state_dict", autosnap::state_dict(model)},

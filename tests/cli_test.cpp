@@ -141,9 +141,10 @@ TEST(Cli, AnUnknownCommandIsNamedWithTheRealOnes) {
   TempDir dir;
   auto result = autosnap_cli("frobnicate " + testing::shell_quote(dir.path()));
   EXPECT_EQ(result.exit_code, 2);
-  EXPECT_NE(result.output.find("unknown command 'frobnicate'; the commands are list, verify, inspect, snapshot, "
-                               "status, latest, prune, export"),
-            std::string::npos)
+  EXPECT_NE(
+      result.output.find("unknown command 'frobnicate'; the commands are list, verify, inspect, snapshot, "
+                         "status, latest, prune, export"),
+      std::string::npos)
       << result.output;
   auto none = autosnap_cli("");
   EXPECT_EQ(none.exit_code, 2);

@@ -183,11 +183,13 @@ TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {
 // time, would snapshot on — never finish unprotected in silence.
 TEST(ClusterJob, ARankStoppedPastTheTimeoutStopsTheJobWithAnErrorNamingIt) {
   TempDir dir;
-  const auto config = write_config(dir,
-                                   "triggers: {every_steps: 5}\ncontrol: {socket: false}\nretention: {keep_last: 0}\n"
-                                   "distributed: {timeout_seconds: 4}\n");
+  const auto config =
+      write_config(dir,
+                   "triggers: {every_steps: 5}\ncontrol: {socket: false}\nretention: {keep_last: 0}\n"
+                   "distributed: {timeout_seconds: 4}\n");
   const int steps = 100000;
-  auto job = launch(2, {"--steps", std::to_string(steps), "--config", config, "--log-every", "1", "--sleep-ms", "10"});
+  auto job = launch(
+      2, {"--steps", std::to_string(steps), "--config", config, "--log-every", "1", "--sleep-ms", "10"});
   ASSERT_TRUE(job->wait_for_line("step     30")) << job->output();
   const auto pids = rank_pids(*job);
   ASSERT_EQ(pids.size(), 2u);

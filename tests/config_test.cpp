@@ -59,7 +59,8 @@ TEST(Config, DefaultsAndFullFile) {
           "control: {socket: false, socket_path: /tmp/x.sock}\n"
           "capture: {rng: false}\nrestore: {strict: false, max_attempts: 5}\non_error: abort\n"
           "max_consecutive_failures: 0\n"
-          "distributed: {backend: gloo, timeout_seconds: 60, port: 29600, on_lost_rank: throw}\nlog_level: debug\n",
+          "distributed: {backend: gloo, timeout_seconds: 60, port: 29600, on_lost_rank: throw}\nlog_level: "
+          "debug\n",
       "full.yaml");
   EXPECT_EQ(full.resume, ResumeMode::kRequired);
   EXPECT_EQ(full.triggers.every_steps, 500);
@@ -82,8 +83,9 @@ TEST(Config, DefaultsAndFullFile) {
   EXPECT_NE(config_error("directory: /tmp\nmax_consecutive_failures: -1\n")
                 .find("max_consecutive_failures: expected a count of snapshots >= 0 (0: never an error)"),
             std::string::npos);
-  EXPECT_NE(config_error("directory: /tmp\ndistributed: {on_lost_rank: wait}\n").find("distributed.on_lost_rank"),
-            std::string::npos);
+  EXPECT_NE(
+      config_error("directory: /tmp\ndistributed: {on_lost_rank: wait}\n").find("distributed.on_lost_rank"),
+      std::string::npos);
 }
 
 TEST(Config, TheShippedConfigFileParses) {

@@ -248,7 +248,8 @@ void run_two_ranks(std::vector<std::unique_ptr<testing::RankFileSystem>>& views,
       try {
         daemon::JobContext context;
         context.coordinator = job.coordinator(rank);
-        snap = daemon::make_active_snapshotter(config(flush), *views[static_cast<size_t>(rank)], std::move(context));
+        snap = daemon::make_active_snapshotter(config(flush), *views[static_cast<size_t>(rank)],
+                                               std::move(context));
         snap->track("weights", [&] { return daemon::track_tensor(state.weights); });
         snap->track("counter", [&] { return daemon::track_int(state.counter); });
         body(*snap, state, rank);
@@ -270,10 +271,11 @@ std::vector<std::unique_ptr<testing::RankFileSystem>> views_of(MemoryFileSystem&
 
 void populate_two_ranks(MemoryFileSystem& fs) {
   auto views = views_of(fs);
-  run_two_ranks(views, "flush: {mode: sync}\n", [](daemon::SnapshotterImpl& snap, RankState& state, int rank) {
-    state.set(10, rank);
-    snap.on_step_end(10);
-  });
+  run_two_ranks(views, "flush: {mode: sync}\n",
+                [](daemon::SnapshotterImpl& snap, RankState& state, int rank) {
+                  state.set(10, rank);
+                  snap.on_step_end(10);
+                });
 }
 
 void two_rank_scenario(daemon::SnapshotterImpl& snap, RankState& state, int rank) {
@@ -290,14 +292,16 @@ int64_t check_two_ranks_after_reboot(MemoryFileSystem& fs, const std::string& co
   auto views = views_of(fs);
   std::vector<int64_t> restored(2, -1);
   std::vector<std::string> problems(2);
-  run_two_ranks(views, "flush: {mode: sync}\n", [&](daemon::SnapshotterImpl& snap, RankState& state, int rank) {
-    auto point = snap.on_train_start();
-    if (!point) return;
-    restored[static_cast<size_t>(rank)] = point->step;
-    const float want = static_cast<float>(point->step * 10 + rank);
-    if (state.counter != point->step || !torch::all(state.weights == want).item<bool>())
-      problems[static_cast<size_t>(rank)] = "rank " + std::to_string(rank) + " restored another state than its own";
-  });
+  run_two_ranks(views, "flush: {mode: sync}\n",
+                [&](daemon::SnapshotterImpl& snap, RankState& state, int rank) {
+                  auto point = snap.on_train_start();
+                  if (!point) return;
+                  restored[static_cast<size_t>(rank)] = point->step;
+                  const float want = static_cast<float>(point->step * 10 + rank);
+                  if (state.counter != point->step || !torch::all(state.weights == want).item<bool>())
+                    problems[static_cast<size_t>(rank)] =
+                        "rank " + std::to_string(rank) + " restored another state than its own";
+                });
   EXPECT_EQ(restored[0], restored[1]) << context << ": the ranks resumed from different steps";
   for (const auto& p : problems) EXPECT_TRUE(p.empty()) << context << ": " << p;
   auto store = SnapshotStore::open_for_writing(kDirectory, true, fs);
@@ -305,7 +309,8 @@ int64_t check_two_ranks_after_reboot(MemoryFileSystem& fs, const std::string& co
     EXPECT_EQ(info.status, SnapshotStatus::kValid) << context << ": " << info.name << " " << info.problem;
     if (info.status != SnapshotStatus::kValid) continue;
     EXPECT_NE(info.manifest->find(shard_file_name(0)), nullptr) << context << ": " << info.name;
-    EXPECT_NE(info.manifest->find(shard_file_name(1)), nullptr) << context << ": " << info.name << " lacks rank 1";
+    EXPECT_NE(info.manifest->find(shard_file_name(1)), nullptr)
+        << context << ": " << info.name << " lacks rank 1";
   }
   if (restored[0] < 0) ADD_FAILURE() << context << ": no valid snapshot left (committed data was lost)";
   return restored[0];
@@ -332,8 +337,9 @@ void check_every_crash_point_of_two_ranks(int victim, const std::string& flush) 
     views[static_cast<size_t>(victim)]->crash_at(n);
     run_two_ranks(views, flush, two_rank_scenario);
     fs.power_loss();
-    const std::string context = "rank " + std::to_string(victim) + " crashed at its call " + std::to_string(n) +
-                                " of " + std::to_string(total) + " (" + flush.substr(0, flush.size() - 1) + ")";
+    const std::string context = "rank " + std::to_string(victim) + " crashed at its call " +
+                                std::to_string(n) + " of " + std::to_string(total) + " (" +
+                                flush.substr(0, flush.size() - 1) + ")";
     // What this run made durable, and what it renamed into place.
     const auto milestones = find_milestones(fs.call_log(), base);
     int64_t floor = 10, ceiling = 10;

@@ -152,9 +152,11 @@ TEST(LoopPosition, VersionTwoManifestsHoldTheLoopPositionAndVersionOneIsStillRea
       "files: [{name: rank-00000.pt, size: 1, xxh3_64: \"0000000000000001\"}]\n";
   EXPECT_THROW(Manifest::parse("format_version: 2\n" + rest, "v2"), CorruptSnapshot);
   const Manifest v2 = Manifest::parse("format_version: 2\n" + rest + "batch: 5\nepoch_ended: false\n", "v2");
-  EXPECT_EQ(std::make_tuple(v2.epoch, v2.batch, v2.epoch_ended), std::make_tuple(int64_t{3}, int64_t{5}, false));
+  EXPECT_EQ(std::make_tuple(v2.epoch, v2.batch, v2.epoch_ended),
+            std::make_tuple(int64_t{3}, int64_t{5}, false));
   const Manifest v1 = Manifest::parse("format_version: 1\n" + rest + "batch: 5\nepoch_ended: false\n", "v1");
-  EXPECT_EQ(std::make_tuple(v1.epoch, v1.batch, v1.epoch_ended), std::make_tuple(int64_t{3}, int64_t{5}, false));
+  EXPECT_EQ(std::make_tuple(v1.epoch, v1.batch, v1.epoch_ended),
+            std::make_tuple(int64_t{3}, int64_t{5}, false));
   EXPECT_EQ(Manifest().to_yaml().find("format_version: 2"), 0u) << "new snapshots are written as version 2";
   EXPECT_THROW(Manifest::parse("format_version: 0\n" + rest, "v0"), UnsupportedFormat);
 }
@@ -199,8 +201,9 @@ TEST(LoopSlips, AResumedLoopThatStartsOverIsWarnedAbout) {
     snap.on_step_end(1);     // should be resumed->step + 1
     snap.wait_until_finished();
   }
-  EXPECT_TRUE(log.has("on_epoch_start(1) right after resuming from step 3, which was taken in epoch 0 after 4 "
-                      "batch(es): the loop should continue with epoch 0 (ResumePoint::next_epoch())"))
+  EXPECT_TRUE(
+      log.has("on_epoch_start(1) right after resuming from step 3, which was taken in epoch 0 after 4 "
+              "batch(es): the loop should continue with epoch 0 (ResumePoint::next_epoch())"))
       << log.text();
   EXPECT_TRUE(log.has("on_step_end(1) after step 3: step numbers must grow")) << log.text();
   EXPECT_TRUE(log.has("continues with step 4 (ResumePoint::step + 1)")) << log.text();

@@ -118,9 +118,10 @@ TEST(Reliability, AFullDiskFailsSnapshotsCleanlyAndTrainingGoesOn) {
   const std::string snaps = disk.path + "/snaps";
   // A full disk fails every snapshot from some point on: by default the 3rd in a row stops the job
   // (max_consecutive_failures); this test is about training going on, so it asks for that.
-  testing::write_text(dir.file("c.yaml"), "directory: " + snaps +
-                                              "\ntriggers: {every_steps: 10}\nretention: {keep_last: 0}\n"
-                                              "control: {socket: false}\nlog_level: warn\nmax_consecutive_failures: 0\n");
+  testing::write_text(dir.file("c.yaml"),
+                      "directory: " + snaps +
+                          "\ntriggers: {every_steps: 10}\nretention: {keep_last: 0}\n"
+                          "control: {socket: false}\nlog_level: warn\nmax_consecutive_failures: 0\n");
   ChildProcess run({testing::example_path("train_mlp"), "--config", dir.file("c.yaml"), "--steps", "300",
                     "--input", "64", "--hidden", "512", "--log-every", "1000"});
   run.read_all();
@@ -145,9 +146,10 @@ TEST(Reliability, RandomFsyncWriteAndRenameFailuresThroughLibfiu) {
   // (correct) configuration error; this test is about snapshot writes.
   std::filesystem::create_directory(snaps);
   // Random failures come in runs of 3 now and then: training goes on through them here.
-  testing::write_text(dir.file("c.yaml"), "directory: " + snaps +
-                                              "\ntriggers: {every_steps: 5}\nretention: {keep_last: 0}\n"
-                                              "control: {socket: false}\nlog_level: error\nmax_consecutive_failures: 0\n");
+  testing::write_text(dir.file("c.yaml"),
+                      "directory: " + snaps +
+                          "\ntriggers: {every_steps: 5}\nretention: {keep_last: 0}\n"
+                          "control: {socket: false}\nlog_level: error\nmax_consecutive_failures: 0\n");
   const std::string train = testing::example_path("train_mlp") + " --config " + dir.file("c.yaml") +
                             " --steps 400 --log-every 1000";
   int failures = 0;

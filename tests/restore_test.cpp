@@ -6,8 +6,8 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
-#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
+#include "autosnap/tools.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 

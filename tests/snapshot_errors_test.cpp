@@ -83,7 +83,8 @@ TEST(Snapshotter, FailuresInARowBecomeAnErrorEvenWithWarn) {
   testing::FaultInjectingFileSystem fs;
   Model model;
   Snapshotter snap(
-      make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\nmax_consecutive_failures: 3\n"),
+      make_config(dir.path(),
+                  "triggers: {every_steps: 1, on_train_end: false}\nmax_consecutive_failures: 3\n"),
       {&fs});
   snap.track("model", model);
   int64_t step = 0;
@@ -101,10 +102,12 @@ TEST(Snapshotter, FailuresInARowBecomeAnErrorEvenWithWarn) {
   step_and_wait();
   EXPECT_NO_THROW(step_and_wait()) << "the third failure in a row is told at the next step";
   const std::string error = testing::error_of<Error>([&] { snap.on_step_end(step++); });
-  EXPECT_NE(error.find("3 snapshots in a row failed (max_consecutive_failures: 3), so this job is not protected"),
-            std::string::npos)
+  EXPECT_NE(
+      error.find("3 snapshots in a row failed (max_consecutive_failures: 3), so this job is not protected"),
+      std::string::npos)
       << error;
-  EXPECT_NE(error.find("the last snapshot this run committed or restored is step 2"), std::string::npos) << error;
+  EXPECT_NE(error.find("the last snapshot this run committed or restored is step 2"), std::string::npos)
+      << error;
   EXPECT_NE(error.find("No space left on device"), std::string::npos) << error;
   const auto events = testing::read_events(dir.path());
   int64_t in_a_row = 0;

@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "autosnap/autosnap.h"
-#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
+#include "autosnap/tools.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
-#include "autosnap/tools.h"
 #include "autosnap/snapshotter.h"
+#include "autosnap/tools.h"
 #include "autosnap/torchscript.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"

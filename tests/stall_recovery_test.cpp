@@ -56,7 +56,7 @@ class StepBarrier {
 };
 
 struct RankResult {
-  std::string error;  // what the training thread caught, if anything
+  std::string error;       // what the training thread caught, if anything
   int64_t last_step = -1;  // the last step whose on_step_end returned
   SnapshotStats stats;
 };
@@ -66,11 +66,12 @@ struct RankResult {
 std::vector<RankResult> run_job(const std::string& directory, FaultInjectingFileSystem (&disks)[2], int steps,
                                 const std::function<void(int rank, int64_t step)>& before_step,
                                 const std::string& extra = "") {
-  const std::string yaml = "directory: " + directory +
-                           "\ntriggers: {every_steps: 10}\nretention: {keep_last: 0}\ncontrol: {socket: false}\n"
-                           "capture: {rng: false}\nlog_level: warn\n"
-                           "distributed: {timeout_seconds: " +
-                           std::to_string(kTimeoutSeconds) + ", on_lost_rank: throw}\n" + extra;
+  const std::string yaml =
+      "directory: " + directory +
+      "\ntriggers: {every_steps: 10}\nretention: {keep_last: 0}\ncontrol: {socket: false}\n"
+      "capture: {rng: false}\nlog_level: warn\n"
+      "distributed: {timeout_seconds: " +
+      std::to_string(kTimeoutSeconds) + ", on_lost_rank: throw}\n" + extra;
   const std::string launch = "stall-test-" + unique_suffix();
   StepBarrier training(2);
   std::vector<RankResult> results(2);
@@ -90,8 +91,8 @@ std::vector<RankResult> run_job(const std::string& directory, FaultInjectingFile
         options.directory = directory;
         daemon::JobContext job;
         job.coordinator = std::make_unique<cluster::C10dCoordinator>(info, options);
-        auto snap = daemon::make_active_snapshotter(Config::from_string(yaml, "stall.yaml"),
-                                                    disks[rank], std::move(job));
+        auto snap = daemon::make_active_snapshotter(Config::from_string(yaml, "stall.yaml"), disks[rank],
+                                                    std::move(job));
         at::Tensor weights = torch::zeros({64, 64});
         int64_t counter = 0;
         snap->track("weights", [&] { return daemon::track_tensor(weights); });
@@ -123,7 +124,8 @@ void expect_complete_snapshots(const std::string& directory, const std::vector<i
     const Snapshot snapshot = store->open(step);
     const auto result = snapshot.verify();
     EXPECT_TRUE(result.ok) << step << ": " << result.problem;
-    EXPECT_NE(snapshot.manifest().find(shard_file_name(1)), nullptr) << "step " << step << " lacks rank 1's shard";
+    EXPECT_NE(snapshot.manifest().find(shard_file_name(1)), nullptr)
+        << "step " << step << " lacks rank 1's shard";
   }
   for (const auto& name : testing::list_names(directory))
     EXPECT_EQ(name.find(".tmp-"), std::string::npos) << name << ": a tmp dir was left behind";
@@ -133,7 +135,8 @@ void expect_complete_snapshots(const std::string& directory, const std::vector<i
 std::vector<RankResult> run_with_a_stall(const std::string& directory, int steps, double timeouts) {
   FaultInjectingFileSystem disks[2];
   return run_job(directory, disks, steps, [&](int rank, int64_t step) {
-    if (rank == 1 && step == 10) disks[1].stall_next_append_ms = static_cast<int>(timeouts * 1000 * kTimeoutSeconds);
+    if (rank == 1 && step == 10)
+      disks[1].stall_next_append_ms = static_cast<int>(timeouts * 1000 * kTimeoutSeconds);
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   });
 }
@@ -180,7 +183,8 @@ TEST(StallRecovery, FailuresInARowBecomeAnErrorOnEveryRank) {
   FaultInjectingFileSystem disks[2];
   disks[1].fail_writes_errno = ENOSPC;
   disks[1].fail_only = "write";
-  auto results = run_job(dir.file("snaps"), disks, 100, [](int, int64_t) {}, "max_consecutive_failures: 3\n");
+  auto results = run_job(
+      dir.file("snaps"), disks, 100, [](int, int64_t) {}, "max_consecutive_failures: 3\n");
   // Rank 1's shards fail, so every snapshot fails on both ranks; whichever
   // counts 3 first stops both after the same step.
   const std::string both = results[0].error + "\n" + results[1].error;
@@ -199,7 +203,8 @@ TEST(StallRecovery, FailuresInARowBecomeAnErrorOnEveryRank) {
 // it was committed after all, so every rank's record agrees with the disk.
 class LosesOneWriterExchange final : public daemon::Coordinator {
  public:
-  LosesOneWriterExchange(std::unique_ptr<daemon::Coordinator> inner, int64_t lose) : inner_(std::move(inner)), lose_(lose) {}
+  LosesOneWriterExchange(std::unique_ptr<daemon::Coordinator> inner, int64_t lose)
+      : inner_(std::move(inner)), lose_(lose) {}
   int rank() const override { return inner_->rank(); }
   int world_size() const override { return inner_->world_size(); }
   std::vector<std::string> exchange(const std::string& mine, daemon::Channel channel) override {
@@ -224,11 +229,12 @@ TEST(StallRecovery, ARankThatMissedACommitVerdictLearnsItAtTheNextSnapshot) {
     ranks.emplace_back([&, rank] {
       daemon::JobContext context;
       // The 4th exchange of the writer is the first snapshot's commit verdict.
-      context.coordinator = rank == 1 ? std::make_unique<LosesOneWriterExchange>(job.coordinator(1), 4)
-                                      : job.coordinator(0);
+      context.coordinator =
+          rank == 1 ? std::make_unique<LosesOneWriterExchange>(job.coordinator(1), 4) : job.coordinator(0);
       auto snap = daemon::make_active_snapshotter(
-          testing::make_config(dir.path(), "triggers: {every_steps: 10, on_train_end: false}\ncapture: {rng: false}\n"
-                                           "retention: {keep_last: 0}\nflush: {mode: sync}\n"),
+          testing::make_config(dir.path(),
+                               "triggers: {every_steps: 10, on_train_end: false}\ncapture: {rng: false}\n"
+                               "retention: {keep_last: 0}\nflush: {mode: sync}\n"),
           default_file_system(), std::move(context));
       at::Tensor weights = torch::full({8}, static_cast<float>(rank));
       snap->track("weights", [&] { return daemon::track_tensor(weights); });

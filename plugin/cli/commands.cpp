@@ -2,12 +2,12 @@
 
 #include <unistd.h>
 
-#include <iomanip>
-#include <iostream>
-#include <nlohmann/json.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "autosnap/errors.h"
@@ -69,7 +69,8 @@ std::optional<Snapshot> chosen_snapshot(SnapshotStore& store, std::optional<int6
 }
 
 // What `verify` says of one listed snapshot: the cheap checks' problem, or the full check.
-VerifyResult verify_listed(const SnapshotStore& store, const SnapshotInfo& info, const VerifyProgress& progress) {
+VerifyResult verify_listed(const SnapshotStore& store, const SnapshotInfo& info,
+                           const VerifyProgress& progress) {
   if (info.status == SnapshotStatus::kValid) return store.open(info).verify(progress);
   VerifyResult result;
   result.problem = info.problem;

@@ -30,7 +30,9 @@ void define_commands(CLI::App& app, Arguments& a) {
   auto add_dir = [&](CLI::App* command) {
     command->add_option("DIR", a.directory, "snapshot directory")->required();
   };
-  auto add_step = [&](CLI::App* command, const std::string& help) { command->add_option("STEP", a.step, help); };
+  auto add_step = [&](CLI::App* command, const std::string& help) {
+    command->add_option("STEP", a.step, help);
+  };
 
   auto* list =
       app.add_subcommand("list", "Table of the snapshots in DIR: step, epoch, time, size, status, reason");

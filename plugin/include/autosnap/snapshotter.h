@@ -150,7 +150,8 @@ class Snapshotter final : public Callback {
 
  private:
   explicit Snapshotter(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
+  std::unique_ptr<Impl>
+      impl_;  // never null (a disabled snapshotter holds one that does nothing), unless moved from
 };
 
 }  // namespace autosnap

@@ -60,9 +60,9 @@ class JobStore {
   std::chrono::milliseconds timeout_;
   std::string host_;
   int port_ = 0;
-  c10::intrusive_ptr<c10d::Store> lent_;      // shared when it is not a TCPStore we can open clients to
+  c10::intrusive_ptr<c10d::Store> lent_;       // shared when it is not a TCPStore we can open clients to
   c10::intrusive_ptr<c10d::TCPStore> server_;  // rank 0's
-  std::string published_;                     // rank 0: the file to remove at the end
+  std::string published_;                      // rank 0: the file to remove at the end
   std::string description_;
 };
 

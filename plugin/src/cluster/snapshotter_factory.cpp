@@ -72,8 +72,8 @@ daemon::JobContext job_context(const Config& config, const std::shared_ptr<const
   if (lent) options.lent = lent->store;
   const auto start = std::chrono::steady_clock::now();
   auto coordinator = std::make_unique<C10dCoordinator>(info, options);
-  util::log()->info("rank {} of {} ({}): coordination group formed in {:.2f} s ({})", info.rank, info.world_size,
-                    info.source,
+  util::log()->info("rank {} of {} ({}): coordination group formed in {:.2f} s ({})", info.rank,
+                    info.world_size, info.source,
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
                     coordinator->describe());
   job.coordinator = std::move(coordinator);

@@ -25,9 +25,9 @@ namespace autosnap {
 namespace {
 
 using config_yaml::Option;
-using config_yaml::Parser;
 using config_yaml::parse_options;
 using config_yaml::parse_section;
+using config_yaml::Parser;
 using config_yaml::signal_table;
 using Node = YAML::Node;
 using Path = const std::string&;
@@ -58,21 +58,21 @@ namespace {
 // One function per section of the file, in the order config/autosnap.yaml documents them.
 
 void parse_triggers(const Parser& p, Node n, Path path, TriggerConfig& t) {
-  parse_section(p, n, path,
-                {
-                    {"every_steps",
-                     [&](Node m, Path key) { t.every_steps = p.integer(m, key, 1, "a positive number of steps"); }},
-                    {"every_seconds",
-                     [&](Node m, Path key) {
-                       t.every_seconds = p.number(m, key, "a positive number of seconds");
-                     }},
-                    {"on_epoch_end", [&](Node m, Path key) { t.on_epoch_end = p.boolean(m, key); }},
-                    {"on_train_end", [&](Node m, Path key) { t.on_train_end = p.boolean(m, key); }},
-                });
+  parse_section(
+      p, n, path,
+      {
+          {"every_steps",
+           [&](Node m, Path key) { t.every_steps = p.integer(m, key, 1, "a positive number of steps"); }},
+          {"every_seconds",
+           [&](Node m, Path key) { t.every_seconds = p.number(m, key, "a positive number of seconds"); }},
+          {"on_epoch_end", [&](Node m, Path key) { t.on_epoch_end = p.boolean(m, key); }},
+          {"on_train_end", [&](Node m, Path key) { t.on_train_end = p.boolean(m, key); }},
+      });
   // The defaults enable on_train_end, so only this section can turn every trigger off.
   if (t.every_steps == 0 && t.every_seconds == 0 && !t.on_epoch_end && !t.on_train_end) {
-    p.fail(n.Mark(), path,
-           "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, on_train_end");
+    p.fail(
+        n.Mark(), path,
+        "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, on_train_end");
   }
 }
 
@@ -80,7 +80,8 @@ void parse_retention(const Parser& p, Node n, Path path, RetentionRule& r) {
   parse_section(
       p, n, path,
       {
-          {"keep_last", [&](Node m, Path key) { r.keep_last = p.integer(m, key, 0, "a count >= 0 (0 keeps all)"); }},
+          {"keep_last",
+           [&](Node m, Path key) { r.keep_last = p.integer(m, key, 0, "a count >= 0 (0 keeps all)"); }},
           {"keep_every_steps",
            [&](Node m, Path key) {
              r.keep_every_steps = p.integer(m, key, 0, "a number of steps >= 0 (0: off)");
@@ -102,7 +103,9 @@ void parse_flush(const Parser& p, Node n, Path path, FlushConfig& f) {
              f.mode = p.choice<FlushMode>(m, key, {{"async", FlushMode::kAsync}, {"sync", FlushMode::kSync}});
            }},
           {"max_pending",
-           [&](Node m, Path key) { f.max_pending = static_cast<int>(p.integer(m, key, 1, "a positive count")); },
+           [&](Node m, Path key) {
+             f.max_pending = static_cast<int>(p.integer(m, key, 1, "a positive count"));
+           },
            nullptr, at_most_64(f.max_pending)},
           {"when_busy",
            [&](Node m, Path key) {
@@ -112,7 +115,9 @@ void parse_flush(const Parser& p, Node n, Path path, FlushConfig& f) {
           {"fsync", [&](Node m, Path key) { f.fsync = p.boolean(m, key); }},
           {"overlap", [&](Node m, Path key) { f.overlap = p.boolean(m, key); }},
           {"threads",
-           [&](Node m, Path key) { f.threads = static_cast<int>(p.integer(m, key, 1, "a positive thread count")); },
+           [&](Node m, Path key) {
+             f.threads = static_cast<int>(p.integer(m, key, 1, "a positive thread count"));
+           },
            nullptr, at_most_64(f.threads)},
       });
 }
@@ -186,8 +191,8 @@ void parse_distributed(const Parser& p, Node n, Path path, DistributedConfig& d)
                     {"replicated", [&](Node m, Path key) { d.replicated = p.boolean(m, key); }},
                     {"on_lost_rank",
                      [&](Node m, Path key) {
-                       d.on_lost_rank =
-                           p.choice<OnLostRank>(m, key, {{"exit", OnLostRank::kExit}, {"throw", OnLostRank::kThrow}});
+                       d.on_lost_rank = p.choice<OnLostRank>(
+                           m, key, {{"exit", OnLostRank::kExit}, {"throw", OnLostRank::kThrow}});
                      }},
                 });
 }
@@ -217,9 +222,10 @@ void parse_top_level(const Parser& p, Node root, Config& c) {
            }},
           {"resume",
            [&](Node n, Path path) {
-             c.resume = p.choice<ResumeMode>(
-                 n, path,
-                 {{"auto", ResumeMode::kAuto}, {"never", ResumeMode::kNever}, {"required", ResumeMode::kRequired}});
+             c.resume = p.choice<ResumeMode>(n, path,
+                                             {{"auto", ResumeMode::kAuto},
+                                              {"never", ResumeMode::kNever},
+                                              {"required", ResumeMode::kRequired}});
            }},
           {"triggers", [&](Node n, Path path) { parse_triggers(p, n, path, c.triggers); }},
           {"retention", [&](Node n, Path path) { parse_retention(p, n, path, c.retention); }},
@@ -228,7 +234,8 @@ void parse_top_level(const Parser& p, Node root, Config& c) {
           {"control", [&](Node n, Path path) { parse_control(p, n, path, c.control); }},
           {"capture",
            [&](Node n, Path path) {
-             parse_section(p, n, path, {{"rng", [&](Node m, Path key) { c.capture.rng = p.boolean(m, key); }}});
+             parse_section(p, n, path,
+                           {{"rng", [&](Node m, Path key) { c.capture.rng = p.boolean(m, key); }}});
            }},
           {"restore", [&](Node n, Path path) { parse_restore(p, n, path, c.restore); }},
           {"on_error",
@@ -243,8 +250,12 @@ void parse_top_level(const Parser& p, Node root, Config& c) {
           {"distributed", [&](Node n, Path path) { parse_distributed(p, n, path, c.distributed); }},
           {"log_level",
            [&](Node n, Path path) {
-             c.log_level = p.choice<std::string>(
-                 n, path, {{"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"error", "error"}, {"off", "off"}});
+             c.log_level = p.choice<std::string>(n, path,
+                                                 {{"debug", "debug"},
+                                                  {"info", "info"},
+                                                  {"warn", "warn"},
+                                                  {"error", "error"},
+                                                  {"off", "off"}});
            }},
       });
 }
@@ -258,7 +269,8 @@ Config parse_config(const std::string& yaml, const std::string& source) {
     p.fail(e.mark, "", "not valid YAML: " + e.msg);
   }
   if (!root || root.IsNull())
-    p.fail(YAML::Mark::null_mark(), "", "the configuration is empty; expected a mapping with at least `directory`");
+    p.fail(YAML::Mark::null_mark(), "",
+           "the configuration is empty; expected a mapping with at least `directory`");
   if (!root.IsMap()) p.fail(root.Mark(), "", "expected a mapping of options at the top level");
   Config c;
   c.source = source;
@@ -300,7 +312,8 @@ void Config::check_environment(FileSystem& fs) const {
     fs.create_exclusive(probe)->close();
     fs.remove_file(probe);
   } catch (const IoError& e) {
-    throw ConfigError(where(*this, "directory") + "'" + directory + "' is not a writable directory: " + e.what());
+    throw ConfigError(where(*this, "directory") + "'" + directory +
+                      "' is not a writable directory: " + e.what());
   }
 }
 

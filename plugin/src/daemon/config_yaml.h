@@ -224,7 +224,6 @@ class Parser {
   std::string source_;
 };
 
-
 // One option of a mapping. Its key is named only here: the known-key check
 // (unknown, misspelt and repeated keys) and the parsing both come from the table.
 struct Option {

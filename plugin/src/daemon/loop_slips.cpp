@@ -22,8 +22,9 @@ std::string LoopSlips::step_ending(int64_t step) {
   last_step_ = step;
   just_resumed_ = false;
   if (!last || step > *last) return "";
-  std::string warning = "on_step_end(" + std::to_string(step) + ") after step " + std::to_string(*last) +
-                        ": step numbers must grow, or snapshots of this run are taken at steps it already had";
+  std::string warning =
+      "on_step_end(" + std::to_string(step) + ") after step " + std::to_string(*last) +
+      ": step numbers must grow, or snapshots of this run are taken at steps it already had";
   if (resumed_step_) {
     warning += "; this run resumed from step " + std::to_string(*resumed_step_) +
                " and continues with step " + std::to_string(*resumed_step_ + 1) +
@@ -38,11 +39,12 @@ std::string LoopSlips::epoch_starting(int64_t epoch, const LoopPosition& counted
     just_resumed_ = false;
     const int64_t next = counted.epoch_ended ? counted.epoch + 1 : counted.epoch;
     if (epoch == next) return "";
-    return once(told_resumed_epoch_,
-                "on_epoch_start(" + std::to_string(epoch) + ") right after resuming from step " +
-                    std::to_string(*resumed_step_) + ", which was taken in " + where(counted) +
-                    ": the loop should continue with epoch " + std::to_string(next) +
-                    " (ResumePoint::next_epoch()); another epoch makes this run differ from an uninterrupted one");
+    return once(
+        told_resumed_epoch_,
+        "on_epoch_start(" + std::to_string(epoch) + ") right after resuming from step " +
+            std::to_string(*resumed_step_) + ", which was taken in " + where(counted) +
+            ": the loop should continue with epoch " + std::to_string(next) +
+            " (ResumePoint::next_epoch()); another epoch makes this run differ from an uninterrupted one");
   }
   if (!counted.epoch_ended || epoch == counted.epoch + 1) return "";
   return once(told_epoch_order_, "on_epoch_start(" + std::to_string(epoch) + ") after on_epoch_end(" +

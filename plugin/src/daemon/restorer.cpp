@@ -51,7 +51,7 @@ struct Restorer::Attempt {
 };
 
 Restorer::Attempt Restorer::prepare(int64_t step, const std::optional<Snapshot>& picked,
-                                     RestoreAttempts& attempts) {
+                                    RestoreAttempts& attempts) {
   Attempt attempt;
   try {
     // The manifest is read once per restore: rank 0 reuses the handle it chose by.
@@ -120,24 +120,25 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     // Round 1: rank 0 picks the newest snapshot whose every file (every rank's shard) verifies.
     std::exception_ptr pick_error;
     std::optional<Snapshot> picked;
-    const Verdict pick = agree(coordinator_, Channel::kTraining, RankReport{}, [&](const std::vector<RankReport>&) {
-      Verdict v;
-      try {
-        // Rank 0's own shard is verified as prepare() reads it, in one pass.
-        picked = store_.latest_valid(on_quarantine, [](const Snapshot& candidate) {
-          return candidate.verify_all_but(shard_file_name(0));
+    const Verdict pick =
+        agree(coordinator_, Channel::kTraining, RankReport{}, [&](const std::vector<RankReport>&) {
+          Verdict v;
+          try {
+            // Rank 0's own shard is verified as prepare() reads it, in one pass.
+            picked = store_.latest_valid(on_quarantine, [](const Snapshot& candidate) {
+              return candidate.verify_all_but(shard_file_name(0));
+            });
+            if (picked) {
+              v.step = picked->step();
+            } else {
+              v.kind = Verdict::Kind::kNothing;
+            }
+          } catch (...) {
+            pick_error = std::current_exception();
+            throw;
+          }
+          return v;
         });
-        if (picked) {
-          v.step = picked->step();
-        } else {
-          v.kind = Verdict::Kind::kNothing;
-        }
-      } catch (...) {
-        pick_error = std::current_exception();
-        throw;
-      }
-      return v;
-    });
     if (pick_error) std::rethrow_exception(pick_error);
     if (pick.kind == Verdict::Kind::kFailed)
       throw Error("rank 0 could not choose a snapshot to resume from: " + pick.why);
@@ -146,10 +147,9 @@ std::optional<ResumePoint> Restorer::restore_latest() {
 
     // Round 2: every rank prepares its part; rank 0 hears them all and decides for all.
     Attempt attempt = prepare(step, picked, *attempts);
-    const Verdict verdict = agree(coordinator_, Channel::kTraining, attempt.report(step),
-                                  [&](const std::vector<RankReport>& reports) {
-                                    return first_problem(reports, coordinator_);
-                                  });
+    const Verdict verdict =
+        agree(coordinator_, Channel::kTraining, attempt.report(step),
+              [&](const std::vector<RankReport>& reports) { return first_problem(reports, coordinator_); });
     if (verdict.kind != Verdict::Kind::kGo) {
       forget(*attempts);  // an error or a bad snapshot, not a crash: do not count it
       if (attempt.error) std::rethrow_exception(attempt.error);

@@ -248,23 +248,27 @@ void SnapshotPipeline::record_failure(int64_t step, const std::string& reason, s
   events_.write("failed", {{"step", step}, {"reason", reason}, {"error", message}, {"in_a_row", in_a_row}});
   const int limit = config_.max_consecutive_failures;
   if (config_.on_error == OnError::kAbort) {
-    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step, message);
+    log()->error("snapshot of step {} failed: {} (on_error: abort: the next hook call throws)", step,
+                 message);
   } else if (limit > 0 && in_a_row % limit == 0) {
     std::string newest = "no snapshot committed or restored by this run";
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (last_committed_) newest = "the last snapshot this run committed or restored is step " +
-                                    std::to_string(*last_committed_);
-      failures_in_a_row_ = std::make_exception_ptr(Error(
-          std::to_string(in_a_row) + " snapshots in a row failed (max_consecutive_failures: " +
-          std::to_string(limit) + "), so this job is not protected: " + newest + "; the last failure: " + message));
+      if (last_committed_)
+        newest =
+            "the last snapshot this run committed or restored is step " + std::to_string(*last_committed_);
+      failures_in_a_row_ = std::make_exception_ptr(
+          Error(std::to_string(in_a_row) +
+                " snapshots in a row failed (max_consecutive_failures: " + std::to_string(limit) +
+                "), so this job is not protected: " + newest + "; the last failure: " + message));
     }
-    log()->error("snapshot of step {} failed: {}; that is {} in a row (max_consecutive_failures: {}): the next hook "
-                 "call throws",
-                 step, message, in_a_row, limit);
+    log()->error(
+        "snapshot of step {} failed: {}; that is {} in a row (max_consecutive_failures: {}): the next hook "
+        "call throws",
+        step, message, in_a_row, limit);
   } else {
-    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn; {} in a row)", step, message,
-                in_a_row);
+    log()->warn("snapshot of step {} failed: {}; training continues (on_error: warn; {} in a row)", step,
+                message, in_a_row);
   }
 }
 
@@ -312,7 +316,8 @@ void SnapshotPipeline::resumed_from(int64_t step, const std::string& path) {
 
 SnapshotPipeline::Progress SnapshotPipeline::progress() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return {last_committed_, last_committed_path_, in_flight_, stats_.committed, consecutive_failures_, last_failure_};
+  return {last_committed_,  last_committed_path_,  in_flight_,
+          stats_.committed, consecutive_failures_, last_failure_};
 }
 
 SnapshotStats SnapshotPipeline::stats() const {

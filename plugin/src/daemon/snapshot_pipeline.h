@@ -32,13 +32,13 @@
 #include <vector>
 
 #include "autosnap/config.h"
+#include "autosnap/snapshotter.h"
 #include "autosnap/store.h"
 #include "daemon/agreement.h"
 #include "daemon/background.h"
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
 #include "daemon/snapshot_job.h"
-#include "autosnap/snapshotter.h"
 #include "daemon/staging_slots.h"
 #include "daemon/tracked_set.h"
 #include "store/snapshot_writer.h"

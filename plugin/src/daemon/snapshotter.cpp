@@ -256,8 +256,10 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         std::this_thread::sleep_for(kLostRankGrace);
         if (activity->ended || activity->entered.load() != seen) return;
         log()->error(
-            "the training thread reached no autosnap hook within {} s of the loss (it is presumably waiting in a "
-            "collective with the lost rank): ending the process with status 5 (distributed.on_lost_rank: exit)",
+            "the training thread reached no autosnap hook within {} s of the loss (it is presumably waiting "
+            "in a "
+            "collective with the lost rank): ending the process with status 5 (distributed.on_lost_rank: "
+            "exit)",
             kLostRankGrace.count());
         log()->flush();
         std::fflush(nullptr);
@@ -267,7 +269,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   }
 
   // Rank 0 holds the lock; in a job of several ranks the directory must be one every node sees.
-  static std::unique_ptr<SnapshotStore> open_store(const Config& config, FileSystem& fs, Coordinator& coordinator) {
+  static std::unique_ptr<SnapshotStore> open_store(const Config& config, FileSystem& fs,
+                                                   Coordinator& coordinator) {
     if (coordinator.world_size() > 1) check_shared_directory(fs, config.directory, coordinator);
     return coordinator.rank() == 0 ? SnapshotStore::open_for_writing(config.directory, config.flush.fsync, fs)
                                    : SnapshotStore::open_for_rank(config.directory, config.flush.fsync, fs);
@@ -329,7 +332,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     pipeline_.wait_until_finished();
     background_.join();
     pipeline_.remove_abandoned();  // before the store goes
-    surface_.reset();  // after the threads: no handler can reach it any more
+    surface_.reset();              // after the threads: no handler can reach it any more
   }
 
   // A job of several ranks never skips a snapshot: every rank must take the same ones.

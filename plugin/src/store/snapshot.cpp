@@ -22,7 +22,9 @@ Snapshot::Snapshot(Manifest manifest, std::shared_ptr<const SnapshotSource> sour
 
 VerifyResult Snapshot::verify(const VerifyProgress& progress) const { return verify_files(progress, ""); }
 
-VerifyResult Snapshot::verify_all_but(const std::string& file_name) const { return verify_files({}, file_name); }
+VerifyResult Snapshot::verify_all_but(const std::string& file_name) const {
+  return verify_files({}, file_name);
+}
 
 VerifyResult Snapshot::verify_files(const VerifyProgress& progress, const std::string& skip) const {
   VerifyResult result;
