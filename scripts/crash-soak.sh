@@ -11,7 +11,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DAUTOSNAP_BUILD_TESTS=ON >/de
 cmake --build "$build" -j "$(nproc)"
 
 echo "== ${AUTOSNAP_KILLS:-1000} SIGKILLs with resume"
-AUTOSNAP_KILLS=${AUTOSNAP_KILLS:-1000} "$build/tests/autosnap_tests" --gtest_filter='ResumeAfterKill.*'
+AUTOSNAP_KILLS=${AUTOSNAP_KILLS:-1000} "$build/tests/autosnap_e2e_tests" --gtest_filter='ResumeAfterKill.*'
 
 echo "== ASan + UBSan: test suite and fuzzers"
 AUTOSNAP_FUZZ_SECONDS=${AUTOSNAP_FUZZ_SECONDS:-600} scripts/sanitize.sh address

@@ -62,7 +62,7 @@ case "$mode" in
     build=${AUTOSNAP_TSAN_BUILD_DIR:-build-tsan}
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
       -DAUTOSNAP_SANITIZE=thread -DAUTOSNAP_BUILD_TESTS=ON >/dev/null
-    cmake --build "$build" -j "$jobs" --target autosnap_tests save_loop restore_crasher train_mlp autosnap_cli
+    cmake --build "$build" -j "$jobs" --target autosnap_unit_tests autosnap_e2e_tests save_loop restore_crasher train_mlp autosnap_cli
     (cd "$build" && ctest --output-on-failure -j "$jobs" -R 'Snapshotter|Control|CrashPoints|FaultInjection|Store|Staging|DeferredCopies|PosixFileSystem|StallRecovery|Agreement')
     ;;
   *)

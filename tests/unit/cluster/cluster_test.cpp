@@ -1,15 +1,11 @@
 // The cluster layer's pieces: rank discovery from the launcher's
-// environment, and the c10d Coordinator with real processes on loopback
-// (2 and 4 ranks; a rank that dies or hangs).
+// environment and the Gloo device choice. (The c10d Coordinator with real
+// processes is tests/e2e/c10d_coordinator_test.cpp.)
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
-#include <regex>
 
 #include "autosnap/errors.h"
 #include "cluster/gloo_device.h"
@@ -21,7 +17,6 @@ namespace {
 
 using cluster::discover_rank;
 using cluster::first_host;
-using testing::ChildProcess;
 
 std::function<const char*(const char*)> environment(std::map<std::string, std::string> variables) {
   auto owned = std::make_shared<std::map<std::string, std::string>>(std::move(variables));
@@ -125,104 +120,6 @@ TEST(GlooDevice, GlooSocketIfnameIsHonouredAndAWrongOneNamed) {
   EXPECT_NE(error.find("environment variable GLOO_SOCKET_IFNAME='eth-nosuch'"), std::string::npos) << error;
   EXPECT_NE(error.find("has no interface of that name with an IPv4 address (it has: "), std::string::npos) << error;
   EXPECT_NE(error.find("lo 127.0.0.1"), std::string::npos) << "lists the interfaces there are: " << error;
-}
-
-// A port nothing listens on right now.
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-struct Job {
-  std::vector<std::unique_ptr<ChildProcess>> ranks;
-  std::vector<int> exit_codes;
-  Job(int world, const std::vector<std::string>& fault = {}) {
-    const std::string port = std::to_string(free_port());
-    for (int r = 0; r < world; ++r) {
-      std::vector<std::string> argv = {testing::tool_path("coordinator_probe"), port};
-      argv.insert(argv.end(), fault.begin(), fault.end());
-      ranks.push_back(std::make_unique<ChildProcess>(
-          argv, std::vector<std::string>{"RANK=" + std::to_string(r), "WORLD_SIZE=" + std::to_string(world),
-                                         "MASTER_ADDR=127.0.0.1"}));
-    }
-    for (auto& rank : ranks) {
-      rank->read_all();
-      exit_codes.push_back(rank->wait());
-    }
-  }
-  std::string output(int r) const { return ranks[static_cast<size_t>(r)]->output(); }
-};
-
-void expect_every_answer(int world) {
-  Job job(world);
-  for (int r = 0; r < world; ++r) {
-    EXPECT_EQ(job.exit_codes[static_cast<size_t>(r)], 0) << "rank " << r << ":\n" << job.output(r);
-    EXPECT_NE(job.output(r).find("bitwise_or = " + std::to_string((1 << world) - 1)), std::string::npos)
-        << job.output(r);
-  }
-  std::string want;
-  for (int r = 0; r < world; ++r)
-    want += "r" + std::to_string(r) + std::string(static_cast<size_t>(r), 'x') + ";";
-  EXPECT_NE(job.output(0).find("gather = " + want), std::string::npos) << job.output(0);
-  std::cout << job.output(0);
-}
-
-TEST(C10dCoordinator, TwoRanksAgree) { expect_every_answer(2); }
-TEST(C10dCoordinator, FourRanksAgree) { expect_every_answer(4); }
-
-// The seconds after which the survivors reported the error.
-double seconds_until_error(const std::string& output) {
-  std::smatch match;
-  if (!std::regex_search(output, match, std::regex("error after ([0-9.]+) s"))) return -1;
-  return std::stod(match[1]);
-}
-
-TEST(C10dCoordinator, ADeadRankIsAnErrorForTheOthersAtOnce) {
-  Job job(3, {"die-before-commit"});
-  EXPECT_EQ(job.exit_codes[2], 128 + SIGKILL);
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(job.exit_codes[static_cast<size_t>(r)], 0) << job.output(r);
-    const double waited = seconds_until_error(job.output(r));
-    EXPECT_GE(waited, 0) << job.output(r);
-    EXPECT_LT(waited, 5.0) << "a dead peer is noticed before the 5 s timeout:\n" << job.output(r);
-    EXPECT_NE(job.output(r).find("then at once: ") , std::string::npos)
-        << "a group whose rank is lost refuses further calls at once:\n"
-        << job.output(r);
-    EXPECT_NE(job.output(r).find("rank 2 is lost: the connection closed"), std::string::npos)
-        << "the error names the lost rank:\n"
-        << job.output(r);
-  }
-}
-
-TEST(C10dCoordinator, AHungRankIsAnErrorAfterTheTimeout) {
-  // Hung past the timeout and the one more timeout that the group formed again waits.
-  Job job(2, {"hang-before-commit", "12"});
-  const double waited = seconds_until_error(job.output(0));
-  EXPECT_GE(waited, 4.0) << job.output(0);
-  EXPECT_LT(waited, 15.0) << "the 5 s timeout applies, not c10d's default:\n" << job.output(0);
-}
-
-// A rank stalled past the timeout but back within the next one (a slow disk,
-// a paused process): the group is formed again, the exchange completes on
-// every rank with the right answer, and nothing is lost.
-TEST(C10dCoordinator, AStalledRankThatComesBackIsWaitedForOnce) {
-  Job job(2, {"hang-before-commit", "7"});
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(job.exit_codes[static_cast<size_t>(r)], 0) << job.output(r);
-    EXPECT_NE(job.output(r).find("answered after"), std::string::npos) << job.output(r);
-  }
-  EXPECT_NE(job.output(0).find("formed again (generation 1)"), std::string::npos) << job.output(0);
-  std::smatch waited;
-  const std::string out = job.output(0);
-  ASSERT_TRUE(std::regex_search(out, waited, std::regex("answered after ([0-9.]+) s"))) << out;
-  EXPECT_GE(std::stod(waited[1]), 6.0) << "it waited for the stalled rank:\n" << out;
 }
 
 }  // namespace
