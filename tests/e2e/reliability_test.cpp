@@ -18,7 +18,6 @@
 #include "autosnap/tools.h"
 #include "store/snapshot_writer.h"
 #include "support/memory_fs.h"
-#include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -132,7 +131,7 @@ TEST(Reliability, AFullDiskFailsSnapshotsCleanlyAndTrainingGoesOn) {
   for (const auto& info : store->list()) {
     EXPECT_EQ(info.status, SnapshotStatus::kValid)
         << info.name << ": " << info.problem << " (no tmp dir may remain)";
-    EXPECT_TRUE(testing::verify_step(*store, info.step).ok) << info.name;
+    EXPECT_TRUE(store->verify(info).ok) << info.name;
   }
 }
 
@@ -173,7 +172,7 @@ TEST(Reliability, RandomFsyncWriteAndRenameFailuresThroughLibfiu) {
       continue;  // a tmp dir whose removal failed: removed at next open
     ++committed;
     EXPECT_EQ(info.status, SnapshotStatus::kValid) << info.name << ": " << info.problem;
-    EXPECT_TRUE(testing::verify_step(*store, info.step).ok) << info.name;
+    EXPECT_TRUE(store->verify(info).ok) << info.name;
   }
   EXPECT_GT(committed, 0);
   // Without faults, the job resumes from a valid snapshot and finishes.
@@ -221,7 +220,7 @@ void expect_detected(const std::string& what, const std::function<void(MemoryFil
   damage(fs);
   {
     auto reader = SnapshotStore::open_read_only(kDir, fs);
-    EXPECT_FALSE(testing::verify_step(*reader, 20).ok) << what << ": verify did not notice";
+    EXPECT_FALSE(reader->verify(reader->inspect(20)).ok) << what << ": verify did not notice";
   }
   MatrixState state;
   Snapshotter snap(matrix_config(), {&fs});

@@ -2,7 +2,6 @@
 
 #include <fstream>
 
-#include "autosnap/errors.h"
 #include "autosnap/store.h"
 #include "autosnap/values.h"
 #include "control_client.h"
@@ -20,17 +19,6 @@ Config make_config(const std::string& directory, const std::string& extra) {
 
 Config make_config_with_socket(const std::string& directory, const std::string& extra) {
   return Config::from_string("directory: " + directory + "\nlog_level: warn\n" + extra, "test.yaml");
-}
-
-VerifyResult verify_step(const SnapshotStore& store, int64_t step) {
-  try {
-    return store.open(step).verify();
-  } catch (const Error& e) {
-    VerifyResult failed;
-    failed.problem = e.what();
-    failed.io_error = dynamic_cast<const IoError*>(&e) != nullptr;
-    return failed;
-  }
 }
 
 nlohmann::json request_snapshot(const std::string& directory, const std::string& reason) {

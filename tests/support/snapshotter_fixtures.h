@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "autosnap/config.h"
-#include "autosnap/store.h"
 
 namespace autosnap {
 namespace testing {
@@ -19,10 +18,6 @@ namespace testing {
 Config make_config(const std::string& directory, const std::string& extra = "");
 /// The same with the control socket on.
 Config make_config_with_socket(const std::string& directory, const std::string& extra);
-
-/// Verifies the snapshot of `step` fully, as `autosnap verify STEP` does: one
-/// that fails the cheap checks (or cannot be opened) is a failed result.
-VerifyResult verify_step(const SnapshotStore& store, int64_t step);
 
 /// What `autosnap snapshot` does; a client-side failure (timeout) becomes {"client_error": ...}.
 nlohmann::json request_snapshot(const std::string& directory, const std::string& reason);

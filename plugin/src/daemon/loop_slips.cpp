@@ -12,14 +12,11 @@ std::string where(const LoopPosition& at) {
 }  // namespace
 
 void LoopSlips::resumed(int64_t step) {
-  last_step_ = step;
   resumed_step_ = step;
   just_resumed_ = true;
 }
 
-std::string LoopSlips::step_ending(int64_t step) {
-  const std::optional<int64_t> last = last_step_;
-  last_step_ = step;
+std::string LoopSlips::step_ending(int64_t step, std::optional<int64_t> last) {
   just_resumed_ = false;
   if (!last || step > *last) return "";
   std::string warning =

@@ -22,8 +22,8 @@ class LoopSlips {
  public:
   /// A restore: the loop continues after `step`.
   void resumed(int64_t step);
-  /// on_step_end(step). Empty, or a warning.
-  std::string step_ending(int64_t step);
+  /// on_step_end(step) after step `last` (none yet: nullopt). Empty, or a warning.
+  std::string step_ending(int64_t step, std::optional<int64_t> last);
   /// on_epoch_start(epoch), `counted` the position before it. Empty, or a warning.
   std::string epoch_starting(int64_t epoch, const LoopPosition& counted);
   /// on_epoch_end(epoch), `counted` the position before it. Empty, or a warning.
@@ -32,7 +32,6 @@ class LoopSlips {
  private:
   std::string once(bool& told, std::string warning);
 
-  std::optional<int64_t> last_step_;
   std::optional<int64_t> resumed_step_;
   bool just_resumed_ = false;  // no step or epoch started since the restore
   bool told_step_ = false, told_resumed_epoch_ = false, told_epoch_order_ = false, told_epoch_end_ = false;

@@ -109,7 +109,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   void on_step_end(int64_t step) override {
     check_policy();
     pipeline_.abandon_unconfirmed_overlap();
-    warn_of(slips_.step_ending(step));
+    warn_of(slips_.step_ending(step, last_step_));
     last_step_ = step;
     tracked_.step_ended();  // data positions count the batch consumed before any snapshot of it
     position_.step_ended();
@@ -256,10 +256,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         std::this_thread::sleep_for(kLostRankGrace);
         if (activity->ended || activity->entered.load() != seen) return;
         log()->error(
-            "the training thread reached no autosnap hook within {} s of the loss (it is presumably waiting "
-            "in a "
-            "collective with the lost rank): ending the process with status 5 (distributed.on_lost_rank: "
-            "exit)",
+            "the training thread reached no autosnap hook within {} s of the loss (it is presumably "
+            "waiting in a collective with the lost rank): ending the process with status 5 "
+            "(distributed.on_lost_rank: exit)",
             kLostRankGrace.count());
         log()->flush();
         std::fflush(nullptr);

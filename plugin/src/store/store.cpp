@@ -221,6 +221,14 @@ Snapshot SnapshotStore::open(const SnapshotInfo& info) const {
   }
 }
 
+VerifyResult SnapshotStore::verify(const SnapshotInfo& info, const VerifyProgress& progress) const {
+  if (info.status == SnapshotStatus::kValid) return open(info).verify(progress);
+  VerifyResult failed;
+  failed.problem = info.problem;
+  failed.io_error = info.status == SnapshotStatus::kUnreadable;
+  return failed;
+}
+
 std::optional<Snapshot> SnapshotStore::latest_valid(
     const std::function<void(const SnapshotInfo&, const std::string&)>& on_quarantine, const Check& check) {
   auto entries = list();

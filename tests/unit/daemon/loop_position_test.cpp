@@ -213,11 +213,14 @@ TEST(LoopSlips, AResumedLoopThatStartsOverIsWarnedAbout) {
 TEST(LoopSlips, RightLoopsAreNotWarnedAboutAndASlipIsToldOnce) {
   daemon::LoopSlips slips;
   daemon::LoopPosition p;
+  std::optional<int64_t> last;  // the snapshotter's last step
   for (int64_t epoch = 1; epoch <= 3; ++epoch) {  // numbered from 1, with on_epoch_start
     EXPECT_EQ(slips.epoch_starting(epoch, p), "");
     p.epoch_started(epoch);
     for (int64_t b = 0; b < 2; ++b) {
-      EXPECT_EQ(slips.step_ending((epoch - 1) * 2 + b), "");
+      const int64_t step = (epoch - 1) * 2 + b;
+      EXPECT_EQ(slips.step_ending(step, last), "");
+      last = step;
       p.step_ended();
     }
     EXPECT_EQ(slips.epoch_ending(epoch, p), "");
@@ -231,10 +234,10 @@ TEST(LoopSlips, RightLoopsAreNotWarnedAboutAndASlipIsToldOnce) {
   EXPECT_EQ(resumed.epoch_ending(2, at), "");
   at.epoch_finished(2);
   EXPECT_EQ(resumed.epoch_starting(3, at), "");
-  EXPECT_EQ(resumed.step_ending(6), "");
+  EXPECT_EQ(resumed.step_ending(6, 5), "");
   // Told once.
-  EXPECT_NE(resumed.step_ending(6), "");
-  EXPECT_EQ(resumed.step_ending(6), "");
+  EXPECT_NE(resumed.step_ending(6, 6), "");
+  EXPECT_EQ(resumed.step_ending(6, 6), "");
   EXPECT_NE(resumed.epoch_starting(5, at), "") << "after on_epoch_end(2), epoch 3 is next";
   EXPECT_EQ(resumed.epoch_starting(5, at), "");
 }

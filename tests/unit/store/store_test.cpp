@@ -13,7 +13,6 @@
 #include "autosnap/tools.h"
 #include "store/snapshot_writer.h"
 #include "support/fault_fs.h"
-#include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -122,7 +121,7 @@ TEST(Store, FlippedByteFallsBack) {
         testing::flip_byte(path, testing::file_size(path) / 2);
         EXPECT_EQ(s.list().back().status, SnapshotStatus::kValid)
             << "size still matches: only checksums can tell";
-        EXPECT_FALSE(testing::verify_step(s, 200).ok);
+        EXPECT_FALSE(s.verify(s.inspect(200)).ok);
       },
       "checksum mismatch");
 }
