@@ -20,6 +20,7 @@
 
 #include "autosnap/errors.h"
 #include "state/restore_plan.h"
+#include "state/saved_dict.h"
 
 namespace autosnap {
 namespace {
@@ -47,22 +48,15 @@ struct StateTargets {
 };
 
 // ---- reading a Python-layout dict, with errors that name the entry ----
+// A SavedDict, plus the optimizer's numbers (Python saves some as floats or
+// one-element tensors) and its state tensors, cast like their parameter.
 class Reader {
  public:
   Reader(const IValue& value, std::string where, StateTargets targets = {})
-      : where_(std::move(where)), targets_(std::move(targets)) {
-    if (!value.isGenericDict()) fail(std::string("expected a dict, got ") + value.tagKind());
-    dict_ = value.toGenericDict();
-  }
-  [[noreturn]] void fail(const std::string& what) const {
-    throw StateMismatch("optimizer state " + where_ + ": " + what);
-  }
-  bool has(const std::string& key) const { return dict_.contains(key); }
-  const IValue& get(const std::string& key) const {
-    auto it = dict_.find(key);
-    if (it == dict_.end()) fail("'" + key + "' is missing");
-    return it->value();
-  }
+      : dict_(value, "optimizer state " + where), where_(std::move(where)), targets_(std::move(targets)) {}
+  [[noreturn]] void fail(const std::string& what) const { dict_.fail(what); }
+  bool has(const std::string& key) const { return dict_.has(key); }
+  const IValue& get(const std::string& key) const { return dict_.get(key); }
   double number(const std::string& key) const {
     const IValue& v = get(key);
     if (v.isDouble()) return v.toDouble();
@@ -137,7 +131,7 @@ class Reader {
     return target;
   }
 
-  c10::impl::GenericDict dict_{c10::AnyType::get(), c10::AnyType::get()};
+  state::SavedDict dict_;
   std::string where_;
   StateTargets targets_;
 };

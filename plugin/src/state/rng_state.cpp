@@ -7,6 +7,7 @@
 
 #include "autosnap/errors.h"
 #include "autosnap/values.h"
+#include "state/saved_dict.h"
 
 namespace autosnap {
 namespace state {
@@ -40,22 +41,17 @@ c10::IValue capture_rng_state() {
 }
 
 Commit prepare_rng_restore(const c10::IValue& saved) {
-  if (!saved.isGenericDict()) throw StateMismatch("rng_state should be a dict with 'cpu' and 'cuda'");
-  const auto d = saved.toGenericDict();
-  auto cpu = d.find("cpu");
-  if (cpu == d.end() || !is_state_tensor(cpu->value())) {
-    throw StateMismatch("rng_state['cpu'] should be a uint8 generator state tensor");
-  }
+  const SavedDict d(saved, "rng_state");
+  const c10::IValue& cpu = d.get("cpu");
+  if (!is_state_tensor(cpu)) d.fail("'cpu' should be a uint8 generator state tensor");
   std::vector<at::Tensor> cuda;
-  auto cuda_entry = d.find("cuda");
-  if (cuda_entry != d.end() && cuda_entry->value().isList()) {
-    for (const auto& v : cuda_entry->value().toListRef()) {
-      if (!is_state_tensor(v))
-        throw StateMismatch("rng_state['cuda'] should hold uint8 generator state tensors");
+  if (d.has("cuda") && d.get("cuda").isList()) {
+    for (const auto& v : d.get("cuda").toListRef()) {
+      if (!is_state_tensor(v)) d.fail("'cuda' should hold uint8 generator state tensors");
       cuda.push_back(v.toTensor().cpu());
     }
   }
-  at::Tensor cpu_state = cpu->value().toTensor().cpu().contiguous();
+  at::Tensor cpu_state = cpu.toTensor().cpu().contiguous();
   return [cpu_state, cuda] {
     set_generator_state(c10::Device(c10::kCPU), cpu_state);
     const auto devices = torch::cuda::is_available() ? torch::cuda::device_count() : 0;

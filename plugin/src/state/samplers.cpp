@@ -12,6 +12,7 @@
 
 #include "autosnap/errors.h"
 #include "autosnap/values.h"
+#include "state/saved_dict.h"
 
 namespace autosnap {
 namespace {
@@ -43,7 +44,7 @@ std::vector<size_t> identity_order(size_t n) {
 // Shared by every copy of one sampler (the tracked one and the loader's).
 // The loader and the hooks run on the training thread; the mutex only makes
 // a stray call from another thread harmless.
-struct ResumableSampler::Shared {
+struct state::SamplerShared {
   enum class Kind { kRandom, kSequential, kDistributed };
   Kind kind;
   size_t size;
@@ -211,84 +212,64 @@ struct SavedPosition {
   bool epoch_ended;
 };
 
-SavedPosition parse_saved(const ResumableSampler::Shared& s, const c10::IValue& saved) {
+// The distributed sampler's own fields of a saved state, into `p`.
+void parse_distributed(const state::SamplerShared& s, const state::SavedDict& d, int64_t size,
+                       SavedPosition& p) {
+  const int64_t replicas = d.integer("num_replicas"), rank = d.integer("rank");
+  if (replicas < 1 || rank < 0 || rank >= replicas)
+    d.fail("rank " + std::to_string(rank) + " of " + std::to_string(replicas));
+  // Another number of ranks re-splits the rest of the epoch (distributed.replicated);
+  // the same number with another rank is another rank's shard.
+  if (replicas == static_cast<int64_t>(s.num_replicas) && rank != static_cast<int64_t>(s.rank)) {
+    d.fail("saved as rank " + std::to_string(rank) + " of " + std::to_string(replicas) + ", restored as rank " +
+           std::to_string(s.rank) + " of " + std::to_string(s.num_replicas) +
+           ": each rank's part of the data would change");
+  }
+  p.num_replicas = static_cast<size_t>(replicas);
+  for (const auto& [key, live] : {std::pair<const char*, bool>{"shuffle", s.shuffle}, {"drop_last", s.drop_last}}) {
+    if (d.boolean(key) != live) {
+      d.fail(std::string("saved with ") + key + "=" + (live ? "false" : "true") + ", this sampler has " + key + "=" +
+             (live ? "true" : "false"));
+    }
+  }
+  if (!d.has("rest_of_epoch")) return;
+  // An empty list reads back untyped, so check the elements, not the list's type.
+  const c10::IValue& rest = d.get("rest_of_epoch");
+  if (!rest.isList()) d.fail("'rest_of_epoch' is not a list");
+  std::vector<size_t> indices;
+  for (const c10::IValue& element : rest.toListRef()) {
+    if (!element.isInt()) d.fail("'rest_of_epoch' holds a " + element.tagKind());
+    const int64_t i = element.toInt();
+    if (i < 0 || i >= size) d.fail("'rest_of_epoch' holds index " + std::to_string(i));
+    indices.push_back(static_cast<size_t>(i));
+  }
+  p.rest_of_epoch = std::move(indices);
+}
+
+SavedPosition parse_saved(const state::SamplerShared& s, const c10::IValue& saved) {
   const char* kind_name = s.kind_name();
-  if (!saved.isGenericDict()) throw StateMismatch("sampler state: expected a dict, found " + saved.tagKind());
-  const auto d = saved.toGenericDict();
-  auto field = [&](const char* key) -> c10::IValue {
-    auto it = d.find(std::string(key));
-    if (it == d.end()) throw StateMismatch(std::string("sampler state: no '") + key + "' entry");
-    return it->value();
-  };
-  auto int_field = [&](const char* key) {
-    c10::IValue v = field(key);
-    if (!v.isInt()) throw StateMismatch(std::string("sampler state: '") + key + "' is not an int");
-    return v.toInt();
-  };
-  auto bool_field = [&](const char* key) {
-    c10::IValue v = field(key);
-    if (!v.isBool()) throw StateMismatch(std::string("sampler state: '") + key + "' is not a bool");
-    return v.toBool();
-  };
-  const c10::IValue kind = field("kind");
+  const state::SavedDict d(saved, "sampler state");
+  const c10::IValue& kind = d.get("kind");
   if (!kind.isString() || kind.toStringRef() != kind_name) {
-    throw StateMismatch(std::string("sampler state: saved by a '") +
-                        (kind.isString() ? kind.toStringRef() : "?") + "' sampler, restored into a '" +
-                        kind_name + "' one");
+    d.fail(std::string("saved by a '") + (kind.isString() ? kind.toStringRef() : "?") + "' sampler, restored into a '" +
+           kind_name + "' one");
   }
-  const int64_t size = int_field("size");
+  const int64_t size = d.integer("size");
   if (size != static_cast<int64_t>(s.size)) {
-    throw StateMismatch("sampler state: saved for a dataset of " + std::to_string(size) +
-                        " samples, this sampler has " + std::to_string(s.size));
+    d.fail("saved for a dataset of " + std::to_string(size) + " samples, this sampler has " + std::to_string(s.size));
   }
-  SavedPosition p{static_cast<uint64_t>(int_field("seed")),
-                  int_field("epoch"),
-                  int_field("position"),
-                  int_field("batches"),
+  SavedPosition p{static_cast<uint64_t>(d.integer("seed")),
+                  d.integer("epoch"),
+                  d.integer("position"),
+                  d.integer("batches"),
                   s.num_replicas,
                   std::nullopt,
-                  bool_field("epoch_ended")};
+                  d.boolean("epoch_ended")};
   if (p.epoch < -1 || p.position < 0 || p.batches < 0) {
-    throw StateMismatch("sampler state: epoch " + std::to_string(p.epoch) + ", position " +
-                        std::to_string(p.position) + ", batches " + std::to_string(p.batches) +
-                        " (expected epoch >= -1 and no negative counts)");
+    d.fail("epoch " + std::to_string(p.epoch) + ", position " + std::to_string(p.position) + ", batches " +
+           std::to_string(p.batches) + " (expected epoch >= -1 and no negative counts)");
   }
-  if (s.kind == ResumableSampler::Shared::Kind::kDistributed) {
-    const int64_t replicas = int_field("num_replicas"), rank = int_field("rank");
-    if (replicas < 1 || rank < 0 || rank >= replicas)
-      throw StateMismatch("sampler state: rank " + std::to_string(rank) + " of " + std::to_string(replicas));
-    // Another number of ranks re-splits the rest of the epoch (distributed.replicated);
-    // the same number with another rank is another rank's shard.
-    if (replicas == static_cast<int64_t>(s.num_replicas) && rank != static_cast<int64_t>(s.rank)) {
-      throw StateMismatch("sampler state: saved as rank " + std::to_string(rank) + " of " +
-                          std::to_string(replicas) + ", restored as rank " + std::to_string(s.rank) + " of " +
-                          std::to_string(s.num_replicas) + ": each rank's part of the data would change");
-    }
-    p.num_replicas = static_cast<size_t>(replicas);
-    for (const auto& [key, live] :
-         {std::pair<const char*, bool>{"shuffle", s.shuffle}, {"drop_last", s.drop_last}}) {
-      if (bool_field(key) != live) {
-        throw StateMismatch(std::string("sampler state: saved with ") + key + "=" +
-                            (live ? "false" : "true") + ", this sampler has " + key + "=" +
-                            (live ? "true" : "false"));
-      }
-    }
-    auto rest = d.find(std::string("rest_of_epoch"));
-    if (rest != d.end()) {
-      // An empty list reads back untyped, so check the elements, not the list's type.
-      if (!rest->value().isList()) throw StateMismatch("sampler state: 'rest_of_epoch' is not a list");
-      std::vector<size_t> indices;
-      for (const c10::IValue& element : rest->value().toListRef()) {
-        if (!element.isInt())
-          throw StateMismatch("sampler state: 'rest_of_epoch' holds a " + element.tagKind());
-        const int64_t i = element.toInt();
-        if (i < 0 || i >= size)
-          throw StateMismatch("sampler state: 'rest_of_epoch' holds index " + std::to_string(i));
-        indices.push_back(static_cast<size_t>(i));
-      }
-      p.rest_of_epoch = std::move(indices);
-    }
-  }
+  if (s.kind == state::SamplerShared::Kind::kDistributed) parse_distributed(s, d, size, p);
   return p;
 }
 
@@ -338,13 +319,13 @@ void ResumableSampler::load(torch::serialize::InputArchive& archive) {
 
 namespace {
 
-std::shared_ptr<ResumableSampler::Shared> make_shared_state(ResumableSampler::Shared::Kind kind, size_t size,
+std::shared_ptr<state::SamplerShared> make_shared_state(state::SamplerShared::Kind kind, size_t size,
                                                             std::optional<uint64_t> seed) {
   if (seed && *seed >= (uint64_t{1} << 63)) {
     throw Error("ResumableSampler: seed " + std::to_string(*seed) +
                 " (expected below 2^63, so that it is a non-negative int in Python)");
   }
-  auto s = std::make_shared<ResumableSampler::Shared>();
+  auto s = std::make_shared<state::SamplerShared>();
   s->kind = kind;
   s->size = size;
   s->seed = seed ? *seed : seed_from_default_generator();
