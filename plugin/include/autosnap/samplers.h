@@ -45,6 +45,11 @@
 
 namespace autosnap {
 
+namespace state {
+struct SamplerShared;  // what every copy of one sampler shares (internal: plugin/src/state/samplers.cpp)
+}  // namespace state
+
+
 class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
  public:
   /// Starts the next epoch, or resumes a restored one. `new_size` changes the
@@ -77,9 +82,8 @@ class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_
   /// Throws what restore() would throw; changes nothing.
   void check(const c10::IValue& saved) const;
 
-  struct Shared;
-
  protected:
+  using Shared = state::SamplerShared;
   explicit ResumableSampler(std::shared_ptr<Shared> shared);
 
  private:
