@@ -40,11 +40,16 @@ std::optional<SnapshotInfo> newest(const SnapshotStore& store, bool valid_only) 
   return std::nullopt;
 }
 
+// The committed entry of `step` when its directory exists: one manifest read, not the whole listing's.
 std::optional<SnapshotInfo> find_step(const SnapshotStore& store, int64_t step) {
-  for (const auto& info : store.list()) {
-    if (info.step == step && info.name == SnapshotStore::directory_name(step)) return info;
+  std::string path;
+  try {
+    path = store.snapshot_path(step);
+  } catch (const Error&) {  // a step no snapshot directory can have
+    return std::nullopt;
   }
-  return std::nullopt;
+  if (!store.file_system().status(path).is_directory) return std::nullopt;
+  return store.inspect(step);
 }
 
 // STEP when given (cheap checks only: read_shard checks what it reads), else
@@ -66,16 +71,6 @@ std::optional<Snapshot> chosen_snapshot(SnapshotStore& store, std::optional<int6
     return std::nullopt;
   }
   return store.open(*info);
-}
-
-// What `verify` says of one listed snapshot: the cheap checks' problem, or the full check.
-VerifyResult verify_listed(const SnapshotStore& store, const SnapshotInfo& info,
-                           const VerifyProgress& progress) {
-  if (info.status == SnapshotStatus::kValid) return store.open(info).verify(progress);
-  VerifyResult result;
-  result.problem = info.problem;
-  result.io_error = info.status == SnapshotStatus::kUnreadable;
-  return result;
 }
 
 std::string shape_of(const at::Tensor& t) {
@@ -237,7 +232,7 @@ int verify_snapshots(const std::string& directory, std::optional<int64_t> step, 
                   << " of " << human_bytes(total) << ")   " << std::flush;
       }
     };
-    const auto result = verify_listed(*store, info, progress);
+    const auto result = store->verify(info, progress);
     if (terminal) std::cerr << "\r\033[K" << std::flush;
     if (result.ok) {
       std::cout << "step " << s << ": OK, " << info.manifest->files.size() << " file(s), "

@@ -98,8 +98,12 @@ class SnapshotStore {
   /// it cannot be read. Its checksums are checked by Snapshot::verify and
   /// Snapshot::read_shard.
   Snapshot open(int64_t step) const;
-  /// The same for an entry list() returned, without reading its manifest again.
+  /// The same for an entry list() or inspect() returned, without reading its manifest again.
   Snapshot open(const SnapshotInfo& info) const;
+  /// What `autosnap verify` says of an entry list() or inspect() returned:
+  /// Snapshot::verify() when it passed the cheap checks, else their problem
+  /// as a failed result (io_error when it could not be read).
+  VerifyResult verify(const SnapshotInfo& info, const VerifyProgress& progress = {}) const;
 
   /// How latest_valid() checks a candidate; the default, `&Snapshot::verify`
   /// without progress, checks every file.
