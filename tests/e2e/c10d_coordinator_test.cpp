@@ -83,7 +83,7 @@ TEST(C10dCoordinator, ADeadRankIsAnErrorForTheOthersAtOnce) {
     const double waited = seconds_until_error(job.output(r));
     EXPECT_GE(waited, 0) << job.output(r);
     EXPECT_LT(waited, 5.0) << "a dead peer is noticed before the 5 s timeout:\n" << job.output(r);
-    EXPECT_NE(job.output(r).find("then at once: ") , std::string::npos)
+    EXPECT_NE(job.output(r).find("then at once: "), std::string::npos)
         << "a group whose rank is lost refuses further calls at once:\n"
         << job.output(r);
     EXPECT_NE(job.output(r).find("rank 2 is lost: the connection closed"), std::string::npos)

@@ -49,7 +49,6 @@ namespace state {
 struct SamplerShared;  // what every copy of one sampler shares (internal: plugin/src/state/samplers.cpp)
 }  // namespace state
 
-
 class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
  public:
   /// Starts the next epoch, or resumes a restored one. `new_size` changes the

@@ -221,15 +221,16 @@ void parse_distributed(const state::SamplerShared& s, const state::SavedDict& d,
   // Another number of ranks re-splits the rest of the epoch (distributed.replicated);
   // the same number with another rank is another rank's shard.
   if (replicas == static_cast<int64_t>(s.num_replicas) && rank != static_cast<int64_t>(s.rank)) {
-    d.fail("saved as rank " + std::to_string(rank) + " of " + std::to_string(replicas) + ", restored as rank " +
-           std::to_string(s.rank) + " of " + std::to_string(s.num_replicas) +
+    d.fail("saved as rank " + std::to_string(rank) + " of " + std::to_string(replicas) +
+           ", restored as rank " + std::to_string(s.rank) + " of " + std::to_string(s.num_replicas) +
            ": each rank's part of the data would change");
   }
   p.num_replicas = static_cast<size_t>(replicas);
-  for (const auto& [key, live] : {std::pair<const char*, bool>{"shuffle", s.shuffle}, {"drop_last", s.drop_last}}) {
+  for (const auto& [key, live] :
+       {std::pair<const char*, bool>{"shuffle", s.shuffle}, {"drop_last", s.drop_last}}) {
     if (d.boolean(key) != live) {
-      d.fail(std::string("saved with ") + key + "=" + (live ? "false" : "true") + ", this sampler has " + key + "=" +
-             (live ? "true" : "false"));
+      d.fail(std::string("saved with ") + key + "=" + (live ? "false" : "true") + ", this sampler has " +
+             key + "=" + (live ? "true" : "false"));
     }
   }
   if (!d.has("rest_of_epoch")) return;
@@ -251,12 +252,13 @@ SavedPosition parse_saved(const state::SamplerShared& s, const c10::IValue& save
   const state::SavedDict d(saved, "sampler state");
   const c10::IValue& kind = d.get("kind");
   if (!kind.isString() || kind.toStringRef() != kind_name) {
-    d.fail(std::string("saved by a '") + (kind.isString() ? kind.toStringRef() : "?") + "' sampler, restored into a '" +
-           kind_name + "' one");
+    d.fail(std::string("saved by a '") + (kind.isString() ? kind.toStringRef() : "?") +
+           "' sampler, restored into a '" + kind_name + "' one");
   }
   const int64_t size = d.integer("size");
   if (size != static_cast<int64_t>(s.size)) {
-    d.fail("saved for a dataset of " + std::to_string(size) + " samples, this sampler has " + std::to_string(s.size));
+    d.fail("saved for a dataset of " + std::to_string(size) + " samples, this sampler has " +
+           std::to_string(s.size));
   }
   SavedPosition p{static_cast<uint64_t>(d.integer("seed")),
                   d.integer("epoch"),
@@ -320,7 +322,7 @@ void ResumableSampler::load(torch::serialize::InputArchive& archive) {
 namespace {
 
 std::shared_ptr<state::SamplerShared> make_shared_state(state::SamplerShared::Kind kind, size_t size,
-                                                            std::optional<uint64_t> seed) {
+                                                        std::optional<uint64_t> seed) {
   if (seed && *seed >= (uint64_t{1} << 63)) {
     throw Error("ResumableSampler: seed " + std::to_string(*seed) +
                 " (expected below 2^63, so that it is a non-negative int in Python)");

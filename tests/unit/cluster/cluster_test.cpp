@@ -98,7 +98,8 @@ TEST(RankDiscovery, FirstHostOfANodeList) {
   EXPECT_EQ(first_host("node01"), "node01");
   EXPECT_EQ(first_host("a,b,c"), "a");
   EXPECT_EQ(first_host("node[01-04,07]"), "node01");
-  EXPECT_EQ(first_host("rack[3-4]-n[1-2]"), "rack3-n1") << "every bracket expands, as scontrol show hostnames does";
+  EXPECT_EQ(first_host("rack[3-4]-n[1-2]"), "rack3-n1")
+      << "every bracket expands, as scontrol show hostnames does";
 }
 
 // Which interface Gloo binds (cluster/gloo_device.h).
@@ -118,7 +119,8 @@ TEST(GlooDevice, GlooSocketIfnameIsHonouredAndAWrongOneNamed) {
       testing::error_of<ConfigError>([] { cluster::choose_gloo_device("127.0.0.1", true); });
   ::unsetenv("GLOO_SOCKET_IFNAME");
   EXPECT_NE(error.find("environment variable GLOO_SOCKET_IFNAME='eth-nosuch'"), std::string::npos) << error;
-  EXPECT_NE(error.find("has no interface of that name with an IPv4 address (it has: "), std::string::npos) << error;
+  EXPECT_NE(error.find("has no interface of that name with an IPv4 address (it has: "), std::string::npos)
+      << error;
   EXPECT_NE(error.find("lo 127.0.0.1"), std::string::npos) << "lists the interfaces there are: " << error;
 }
 
