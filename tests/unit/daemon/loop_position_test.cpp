@@ -33,8 +33,8 @@ struct Killed {};
 std::optional<ResumePoint> run(const std::string& dir, int64_t kill_after) {
   std::optional<ResumePoint> resumed;
   try {
-    Snapshotter snap(make_config(dir, kTriggers));
     int64_t x = 0;
+    Snapshotter snap(make_config(dir, kTriggers));
     snap.track("x", x);
     resumed = snap.on_train_start();
     int64_t step = resumed ? resumed->step + 1 : 0;
@@ -169,8 +169,8 @@ TEST(LoopSlips, EpochsNumberedFromOneWithoutOnEpochStartAreWarnedAbout) {
   testing::LogCapture log;
   TempDir dir;
   {
-    Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 2}\n"));
     int64_t x = 0;
+    Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 2}\n"));
     snap.track("x", x);
     snap.on_train_start();
     int64_t step = 0;
@@ -192,8 +192,8 @@ TEST(LoopSlips, AResumedLoopThatStartsOverIsWarnedAbout) {
   run(dir.path(), 5);  // killed after step 5: the newest snapshot is step 3, epoch 0's last (before its end)
   testing::LogCapture log;
   {
+    int64_t x = 0;  // tracked objects outlive the snapshotter: its destructor takes the train-end snapshot
     Snapshotter snap(make_config(dir.path(), kTriggers));
-    int64_t x = 0;
     snap.track("x", x);
     auto resumed = snap.on_train_start();
     ASSERT_TRUE(resumed);

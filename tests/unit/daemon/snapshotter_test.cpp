@@ -94,8 +94,8 @@ TEST(Snapshotter, RetentionKeepsTheNewestAndEveryKth) {
 
 TEST(Snapshotter, TrackNamesAreChecked) {
   TempDir dir;
-  Snapshotter snap(make_config(dir.path()));
   int64_t x = 0;
+  Snapshotter snap(make_config(dir.path()));
   snap.track("x", x);
   EXPECT_THROW(snap.track("x", x), Error);
   EXPECT_THROW(snap.track("rng_state", x), Error);
