@@ -36,7 +36,10 @@ case "$mode" in
     build=${AUTOSNAP_ASAN_BUILD_DIR:-build-asan}
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
       -DAUTOSNAP_SANITIZE=address -DAUTOSNAP_BUILD_FUZZERS=ON -DAUTOSNAP_BUILD_TESTS=ON >/dev/null
-    cmake --build "$build" -j "$jobs"
+    # The test binaries (with the programs they start) and the fuzzers; not the benchmark.
+    fuzz_targets="shard_reader manifest config control"
+    # shellcheck disable=SC2046 # one target per word
+    cmake --build "$build" -j "$jobs" --target autosnap_unit_tests autosnap_e2e_tests $(printf 'fuzz_%s ' $fuzz_targets)
     # The unit tests run in one process per core (gtest shards), not one per
     # test as ctest would: an instrumented process takes ~3 s to start, 200 times over.
     shards=()
@@ -59,7 +62,7 @@ case "$mode" in
       -E 'ResumeAfterKill\.|AtomicSave\.|GanResume\.RandomKills|Libfiu|InstallConsumer|ClusterJob\.|C10dCoordinator\.')
     summary="$build/fuzz-summary.txt"
     : > "$summary"
-    for target in shard_reader manifest config control; do
+    for target in $fuzz_targets; do
       corpus="$build/fuzz-corpus/$target"
       mkdir -p "$corpus"
       cp -n tests/fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true

@@ -10,7 +10,7 @@ import sys
 ORDER = ["util", "fs", "format", "state", "store", "daemon", "cluster", "cli"]
 # Public headers (plugin/include/autosnap/) by the layer that implements them.
 PUBLIC = {
-    "errors.h": "util", "version.h": "util", "torch_fwd.h": "util", "fs.h": "fs", "values.h": "format",
+    "errors.h": "util", "export.h": "util", "version.h": "util", "torch_fwd.h": "util", "fs.h": "fs", "values.h": "format",
     "serialize.h": "state", "state_dict.h": "state", "optimizer_state.h": "state", "samplers.h": "state",
     "torchscript.h": "state", "device.h": "state",
     "manifest.h": "store", "retention.h": "store", "store.h": "store", "snapshot.h": "store",

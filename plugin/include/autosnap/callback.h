@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "autosnap/export.h"
+
 namespace autosnap {
 
 /// Where a resumed run continues: the snapshot's last completed step, and
@@ -41,7 +43,7 @@ struct ResumePoint {
   int64_t next_batch() const { return epoch_ended ? 0 : batch; }
 };
 
-class Callback {
+class AUTOSNAP_API Callback {
  public:
   virtual ~Callback() = default;
   /// Before the first step; may restore state and tell where to continue.

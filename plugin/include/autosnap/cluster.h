@@ -19,6 +19,8 @@
 
 #include <memory>
 
+#include "autosnap/export.h"
+
 namespace gloo {
 namespace transport {
 class Device;
@@ -43,6 +45,6 @@ inline std::shared_ptr<const JobStore> job_store(c10::intrusive_ptr<c10d::Store>
 /// createDefaultDevice(), which binds loopback where the host name resolves
 /// to 127.0.1.1 (Debian's /etc/hosts), so peers on other nodes hang. Throws
 /// ConfigError / CoordinationError naming the variable or the address.
-std::shared_ptr<::gloo::transport::Device> gloo_device();
+AUTOSNAP_API std::shared_ptr<::gloo::transport::Device> gloo_device();
 
 }  // namespace autosnap

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "autosnap/export.h"
 #include "autosnap/retention.h"
 
 namespace autosnap {
@@ -90,7 +91,7 @@ struct DistributedConfig {
   OnLostRank on_lost_rank = OnLostRank::kExit;
 };
 
-struct Config {
+struct AUTOSNAP_API Config {
   std::string directory;  ///< required
   std::string device = "cpu";
   ResumeMode resume = ResumeMode::kAuto;
@@ -131,6 +132,6 @@ struct Config {
 };
 
 /// "SIGUSR1" for 10, etc.
-std::string signal_name(int signal_number);
+AUTOSNAP_API std::string signal_name(int signal_number);
 
 }  // namespace autosnap

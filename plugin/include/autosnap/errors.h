@@ -8,16 +8,18 @@
 #include <stdexcept>
 #include <string>
 
+#include "autosnap/export.h"
+
 namespace autosnap {
 
 /// Base class of every autosnap error.
-class Error : public std::runtime_error {
+class AUTOSNAP_API Error : public std::runtime_error {
  public:
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
 /// A file-system call failed. Carries the operation, the path and errno.
-class IoError : public Error {
+class AUTOSNAP_API IoError : public Error {
  public:
   IoError(const std::string& operation, const std::string& path, int error_number);
   /// For failures that have no errno (e.g. a short read at end of file).
@@ -36,7 +38,7 @@ class IoError : public Error {
 
 /// A file on disk is damaged: bad checksum, truncated, malformed zip or
 /// pickle, content it cannot hold. Restores quarantine such a snapshot.
-class CorruptSnapshot : public Error {
+class AUTOSNAP_API CorruptSnapshot : public Error {
  public:
   explicit CorruptSnapshot(const std::string& what) : Error(what) {}
 };
@@ -44,20 +46,20 @@ class CorruptSnapshot : public Error {
 /// A snapshot written in an on-disk format version this build cannot read
 /// (e.g. by a newer autosnap). Not damaged, so not a CorruptSnapshot: it is
 /// skipped, never quarantined.
-class UnsupportedFormat : public Error {
+class AUTOSNAP_API UnsupportedFormat : public Error {
  public:
   explicit UnsupportedFormat(const std::string& what) : Error(what) {}
 };
 
 /// Saved state does not fit the live objects (missing/unexpected keys, shape
 /// or dtype mismatch, wrong optimizer layout).
-class StateMismatch : public Error {
+class AUTOSNAP_API StateMismatch : public Error {
  public:
   explicit StateMismatch(const std::string& what) : Error(what) {}
 };
 
 /// A bad configuration file or value; the message names file:line:column.
-class ConfigError : public Error {
+class AUTOSNAP_API ConfigError : public Error {
  public:
   explicit ConfigError(const std::string& what) : Error(what) {}
 };
@@ -65,13 +67,13 @@ class ConfigError : public Error {
 /// The ranks of a job cannot agree any more: a rank died, hung past
 /// distributed.timeout_seconds, lost its network, or could not rejoin
 /// autosnap's coordination group. The message names the rank(s) and node(s).
-class CoordinationError : public Error {
+class AUTOSNAP_API CoordinationError : public Error {
  public:
   explicit CoordinationError(const std::string& what) : Error(what) {}
 };
 
 /// The snapshot directory is locked by another writer.
-class LockedError : public Error {
+class AUTOSNAP_API LockedError : public Error {
  public:
   explicit LockedError(const std::string& what) : Error(what) {}
 };

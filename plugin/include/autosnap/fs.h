@@ -14,11 +14,13 @@
 #include <string>
 #include <vector>
 
+#include "autosnap/export.h"
+
 namespace autosnap {
 
 /// A file being written sequentially. Short writes are retried until every
 /// byte is written or an error is thrown.
-class WritableFile {
+class AUTOSNAP_API WritableFile {
  public:
   virtual ~WritableFile() = default;
   virtual void append(const void* data, size_t size) = 0;
@@ -32,7 +34,7 @@ class WritableFile {
 };
 
 /// A file read at arbitrary offsets.
-class ReadableFile {
+class AUTOSNAP_API ReadableFile {
  public:
   virtual ~ReadableFile() = default;
   /// Size of the file when it was opened.
@@ -43,7 +45,7 @@ class ReadableFile {
 };
 
 /// An exclusive advisory lock (flock), released when destroyed.
-class FileLock {
+class AUTOSNAP_API FileLock {
  public:
   virtual ~FileLock() = default;
   /// Replaces the locked file's contents (e.g. with the holder's pid).
@@ -61,7 +63,7 @@ struct FileStatus {
   uint64_t size = 0;
 };
 
-class FileSystem {
+class AUTOSNAP_API FileSystem {
  public:
   virtual ~FileSystem() = default;
 
@@ -93,22 +95,22 @@ class FileSystem {
 };
 
 /// The process-wide POSIX implementation.
-FileSystem& default_file_system();
+AUTOSNAP_API FileSystem& default_file_system();
 
 /// Creates `path` and its missing parents. With `durable`, each new
 /// directory's entry is fsynced in its parent, so it survives a power loss.
-void create_directories(FileSystem& fs, const std::string& path, bool durable = false);
+AUTOSNAP_API void create_directories(FileSystem& fs, const std::string& path, bool durable = false);
 
 /// Removes a file or a directory tree. Missing paths are not an error.
-void remove_tree(FileSystem& fs, const std::string& path);
+AUTOSNAP_API void remove_tree(FileSystem& fs, const std::string& path);
 
 /// Joins two path parts with exactly one '/'.
-std::string join_path(const std::string& directory, const std::string& name);
+AUTOSNAP_API std::string join_path(const std::string& directory, const std::string& name);
 
 /// The directory part of a path ("." for a bare file name).
-std::string parent_path(const std::string& path);
+AUTOSNAP_API std::string parent_path(const std::string& path);
 
 /// The last component of a path.
-std::string base_name(const std::string& path);
+AUTOSNAP_API std::string base_name(const std::string& path);
 
 }  // namespace autosnap

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "autosnap/export.h"
+
 namespace autosnap {
 
 /// The on-disk format this build writes. Version 2 made `epoch` the epoch the
@@ -25,7 +27,7 @@ struct ManifestFile {
   uint64_t xxh3 = 0;  ///< XXH3-64 of the whole file
 };
 
-struct Manifest {
+struct AUTOSNAP_API Manifest {
   int format_version = kSnapshotFormatVersion;
   int64_t step = 0;
   // Where the training loop was at `step` (see ResumePoint). Version 1
@@ -56,13 +58,13 @@ struct Manifest {
 };
 
 /// The current time in the manifest's format.
-std::string utc_timestamp_now();
+AUTOSNAP_API std::string utc_timestamp_now();
 
 /// Shard file name of a rank: "rank-00003.pt".
-std::string shard_file_name(int rank);
+AUTOSNAP_API std::string shard_file_name(int rank);
 
 /// A file name a manifest may list: one plain path component (no '/', '\\',
 /// NUL, '.' or '..'), at most 255 bytes.
-bool is_valid_snapshot_file_name(const std::string& name);
+AUTOSNAP_API bool is_valid_snapshot_file_name(const std::string& name);
 
 }  // namespace autosnap

@@ -13,6 +13,7 @@
 
 #include <string>
 
+#include "autosnap/export.h"
 #include "autosnap/torch_fwd.h"
 
 namespace autosnap {
@@ -20,7 +21,7 @@ namespace autosnap {
 /// The optimizer's state and param groups. State tensors are the live ones
 /// (no copy), like Python's `Optimizer.state_dict()`.
 /// Throws autosnap::Error for an optimizer type not listed above.
-c10::impl::GenericDict optimizer_state_dict(const torch::optim::Optimizer& optimizer);
+AUTOSNAP_API c10::impl::GenericDict optimizer_state_dict(const torch::optim::Optimizer& optimizer);
 
 /// Replaces the optimizer's state and hyper-parameters with `state`, mapping
 /// saved parameter ids to live parameters by position, as Python does.
@@ -31,9 +32,9 @@ c10::impl::GenericDict optimizer_state_dict(const torch::optim::Optimizer& optim
 /// changes: a layout that does not fit (group count or sizes, state shapes,
 /// missing keys, options LibTorch lacks such as maximize=True) throws
 /// StateMismatch naming the entry.
-void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const c10::IValue& state);
+AUTOSNAP_API void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const c10::IValue& state);
 
 /// "SGD", "Adam", ... for a supported optimizer; throws otherwise.
-std::string optimizer_type_name(const torch::optim::Optimizer& optimizer);
+AUTOSNAP_API std::string optimizer_type_name(const torch::optim::Optimizer& optimizer);
 
 }  // namespace autosnap

@@ -43,13 +43,15 @@
 #include <optional>
 #include <vector>
 
+#include "autosnap/export.h"
+
 namespace autosnap {
 
 namespace state {
 struct SamplerShared;  // what every copy of one sampler shares (internal: plugin/src/state/samplers.cpp)
 }  // namespace state
 
-class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
+class AUTOSNAP_API ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_t>> {
  public:
   /// Starts the next epoch, or resumes a restored one. `new_size` changes the
   /// dataset size from the next order on.
@@ -92,13 +94,13 @@ class ResumableSampler : public torch::data::samplers::Sampler<std::vector<size_
 /// A new random order each epoch. Without `seed`, one is drawn from torch's
 /// default generator here (so torch::manual_seed before construction fixes it).
 /// Seeds are below 2^63 (a non-negative int in Python).
-class ResumableRandomSampler : public ResumableSampler {
+class AUTOSNAP_API ResumableRandomSampler : public ResumableSampler {
  public:
   explicit ResumableRandomSampler(size_t size, std::optional<uint64_t> seed = std::nullopt);
 };
 
 /// 0, 1, ..., size - 1 every epoch.
-class ResumableSequentialSampler : public ResumableSampler {
+class AUTOSNAP_API ResumableSequentialSampler : public ResumableSampler {
  public:
   explicit ResumableSequentialSampler(size_t size);
 };
@@ -110,7 +112,7 @@ class ResumableSequentialSampler : public ResumableSampler {
 /// Restored with another num_replicas (distributed.replicated: every rank
 /// reads rank 0's state), the samples the job had not consumed of the epoch
 /// in progress are split among the new ranks, and the next epochs as usual.
-class ResumableDistributedSampler : public ResumableSampler {
+class AUTOSNAP_API ResumableDistributedSampler : public ResumableSampler {
  public:
   struct Options {
     bool shuffle = true;

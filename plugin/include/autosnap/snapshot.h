@@ -22,13 +22,14 @@
 #include <memory>
 #include <string>
 
+#include "autosnap/export.h"
 #include "autosnap/fs.h"
 #include "autosnap/manifest.h"
 
 namespace autosnap {
 
 /// Where a snapshot's files are read from.
-class SnapshotSource {
+class AUTOSNAP_API SnapshotSource {
  public:
   virtual ~SnapshotSource() = default;
   /// Names the snapshot in messages, e.g. "/ckpt/step-000000001200".
@@ -47,7 +48,7 @@ struct VerifyResult {
 
 using VerifyProgress = std::function<void(uint64_t done, uint64_t total)>;
 
-class Snapshot {
+class AUTOSNAP_API Snapshot {
  public:
   /// `manifest` must be the parsed manifest of the snapshot `source` reads.
   Snapshot(Manifest manifest, std::shared_ptr<const SnapshotSource> source);

@@ -32,6 +32,7 @@
 
 #include "autosnap/callback.h"
 #include "autosnap/config.h"
+#include "autosnap/export.h"
 #include "autosnap/fs.h"
 #include "autosnap/torch_fwd.h"
 
@@ -61,7 +62,7 @@ struct SnapshotterOptions {
   std::shared_ptr<const JobStore> job_store;
 };
 
-class Snapshotter final : public Callback {
+class AUTOSNAP_API Snapshotter final : public Callback {
  public:
   using Options = SnapshotterOptions;
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "autosnap/export.h"
 #include "autosnap/torch_fwd.h"
 
 namespace autosnap {
@@ -16,7 +17,7 @@ namespace autosnap {
 /// live ones (no copy), like Python's.
 using StateDict = c10::Dict<std::string, at::Tensor>;
 
-StateDict state_dict(const torch::nn::Module& module);
+AUTOSNAP_API StateDict state_dict(const torch::nn::Module& module);
 /// The same for a module holder (`MLP model(...)`, as TORCH_MODULE declares).
 template <typename M>
 StateDict state_dict(const torch::nn::ModuleHolder<M>& module) {
@@ -25,7 +26,7 @@ StateDict state_dict(const torch::nn::ModuleHolder<M>& module) {
 
 /// What `load_state_dict` found. `mismatched` holds one sentence per entry
 /// whose shape, dtype or type does not fit.
-struct LoadStateDictResult {
+struct AUTOSNAP_API LoadStateDictResult {
   std::vector<std::string> missing_keys;
   std::vector<std::string> unexpected_keys;
   std::vector<std::string> mismatched;
@@ -41,7 +42,8 @@ struct LoadStateDictResult {
 /// strict: any missing key, unexpected key or mismatch throws StateMismatch
 /// listing all of them, and nothing is copied. Non-strict: every entry that
 /// fits is copied, the rest is reported in the result.
-LoadStateDictResult load_state_dict(torch::nn::Module& module, const c10::IValue& state, bool strict = true);
+AUTOSNAP_API LoadStateDictResult load_state_dict(torch::nn::Module& module, const c10::IValue& state,
+                                                 bool strict = true);
 template <typename M>
 LoadStateDictResult load_state_dict(torch::nn::ModuleHolder<M>& module, const c10::IValue& state,
                                     bool strict = true) {

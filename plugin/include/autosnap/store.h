@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "autosnap/export.h"
 #include "autosnap/fs.h"
 #include "autosnap/manifest.h"
 #include "autosnap/retention.h"
@@ -39,7 +40,7 @@ enum class SnapshotStatus {
   kUnreadable,   ///< an I/O error (not bad content) stopped the checks; never quarantined
 };
 
-const char* to_string(SnapshotStatus status);
+AUTOSNAP_API const char* to_string(SnapshotStatus status);
 
 struct SnapshotInfo {
   int64_t step = 0;
@@ -52,7 +53,7 @@ struct SnapshotInfo {
 
 /// Writing snapshots is the daemon's job: plugin/src/store/snapshot_writer.h.
 
-class SnapshotStore {
+class AUTOSNAP_API SnapshotStore {
  public:
   /// Opens `directory` for writing: creates it if missing, takes DIR/LOCK
   /// (LockedError naming the holder's pid if another writer has it) and

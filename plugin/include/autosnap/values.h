@@ -13,20 +13,22 @@
 #include <string>
 #include <utility>
 
+#include "autosnap/export.h"
+
 namespace autosnap {
 
 using GenericDict = c10::impl::GenericDict;
 using GenericList = c10::impl::GenericList;
 
 /// A dict with string keys and values of any type, like Python's {"k": v}.
-GenericDict dict(std::initializer_list<std::pair<std::string, c10::IValue>> items = {});
+AUTOSNAP_API GenericDict dict(std::initializer_list<std::pair<std::string, c10::IValue>> items = {});
 /// A list of values of any type, like Python's [a, b].
-GenericList list(std::initializer_list<c10::IValue> items = {});
+AUTOSNAP_API GenericList list(std::initializer_list<c10::IValue> items = {});
 /// A tuple, like Python's (a, b).
-c10::IValue tuple(std::initializer_list<c10::IValue> items);
+AUTOSNAP_API c10::IValue tuple(std::initializer_list<c10::IValue> items);
 
 /// `value[key]` of a str-keyed dict; throws autosnap::Error naming the key
 /// (and the keys present) when it is missing or `value` is not a dict.
-const c10::IValue& dict_at(const c10::IValue& value, const std::string& key);
+AUTOSNAP_API const c10::IValue& dict_at(const c10::IValue& value, const std::string& key);
 
 }  // namespace autosnap
