@@ -91,6 +91,21 @@ struct DistributedConfig {
   OnLostRank on_lost_rank = OnLostRank::kExit;
 };
 
+/// The in-memory tier (the `memory:` section): a snapshot after every
+/// `every_steps` steps into files in `directory` (a tmpfs such as /dev/shm)
+/// that outlive the process, so a restart on the same node resumes from it
+/// without reading the snapshot directory. Absent: off.
+struct MemoryConfig {
+  bool enabled = false;       ///< the section is present
+  int64_t every_steps = 1;    ///< a memory snapshot after step s when s % every_steps == 0
+  int64_t keep_last = 2;      ///< memory snapshots kept per rank (>= 1)
+  int replicas = 0;           ///< copies held by ranks on other nodes (0: this node only)
+  std::string directory = "/dev/shm";
+  /// Bytes the tier may use: its keep_last snapshots, the one being written
+  /// and its staging buffer (0: as much as `directory` has free).
+  uint64_t size_limit = 0;
+};
+
 struct AUTOSNAP_API Config {
   std::string directory;  ///< required
   std::string device = "cpu";
@@ -107,6 +122,7 @@ struct AUTOSNAP_API Config {
   /// hook throw (0: never); a success starts the count again.
   int max_consecutive_failures = 3;
   DistributedConfig distributed;
+  MemoryConfig memory;
   std::string log_level = "info";  ///< debug | info | warn | error | off
 
   std::string source;  ///< the file it came from, for messages

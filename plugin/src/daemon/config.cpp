@@ -197,6 +197,32 @@ void parse_distributed(const Parser& p, Node n, Path path, DistributedConfig& d)
                 });
 }
 
+void parse_memory(const Parser& p, Node n, Path path, MemoryConfig& m) {
+  m.enabled = true;  // `memory:` alone takes the defaults
+  parse_section(
+      p, n, path,
+      {
+          {"every_steps",
+           [&](Node v, Path key) { m.every_steps = p.integer(v, key, 1, "a positive number of steps"); }},
+          {"keep_last",
+           [&](Node v, Path key) { m.keep_last = p.integer(v, key, 1, "a count >= 1 of memory snapshots"); }},
+          {"replicas",
+           [&](Node v, Path key) {
+             m.replicas = static_cast<int>(p.integer(v, key, 0, "a count >= 0 of copies on other nodes"));
+             if (m.replicas > 0) {
+               p.fail(v.Mark(), key,
+                      "copies on other nodes are not available in this version; expected 0 (this node only)");
+             }
+           }},
+          {"directory",
+           [&](Node v, Path key) {
+             m.directory = p.string(v, key);
+             if (m.directory.empty()) p.fail(v.Mark(), key, "expected a non-empty path (a tmpfs, e.g. /dev/shm)");
+           }},
+          {"size_limit", [&](Node v, Path key) { m.size_limit = p.byte_size(v, key); }},
+      });
+}
+
 // "test.yaml:1:12": where a key's value was given, for errors found after parsing.
 std::string location(const std::string& source, const YAML::Mark& mark) {
   return source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
@@ -248,6 +274,7 @@ void parse_top_level(const Parser& p, Node root, Config& c) {
                  static_cast<int>(p.integer(n, path, 0, "a count of snapshots >= 0 (0: never an error)"));
            }},
           {"distributed", [&](Node n, Path path) { parse_distributed(p, n, path, c.distributed); }},
+          {"memory", [&](Node n, Path path) { parse_memory(p, n, path, c.memory); }},
           {"log_level",
            [&](Node n, Path path) {
              c.log_level = p.choice<std::string>(n, path,

@@ -100,6 +100,30 @@ TEST(Config, TheShippedConfigFileParses) {
   EXPECT_EQ(c.directory, "checkpoints/local");
 }
 
+TEST(Config, TheMemoryTierIsOffUnlessItsSectionIsPresent) {
+  EXPECT_FALSE(Config::from_string("directory: /tmp/x\n").memory.enabled);
+  const auto defaults = Config::from_string("directory: /tmp/x\nmemory:\n");
+  EXPECT_TRUE(defaults.memory.enabled);
+  EXPECT_EQ(defaults.memory.every_steps, 1);
+  EXPECT_EQ(defaults.memory.keep_last, 2);
+  EXPECT_EQ(defaults.memory.directory, "/dev/shm");
+  const auto c = Config::from_string(
+      "directory: /tmp/x\nmemory: {every_steps: 5, keep_last: 3, replicas: 0, directory: /run/shm, "
+      "size_limit: 2GiB}\n");
+  EXPECT_EQ(c.memory.every_steps, 5);
+  EXPECT_EQ(c.memory.keep_last, 3);
+  EXPECT_EQ(c.memory.directory, "/run/shm");
+  EXPECT_EQ(c.memory.size_limit, 2ull << 30);
+  EXPECT_NE(config_error("directory: /tmp\nmemory: {keep_last: 0}\n").find("memory.keep_last"),
+            std::string::npos);
+  EXPECT_NE(config_error("directory: /tmp\nmemory: {every_step: 1}\n").find("did you mean `every_steps`"),
+            std::string::npos);
+  EXPECT_NE(config_error("directory: /tmp\nmemory: {replicas: 1}\n").find("memory.replicas"),
+            std::string::npos);
+  EXPECT_NE(config_error("directory: /tmp\nmemory: {directory: ''}\n").find("memory.directory"),
+            std::string::npos);
+}
+
 TEST(Config, EnvironmentExpansion) {
   TempDir dir;
   ::setenv("AUTOSNAP_TEST_ROOT", dir.path().c_str(), 1);
