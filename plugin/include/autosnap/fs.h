@@ -92,6 +92,9 @@ class AUTOSNAP_API FileSystem {
   virtual std::unique_ptr<FileLock> try_lock(const std::string& path, bool create) = 0;
   /// Reads a whole small file (manifests, lock files). Throws if larger than `max_size`.
   virtual std::string read_small_file(const std::string& path, size_t max_size);
+  /// Bytes an unprivileged writer may still use on the file system holding
+  /// `path` (statvfs; tests override it to pretend a full one).
+  virtual uint64_t available_bytes(const std::string& path);
 };
 
 /// The process-wide POSIX implementation.

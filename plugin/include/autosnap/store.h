@@ -92,6 +92,9 @@ class AUTOSNAP_API SnapshotStore {
   SnapshotInfo inspect(int64_t step) const;
   /// Steps of committed snapshots that pass the cheap checks, ascending.
   std::vector<int64_t> valid_steps() const;
+  /// Steps of committed snapshots by their directory names alone, ascending:
+  /// reads no manifest (a restore from the memory tier compares against it).
+  std::vector<int64_t> committed_steps() const;
 
   /// Opens the committed snapshot of `step` (its manifest parsed once, its
   /// sizes checked): CorruptSnapshot when it fails those checks,

@@ -1,5 +1,7 @@
-// Helpers built only on the FileSystem interface, so they work (and fail)
+// FileSystem's default members and helpers built only on its interface, so they work (and fail)
 // the same way under the fault-injecting test file systems.
+#include <sys/statvfs.h>
+
 #include <cerrno>
 
 #include "autosnap/errors.h"
@@ -17,6 +19,12 @@ std::string FileSystem::read_small_file(const std::string& path, size_t max_size
   std::string contents(static_cast<size_t>(file->size()), '\0');
   if (!contents.empty()) file->read_exact(0, contents.data(), contents.size());
   return contents;
+}
+
+uint64_t FileSystem::available_bytes(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) throw IoError("statvfs", path, errno);
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
 std::string join_path(const std::string& directory, const std::string& name) {

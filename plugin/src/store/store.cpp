@@ -209,6 +209,16 @@ std::vector<int64_t> SnapshotStore::valid_steps() const {
   return steps;
 }
 
+std::vector<int64_t> SnapshotStore::committed_steps() const {
+  std::vector<int64_t> steps;
+  for (const auto& entry : fs_.list_directory(directory_)) {
+    const auto parsed = parse_entry_name(entry.name);
+    if (entry.is_directory && parsed && parsed->kind == EntryKind::kCommitted) steps.push_back(parsed->step);
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
 Snapshot SnapshotStore::open(int64_t step) const { return open(inspect(step)); }
 
 Snapshot SnapshotStore::open(const SnapshotInfo& info) const {
