@@ -159,9 +159,10 @@ void describe_entry(const std::string& name, const std::string& kind, const c10:
 
 }  // namespace
 
-int list_snapshots(const std::string& directory, bool as_json) {
+int list_snapshots(const std::string& directory, bool as_json, const std::string& memory_directory) {
   auto store = SnapshotStore::open_read_only(directory);
   const auto entries = store->list();
+  if (!as_json) print_memory_tiers(directory, memory_directory);
   if (as_json) {
     json out = json::array();
     for (const auto& info : entries) {
@@ -324,7 +325,8 @@ std::string age_text(double seconds) {
 
 }  // namespace
 
-int show_status(const std::string& directory, const std::string& socket, bool as_json) {
+int show_status(const std::string& directory, const std::string& socket, bool as_json,
+                const std::string& memory_directory) {
   json job = nullptr;
   std::string not_running;
   try {
@@ -339,6 +341,7 @@ int show_status(const std::string& directory, const std::string& socket, bool as
     latest = newest(*SnapshotStore::open_read_only(directory), true);
   if (as_json) {
     json out = {{"running", !job.is_null()}, {"job", job}};
+    out["memory_tiers"] = memory_tiers_json(directory, memory_directory);
     out["newest_valid"] = latest ? json{{"step", latest->step},
                                         {"path", latest->path},
                                         {"reason", latest->manifest->reason},
@@ -370,7 +373,17 @@ int show_status(const std::string& directory, const std::string& socket, bool as
     if (job.contains("lost") && !job["lost"].is_null()) {
       std::cout << "     LOST RANK: " << job["lost"].get<std::string>() << "\n";
     }
+    if (job.contains("memory") && !job["memory"].is_null()) {
+      const json& memory = job["memory"];
+      std::cout << "     memory tier: "
+                << (memory["off"].is_null() ? std::string("on") : "OFF (" + memory["off"].get<std::string>() + ")")
+                << ", last committed step "
+                << (memory["last_committed"].is_null() ? std::string("none yet") : memory["last_committed"].dump())
+                << ", " << memory["committed"] << " committed, " << memory["skipped"]
+                << " skipped while busy\n";
+    }
   }
+  print_memory_tiers(directory, memory_directory);
   if (latest) {
     const auto age = age_seconds(latest->manifest->time);
     std::cout << "newest valid snapshot: step " << latest->step << " (" << latest->manifest->reason << ", "

@@ -18,9 +18,9 @@ constexpr const char* kExitCodes =
 
 // The command line, as parsed.
 struct Arguments {
-  std::string directory, socket, reason = "manual", out;
+  std::string directory, socket, reason = "manual", out, memory_directory = "/dev/shm";
   std::optional<int64_t> step;
-  bool json = false, all = false, fast = false, dry_run = false;
+  bool json = false, all = false, fast = false, dry_run = false, force = false;
   double timeout = 600;
   int64_t keep_last = 0, keep_every_steps = 0;
   int rank = 0;
@@ -38,6 +38,11 @@ void define_commands(CLI::App& app, Arguments& a) {
       app.add_subcommand("list", "Table of the snapshots in DIR: step, epoch, time, size, status, reason");
   add_dir(list);
   list->add_flag("--json", a.json, "print JSON instead of a table");
+  auto add_memory_dir = [&](CLI::App* command) {
+    command->add_option("--memory-dir", a.memory_directory,
+                        "where memory tiers live on this node (config memory.directory; default /dev/shm)");
+  };
+  add_memory_dir(list);
 
   auto* verify =
       app.add_subcommand("verify", "Check every file's size and XXH3-64 checksum (default: the newest)");
@@ -64,6 +69,7 @@ void define_commands(CLI::App& app, Arguments& a) {
   add_dir(status);
   status->add_option("--socket", a.socket, "control socket (default DIR/control.sock)");
   status->add_flag("--json", a.json, "print JSON");
+  add_memory_dir(status);
 
   auto* latest = app.add_subcommand("latest", "Print the newest valid step (exit 1 when there is none)");
   add_dir(latest);
@@ -86,6 +92,12 @@ void define_commands(CLI::App& app, Arguments& a) {
   export_command->add_option("--out", a.out, "the .pt file to write (atomically)")->required();
   export_command->add_option("--rank", a.rank, "which rank's shard to export (default 0)")
       ->check(CLI::NonNegativeNumber);
+
+  auto* clean = app.add_subcommand(
+      "clean", "Remove memory-tier files on this node that no process holds and whose disk has all their steps");
+  add_memory_dir(clean);
+  clean->add_flag("--force", a.force, "also remove those that hold steps newer than their disk (lost then)");
+  clean->add_flag("--dry-run", a.dry_run, "only print what would be removed");
 }
 
 // "autosnap frobnicate": CLI11 would only say that a subcommand is required.
@@ -102,14 +114,15 @@ std::optional<std::string> unknown_command(CLI::App& app, int argc, char** argv)
 int run(CLI::App& app, const Arguments& a) {
   using namespace autosnap::cli;
   auto chosen = [&](const char* name) { return app.got_subcommand(name); };
-  if (chosen("list")) return list_snapshots(a.directory, a.json);
+  if (chosen("list")) return list_snapshots(a.directory, a.json, a.memory_directory);
   if (chosen("verify")) return verify_snapshots(a.directory, a.step, a.all);
   if (chosen("inspect")) return inspect_snapshot(a.directory, a.step, a.rank);
   if (chosen("snapshot")) return request_snapshot(a.directory, a.socket, a.reason, a.timeout);
-  if (chosen("status")) return show_status(a.directory, a.socket, a.json);
+  if (chosen("status")) return show_status(a.directory, a.socket, a.json, a.memory_directory);
   if (chosen("latest")) return print_latest(a.directory, a.fast);
   if (chosen("prune")) return prune_snapshots(a.directory, a.keep_last, a.keep_every_steps, a.dry_run);
   if (chosen("export")) return export_snapshot(a.directory, a.step, a.out, a.rank);
+  if (chosen("clean")) return clean_memory_tiers(a.memory_directory, a.force, a.dry_run);
   return kExitUsage;
 }
 

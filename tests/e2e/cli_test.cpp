@@ -143,7 +143,7 @@ TEST(Cli, AnUnknownCommandIsNamedWithTheRealOnes) {
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(
       result.output.find("unknown command 'frobnicate'; the commands are list, verify, inspect, snapshot, "
-                         "status, latest, prune, export"),
+                         "status, latest, prune, export, clean"),
       std::string::npos)
       << result.output;
   auto none = autosnap_cli("");

@@ -4,6 +4,7 @@
 // killed and relaunched, another world size, a snapshot asked of one rank.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +15,7 @@
 
 #include "autosnap/autosnap.h"
 #include "autosnap/tools.h"
+#include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -149,6 +151,105 @@ TEST(ClusterJob, KilledAtRandomAndRelaunchedEndsBitwiseEqual) {
   std::cout << kills << " kills of the whole 2-rank job (" << mid_flush
             << " left a snapshot in progress); the last run resumed from step " << resumed_step(last_output)
             << std::endl;
+}
+
+int64_t last_logged_step(const std::string& output) {
+  static const std::regex pattern("step +([0-9]+)  loss ");
+  int64_t last = -1;
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), pattern); it != std::sregex_iterator(); ++it)
+    last = std::stoll((*it)[1]);
+  return last;
+}
+
+// Flips a byte in the middle of a file.
+void flip_a_byte(const std::string& path) {
+  std::string bytes = default_file_system().read_small_file(path, 64 << 20);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+  testing::write_text(path, bytes);
+}
+
+// The memory tier end to end: a memory snapshot after every step (a disk one
+// every 50), the whole job SIGKILLed 20 times at random moments: every
+// restart resumes at most a step behind the last step it logged (from
+// memory, or from the disk when a kill lands as a disk snapshot commits before
+// that step's memory one), a damaged memory copy on one rank is named and
+// passed over, and the end is bitwise the uninterrupted run's.
+TEST(ClusterJob, WithTheMemoryTierKilledAtRandomEachRestartLosesAtMostAStep) {
+  TempDir dir;
+  const int steps = 3000;
+  std::string output;
+  ASSERT_EQ(run_job(2, training("", dir.file("reference.pt"), steps), &output), 0) << output;
+
+  const std::string shm = dir.file("shm");
+  const auto config = write_config(dir, "triggers: {every_steps: 50}\nretention: {keep_last: 2}\n"
+                                        "control: {socket: false}\ndistributed: {timeout_seconds: 10}\n"
+                                        "memory: {every_steps: 1, keep_last: 2, directory: " + shm + "}\n");
+  auto arguments = training(config, "", steps);
+  arguments.insert(arguments.end(), {"--sleep-ms", "5"});
+  std::mt19937 rng(19);
+  std::uniform_int_distribution<int> delay_ms(100, 1500);
+  int64_t logged_before = -1, most_lost = 0;
+  int from_memory = 0;
+  for (int kill = 0; kill < 20; ++kill) {
+    auto job = launch(2, arguments);
+    ASSERT_TRUE(job->wait_for_line("  loss ")) << job->output();
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    ::kill(-job->pid(), SIGKILL);
+    job->wait();
+    if (kill > 0) {
+      const int64_t resumed = resumed_step(job->output());
+      EXPECT_GE(resumed, logged_before - 2) << "more than a step lost:\n" << job->output();
+      most_lost = std::max(most_lost, logged_before - resumed);
+      nlohmann::json restored;
+      for (const auto& event : testing::read_events(dir.file("snapshots")))
+        if (event["event"] == "restored") restored = event;
+      EXPECT_EQ(restored.value("step", int64_t{-1}), resumed);
+      if (restored.value("tier", std::string()) == "memory") {
+        ++from_memory;
+      } else {
+        EXPECT_EQ(resumed % 50, 0) << restored.dump();
+      }
+    }
+    logged_before = std::max(logged_before, last_logged_step(job->output()));
+  }
+  EXPECT_GE(from_memory, 12) << "the disk wins only when a kill lands as its snapshot commits";
+
+  // Rank 1's copy of the newest step both ranks hold, damaged: named, and passed over.
+  const std::string tiers = shm + "/autosnap-" + std::to_string(::getuid());
+  const std::string job_dir = tiers + "/" + testing::list_names(tiers).at(0);
+  const auto held0 = SnapshotStore::open_read_only(job_dir + "/rank-00000")->valid_steps();
+  const auto held1 = SnapshotStore::open_read_only(job_dir + "/rank-00001")->valid_steps();
+  std::vector<int64_t> common;
+  std::set_intersection(held0.begin(), held0.end(), held1.begin(), held1.end(), std::back_inserter(common));
+  ASSERT_FALSE(common.empty());
+  const int64_t damaged = common.back();
+  // The disk lagging behind memory, as it does between every_steps: 50 snapshots.
+  for (int attempt = 0;; ++attempt) {
+    try {
+      auto disk = SnapshotStore::open_for_writing(dir.file("snapshots"));
+      for (int64_t step : disk->valid_steps())
+        if (step >= damaged) disk->remove(step);
+      break;
+    } catch (const LockedError&) {  // the killed rank 0 may still be going
+      ASSERT_LT(attempt, 100);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  flip_a_byte(job_dir + "/rank-00001/" + SnapshotStore::directory_name(damaged) + "/" + shard_file_name(0));
+  std::string last_output;
+  ASSERT_EQ(run_job(2, training(config, dir.file("resumed.pt"), steps), &last_output), 0) << last_output;
+  EXPECT_NE(last_output.find("the memory snapshot of step " + std::to_string(damaged) +
+                             " on rank 1 is damaged (checksum mismatch"),
+            std::string::npos)
+      << last_output;
+  EXPECT_LT(resumed_step(last_output), damaged) << last_output;
+  expect_every_snapshot_complete(dir.file("snapshots"), 2);
+  const auto reference = default_file_system().read_small_file(dir.file("reference.pt"), 64 << 20);
+  const auto resumed = default_file_system().read_small_file(dir.file("resumed.pt"), 64 << 20);
+  EXPECT_TRUE(reference == resumed) << "the resumed job differs from the uninterrupted run";
+  EXPECT_TRUE(testing::list_names(tiers).empty()) << "a normal exit leaves nothing in memory";
+  std::cout << "20 kills with the memory tier: " << from_memory << " of 19 restarts resumed from memory; "
+            << "the most steps lost behind the last logged one: " << most_lost << std::endl;
 }
 
 TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {

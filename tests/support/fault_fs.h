@@ -29,6 +29,13 @@ class FaultInjectingFileSystem : public FileSystem {
   /// When set, only this operation fails ("write", "fsync", "rename", "create", "create directory", ...).
   std::atomic<const char*> fail_only{nullptr};
   std::atomic<int64_t> appends{0};
+  /// When non-empty, faults hit only paths that start with it (set before use).
+  std::string fail_under;
+  /// When non-zero, what available_bytes() says (a nearly full file system).
+  std::atomic<uint64_t> available{0};
+  /// Files opened for reading whose path starts with `count_reads_under` (set before use).
+  std::string count_reads_under;
+  std::atomic<int64_t> reads_counted{0};
 
   std::unique_ptr<WritableFile> create_exclusive(const std::string& path) override {
     check("create", path);
@@ -38,7 +45,12 @@ class FaultInjectingFileSystem : public FileSystem {
     return base_.open_for_append(path);  // the event log is not what these tests break
   }
   std::unique_ptr<ReadableFile> open_for_reading(const std::string& path) override {
+    if (!count_reads_under.empty() && path.rfind(count_reads_under, 0) == 0) ++reads_counted;
     return base_.open_for_reading(path);
+  }
+  uint64_t available_bytes(const std::string& path) override {
+    const uint64_t pretend = available.load();
+    return pretend != 0 ? pretend : base_.available_bytes(path);
   }
   void rename(const std::string& from, const std::string& to) override {
     check("rename", from);
@@ -72,6 +84,7 @@ class FaultInjectingFileSystem : public FileSystem {
   void check(const char* operation, const std::string& path) {
     const char* only = fail_only.load();
     if (only && std::string(only) != operation) return;
+    if (!fail_under.empty() && path.rfind(fail_under, 0) != 0) return;
     if (int e = fail_writes_errno.load()) throw IoError(operation, path, e);
   }
 

@@ -138,6 +138,20 @@ void MemoryFileSystem::power_loss() {
   crashed_ = false;
 }
 
+void MemoryFileSystem::process_killed() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  locks_.clear();
+  crash_at_ = fail_at_ = short_write_at_ = 0;
+  crashed_ = false;
+}
+
+uint64_t MemoryFileSystem::available_bytes(const std::string&) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (capacity_ == 0) return 1ull << 40;
+  const uint64_t used = used_bytes();
+  return capacity_ > used ? capacity_ - used : 0;
+}
+
 int64_t MemoryFileSystem::calls() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return calls_;

@@ -49,6 +49,8 @@ class MemoryFileSystem final : public FileSystem {
   void fail_reads(int error_number);
   /// Forgets everything not durable, releases locks, clears faults.
   void power_loss();
+  /// The process died, the machine did not: releases locks, clears faults, keeps every byte.
+  void process_killed();
 
   /// Mutating calls since construction, and each call's description ("rename a -> b").
   int64_t calls() const;
@@ -69,6 +71,8 @@ class MemoryFileSystem final : public FileSystem {
   void sync_directory(const std::string& path) override;
   void sync_file(const std::string& path) override;
   std::unique_ptr<FileLock> try_lock(const std::string& path, bool create) override;
+  /// The capacity left (set_capacity), else 1 TiB.
+  uint64_t available_bytes(const std::string& path) override;
 
   // ---- for tests that damage files ----
   std::string contents(const std::string& path);

@@ -50,6 +50,14 @@ struct SnapshotStats {
   uint64_t staging_bytes = 0;       ///< host staging buffers held now
   int64_t staging_allocations = 0;  ///< buffers allocated since the start
   double last_stall_ms = 0;         ///< training-thread time of the last snapshot
+  /// The memory tier's own counters (config `memory:`); all zero without it.
+  struct Memory {
+    bool on = false;  ///< configured, opened, and not turned off by a failure
+    int64_t committed = 0;
+    int64_t skipped = 0;  ///< steps due while the last memory snapshot was still being written
+    int64_t failed = 0;
+    double last_stall_ms = 0;
+  } memory;
 };
 
 /// What a Snapshotter may be given besides its Config (Snapshotter::Options).

@@ -1,5 +1,6 @@
 #include "daemon/agreement.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "autosnap/errors.h"
@@ -52,7 +53,8 @@ std::string encode(const RankReport& report) {
   return json{{"state", state_name(report.state)},
               {"problem", report.problem},
               {"step", report.step},
-              {"files", std::move(files)}}
+              {"files", std::move(files)},
+              {"steps", report.steps}}
       .dump();
 }
 
@@ -62,7 +64,9 @@ std::string encode(const Verdict& verdict) {
               {"step", verdict.step},
               {"detail", verdict.detail},
               {"settled_step", verdict.settled_step},
-              {"settled_committed", verdict.settled_committed}}
+              {"settled_committed", verdict.settled_committed},
+              {"from_memory", verdict.from_memory},
+              {"persist", verdict.persist}}
       .dump();
 }
 
@@ -77,6 +81,7 @@ RankReport decode_report(const std::string& text) {
     report.step = j.at("step").get<int64_t>();
     for (const auto& f : j.at("files"))
       report.files.push_back({f.at(0).get<std::string>(), f.at(1).get<uint64_t>(), f.at(2).get<uint64_t>()});
+    report.steps = j.at("steps").get<std::vector<int64_t>>();
     return report;
   } catch (const json::exception& e) {
     throw CoordinationError(std::string("a malformed report from another rank: ") + e.what());
@@ -96,6 +101,8 @@ Verdict decode_verdict(const std::string& text) {
     verdict.detail = j.at("detail").get<std::string>();
     verdict.settled_step = j.at("settled_step").get<int64_t>();
     verdict.settled_committed = j.at("settled_committed").get<bool>();
+    verdict.from_memory = j.at("from_memory").get<bool>();
+    verdict.persist = j.at("persist").get<bool>();
     return verdict;
   } catch (const json::exception& e) {
     throw CoordinationError(std::string("a malformed verdict from rank 0: ") + e.what());
@@ -133,6 +140,18 @@ Verdict first_problem(const std::vector<RankReport>& reports, const Coordinator&
     }
   }
   return verdict;
+}
+
+std::optional<int64_t> newest_common_step(const std::vector<RankReport>& reports) {
+  if (reports.empty()) return std::nullopt;
+  const auto& first = reports.front().steps;
+  for (auto step = first.rbegin(); step != first.rend(); ++step) {
+    const bool everywhere = std::all_of(reports.begin(), reports.end(), [&](const RankReport& r) {
+      return std::binary_search(r.steps.begin(), r.steps.end(), *step);
+    });
+    if (everywhere) return *step;
+  }
+  return std::nullopt;
 }
 
 Verdict agree(Coordinator& coordinator, Channel channel, const RankReport& mine,

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,7 @@ struct RankReport {
   std::string problem;              ///< kDamaged, kFailed: why, in this rank's words
   int64_t step = -1;                ///< the snapshot the round is about (-1: none yet)
   std::vector<ManifestFile> files;  ///< writer: the files this rank wrote into the tmp dir
+  std::vector<int64_t> steps;       ///< restore: the memory snapshots this rank holds, ascending
 };
 
 /// What rank 0 decided, on every rank.
@@ -50,6 +52,10 @@ struct Verdict {
   /// that a rank that missed its verdict learns whether it was committed.
   int64_t settled_step = -1;
   bool settled_committed = false;
+  /// Restore: resume from every rank's memory tier, not the disk; `persist`:
+  /// the disk has no snapshot of that step yet, so take one at once.
+  bool from_memory = false;
+  bool persist = false;
 };
 
 /// One round. `decide` runs on rank 0 only, with every rank's report by rank;
@@ -61,6 +67,9 @@ Verdict agree(Coordinator& coordinator, Channel channel, const RankReport& mine,
 /// The usual decision: ranks about different steps fail; else the first
 /// rank that failed, else the first that found damage, else go with the step.
 Verdict first_problem(const std::vector<RankReport>& reports, const Coordinator& coordinator);
+
+/// Restore: the newest step in every rank's `steps` (nullopt when there is none).
+std::optional<int64_t> newest_common_step(const std::vector<RankReport>& reports);
 
 // The wire format (JSON), exposed for tests. Parsing throws CoordinationError
 // for malformed text.

@@ -1,8 +1,9 @@
 #pragma once
 
 // The daemon's background threads: one Boost.Asio io_context run by
-// flush.threads threads, with one strand on which snapshots are written in
-// order (the store sees one writer). Control-socket and signal handlers run
+// flush.threads threads (one more with the memory tier). Each tier's
+// pipeline writes its snapshots in order on a strand of its own (each store
+// sees one writer, and a slow disk never holds up the memory tier). Control-socket and signal handlers run
 // on the same threads, never on the training thread.
 //
 // Thread-safety: construct and join() from the thread that owns the daemon.
@@ -21,7 +22,7 @@ class BackgroundThreads {
  public:
   using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
 
-  BackgroundThreads() : work_(boost::asio::make_work_guard(io_)), strand_(boost::asio::make_strand(io_)) {}
+  BackgroundThreads() : work_(boost::asio::make_work_guard(io_)) {}
   ~BackgroundThreads() { join(); }
   BackgroundThreads(const BackgroundThreads&) = delete;
   BackgroundThreads& operator=(const BackgroundThreads&) = delete;
@@ -41,12 +42,11 @@ class BackgroundThreads {
   bool running() const { return !threads_.empty(); }
 
   boost::asio::io_context& io() { return io_; }
-  Strand& strand() { return strand_; }
+  Strand make_strand() { return boost::asio::make_strand(io_); }
 
  private:
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  Strand strand_;
   std::vector<std::thread> threads_;
 };
 

@@ -15,8 +15,13 @@ using util::log;
 
 ControlSurface::ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events,
                                TriggerPolicy& policy, const SnapshotPipeline& pipeline, bool serve_socket,
-                               const Coordinator& coordinator)
-    : config_(config), events_(events), policy_(policy), pipeline_(pipeline), coordinator_(coordinator) {
+                               const Coordinator& coordinator, const SnapshotPipeline* memory_pipeline)
+    : config_(config),
+      events_(events),
+      policy_(policy),
+      pipeline_(pipeline),
+      coordinator_(coordinator),
+      memory_pipeline_(memory_pipeline) {
   if (serve_socket && config_.control.socket) serve(background);
   listen_for_signals(background);
 }
@@ -93,6 +98,16 @@ json ControlSurface::status() const {
   if (progress.last_committed) {
     last = {{"step", *progress.last_committed}, {"path", progress.last_committed_path}};
   }
+  json memory = nullptr;  // no memory tier
+  if (memory_pipeline_) {
+    const auto tier = memory_pipeline_->progress();
+    const std::string off = memory_pipeline_->off_because();
+    memory = {{"last_committed", tier.last_committed ? json(*tier.last_committed) : json(nullptr)},
+              {"path", tier.last_committed_path},
+              {"committed", tier.committed},
+              {"skipped", memory_pipeline_->stats().skipped},
+              {"off", off.empty() ? json(nullptr) : json(off)}};
+  }
   return {{"ok", true},
           {"pid", static_cast<int>(::getpid())},
           {"directory", config_.directory},
@@ -104,7 +119,8 @@ json ControlSurface::status() const {
           {"last_failure", progress.last_failure.empty() ? json(nullptr) : json(progress.last_failure)},
           {"ranks", coordinator_.world_size()},
           {"lost", lost.empty() ? json(nullptr) : json(lost)},
-          {"stopping", policy_.stopping()}};
+          {"stopping", policy_.stopping()},
+          {"memory", memory}};
 }
 
 }  // namespace daemon

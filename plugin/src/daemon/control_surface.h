@@ -31,7 +31,8 @@ class ControlSurface {
   /// is off; a socket that cannot be served is logged and left out, training
   /// matters more) and listens for the configured signals.
   ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events, TriggerPolicy& policy,
-                 const SnapshotPipeline& pipeline, bool serve_socket, const Coordinator& coordinator);
+                 const SnapshotPipeline& pipeline, bool serve_socket, const Coordinator& coordinator,
+                 const SnapshotPipeline* memory_pipeline = nullptr);
   ~ControlSurface() { stop(); }
   ControlSurface(const ControlSurface&) = delete;
   ControlSurface& operator=(const ControlSurface&) = delete;
@@ -52,6 +53,7 @@ class ControlSurface {
   TriggerPolicy& policy_;
   const SnapshotPipeline& pipeline_;
   const Coordinator& coordinator_;
+  const SnapshotPipeline* memory_pipeline_;  // null: no memory tier
   std::unique_ptr<ControlServer> server_;
   std::unique_ptr<boost::asio::signal_set> signals_;
 };

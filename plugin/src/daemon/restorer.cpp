@@ -11,14 +11,16 @@ namespace daemon {
 using util::log;
 
 Restorer::Restorer(const Config& config, FileSystem& fs, SnapshotStore& store, EventLog& events,
-                   Coordinator& coordinator, const TrackedSet& tracked, c10::Device device)
+                   Coordinator& coordinator, const TrackedSet& tracked, c10::Device device,
+                   MemoryTier* memory)
     : config_(config),
       fs_(fs),
       store_(store),
       events_(events),
       coordinator_(coordinator),
       tracked_(tracked),
-      device_(device) {}
+      device_(device),
+      memory_(memory) {}
 
 void Restorer::report_quarantined(const SnapshotInfo& info, const std::string& problem) {
   log()->warn("snapshot {} is damaged ({}); quarantined as {}", info.step, problem, info.name);
@@ -50,16 +52,20 @@ struct Restorer::Attempt {
   }
 };
 
-Restorer::Attempt Restorer::prepare(int64_t step, const std::optional<Snapshot>& picked,
+Restorer::Attempt Restorer::prepare(const Verdict& chosen, const std::optional<Snapshot>& picked,
                                     RestoreAttempts& attempts) {
+  const int64_t step = chosen.step;
   Attempt attempt;
   try {
     // The manifest is read once per restore: rank 0 reuses the handle it chose by.
-    const Snapshot snapshot = picked && picked->step() == step ? *picked : store_.open(step);
+    const Snapshot snapshot = chosen.from_memory                      ? memory_->store().open(step)
+                              : picked && picked->step() == step ? *picked
+                                                                 : store_.open(step);
     const Manifest& m = snapshot.manifest();
     const int world = coordinator_.world_size();
     const int rank = coordinator_.rank();
-    const int written_by = m.world_size;
+    // A memory snapshot is this rank's own shard, kept as a one-rank snapshot (memory_tier.h).
+    const int written_by = chosen.from_memory ? world : m.world_size;
     if (written_by != world && !config_.distributed.replicated) {
       throw StateMismatch(
           "snapshot " + snapshot.path() + " was written by " + std::to_string(written_by) +
@@ -85,7 +91,7 @@ Restorer::Attempt Restorer::prepare(int64_t step, const std::optional<Snapshot>&
     // Replicated state: rank 0's shard, with this rank's own random state when it has a shard.
     const bool replicated = written_by != world;
     // Every rank checks the shards it reads as it reads them (rank 0's latest_valid() checked the others).
-    c10::IValue shard = snapshot.read_shard(replicated ? 0 : rank, device_);
+    c10::IValue shard = snapshot.read_shard(replicated || chosen.from_memory ? 0 : rank, device_);
     // Rank 0's own random state is in the shard it just read: no second read.
     if (replicated && config_.capture.rng && rank != 0) {
       auto dict = shard.toGenericDict();
@@ -110,43 +116,75 @@ Restorer::Attempt Restorer::prepare(int64_t step, const std::optional<Snapshot>&
   return attempt;
 }
 
+// This rank's memory snapshots that a restore of this job may use (taken by this rank of this world size).
+std::vector<int64_t> Restorer::memory_steps() {
+  std::vector<int64_t> steps;
+  if (!memory_) return steps;
+  try {
+    for (const auto& info : memory_->store().list()) {
+      if (info.status == SnapshotStatus::kValid &&
+          MemoryTier::taken_by(*info.manifest, coordinator_.rank(), coordinator_.world_size()))
+        steps.push_back(info.step);
+    }
+  } catch (const std::exception& e) {
+    log()->warn("cannot list the memory tier ({}): resuming from the disk", e.what());
+    steps.clear();
+  }
+  return steps;
+}
+
+Verdict Restorer::pick(const std::vector<RankReport>& reports, std::optional<Snapshot>& picked) {
+  Verdict v;
+  const std::optional<int64_t> in_memory = newest_common_step(reports);
+  const auto on_disk = store_.committed_steps();  // names only: nothing of a snapshot is read
+  if (in_memory && (on_disk.empty() || *in_memory >= on_disk.back())) {
+    v.step = *in_memory;
+    v.from_memory = true;
+    v.persist = on_disk.empty() || *in_memory > on_disk.back();
+    return v;
+  }
+  // Rank 0's own shard is verified as prepare() reads it, in one pass.
+  picked = store_.latest_valid(
+      [&](const SnapshotInfo& info, const std::string& problem) { report_quarantined(info, problem); },
+      [](const Snapshot& candidate) { return candidate.verify_all_but(shard_file_name(0)); });
+  if (in_memory && (!picked || picked->step() < *in_memory)) {  // newer disk ones were damaged
+    v.step = *in_memory;
+    v.from_memory = true;
+    v.persist = true;
+  } else if (picked) {
+    v.step = picked->step();
+  } else {
+    v.kind = Verdict::Kind::kNothing;
+  }
+  return v;
+}
+
 std::optional<ResumePoint> Restorer::restore_latest() {
-  auto on_quarantine = [&](const SnapshotInfo& info, const std::string& problem) {
-    report_quarantined(info, problem);
-  };
   auto attempts = std::make_unique<RestoreAttempts>(fs_, config_.directory, coordinator_.rank());
+  restored_newer_than_disk_ = false;
   while (true) {
     const auto start = Clock::now();
-    // Round 1: rank 0 picks the newest snapshot whose every file (every rank's shard) verifies.
+    // Round 1: every rank says which memory snapshots it holds; rank 0 picks the step and its tier.
     std::exception_ptr pick_error;
     std::optional<Snapshot> picked;
-    const Verdict pick =
-        agree(coordinator_, Channel::kTraining, RankReport{}, [&](const std::vector<RankReport>&) {
-          Verdict v;
-          try {
-            // Rank 0's own shard is verified as prepare() reads it, in one pass.
-            picked = store_.latest_valid(on_quarantine, [](const Snapshot& candidate) {
-              return candidate.verify_all_but(shard_file_name(0));
-            });
-            if (picked) {
-              v.step = picked->step();
-            } else {
-              v.kind = Verdict::Kind::kNothing;
-            }
-          } catch (...) {
-            pick_error = std::current_exception();
-            throw;
-          }
-          return v;
-        });
+    RankReport held;
+    held.steps = memory_steps();
+    const Verdict chosen = agree(coordinator_, Channel::kTraining, held, [&](const std::vector<RankReport>& reports) {
+      try {
+        return pick(reports, picked);
+      } catch (...) {
+        pick_error = std::current_exception();
+        throw;
+      }
+    });
     if (pick_error) std::rethrow_exception(pick_error);
-    if (pick.kind == Verdict::Kind::kFailed)
-      throw Error("rank 0 could not choose a snapshot to resume from: " + pick.why);
-    if (pick.kind == Verdict::Kind::kNothing) return std::nullopt;
-    const int64_t step = pick.step;
+    if (chosen.kind == Verdict::Kind::kFailed)
+      throw Error("rank 0 could not choose a snapshot to resume from: " + chosen.why);
+    if (chosen.kind == Verdict::Kind::kNothing) return std::nullopt;
+    const int64_t step = chosen.step;
 
     // Round 2: every rank prepares its part; rank 0 hears them all and decides for all.
-    Attempt attempt = prepare(step, picked, *attempts);
+    Attempt attempt = prepare(chosen, picked, *attempts);
     const Verdict verdict =
         agree(coordinator_, Channel::kTraining, attempt.report(step),
               [&](const std::vector<RankReport>& reports) { return first_problem(reports, coordinator_); });
@@ -155,17 +193,37 @@ std::optional<ResumePoint> Restorer::restore_latest() {
       if (attempt.error) std::rethrow_exception(attempt.error);
       if (verdict.kind == Verdict::Kind::kFailed)
         throw Error("cannot resume from step " + std::to_string(step) + ": " + verdict.why);
+      if (chosen.from_memory) {
+        // Damaged in some rank's memory: that rank drops its copy; every rank chooses again.
+        if (attempt.kind == Attempt::kBad) discard_memory_copy(step, attempt.problem);
+        continue;
+      }
       // Damaged: quarantined by rank 0, which picks again (the next round 1) only after that.
       if (coordinator_.rank() == 0) quarantine(step, verdict.why);
       continue;
     }
     attempt.install();
     unconfirmed_ = std::move(attempts);  // confirmed by the first completed step
+    restored_newer_than_disk_ = chosen.persist;
     const ResumePoint point = *attempt.point;
     const double load_ms = milliseconds_since(start);
-    events_.write("restored", {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}});
-    log()->info("resumed from step {} ({}), restored in {:.0f} ms", point.step, point.path, load_ms);
+    const char* tier = chosen.from_memory ? "memory" : "disk";
+    events_.write("restored", {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}, {"tier", tier}});
+    log()->info("resumed from step {} ({}{}), restored in {:.0f} ms", point.step,
+                chosen.from_memory ? "the memory tier: " : "", point.path, load_ms);
     return point;
+  }
+}
+
+void Restorer::discard_memory_copy(int64_t step, const std::string& problem) {
+  log()->warn("the memory snapshot of step {} on {} is damaged ({}); removed it, resuming from an older one or the disk",
+              step, coordinator_.where(coordinator_.rank()), problem);
+  events_.write("memory-snapshot-damaged", {{"step", step}, {"problem", problem}});
+  try {
+    memory_->discard(step);
+  } catch (const std::exception& e) {
+    log()->warn("cannot remove the damaged memory snapshot: {}; resuming from the disk", e.what());
+    memory_ = nullptr;  // it would be offered again
   }
 }
 

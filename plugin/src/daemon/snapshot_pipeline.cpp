@@ -17,7 +17,7 @@ using util::log;
 
 SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events,
                                    Coordinator& coordinator, const TrackedSet& tracked,
-                                   BackgroundThreads& background, Labels labels)
+                                   BackgroundThreads& background, Labels labels, PipelineTier tier)
     : config_(config),
       store_(store),
       events_(events),
@@ -25,6 +25,8 @@ SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, E
       tracked_(tracked),
       background_(background),
       labels_(std::move(labels)),
+      tier_(std::move(tier)),
+      strand_(background.make_strand()),
       overlap_(config.flush.overlap && config.flush.mode == FlushMode::kAsync),
       slots_(config.flush) {}
 
@@ -34,6 +36,7 @@ SnapshotPipeline::SnapshotPipeline(const Config& config, SnapshotStore& store, E
 
 bool SnapshotPipeline::submit(int64_t step, const LoopPosition& position, const std::string& reason,
                               Urgency urgency, std::vector<OutcomeCallback> waiters) {
+  if (tier_.memory && !off_because().empty()) return false;
   std::shared_ptr<SnapshotJob> job;
   try {
     job = stage(step, reason, urgency);
@@ -48,21 +51,23 @@ bool SnapshotPipeline::submit(int64_t step, const LoopPosition& position, const 
   if (!job) return false;  // skipped (never with waiters: requests are kMustTake)
 
   job->position = position;
-  nlohmann::json started = {
-      {"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}};
-  for (const auto& [key, value] : labels_) started[key] = value;
-  events_.write("started", std::move(started));
+  if (!tier_.memory) {
+    nlohmann::json started = {
+        {"step", step}, {"reason", reason}, {"bytes", job->bytes}, {"synchronous", job->synchronous}};
+    for (const auto& [key, value] : labels_) started[key] = value;
+    events_.write("started", std::move(started));
+  }
   add_in_flight(+1);
   if (!job->synchronous) {
     job->stall_ms = milliseconds_since(job->started);
-    boost::asio::post(background_.strand(),
+    boost::asio::post(strand_,
                       [this, job, waiters = std::move(waiters)]() mutable { run(job, std::move(waiters)); });
     return true;
   }
   // Synchronous: still on the strand (the store has one writer), but wait for it.
   auto done = std::make_shared<std::promise<void>>();
   auto finished = done->get_future();
-  boost::asio::post(background_.strand(), [this, job, done, waiters = std::move(waiters)]() mutable {
+  boost::asio::post(strand_, [this, job, done, waiters = std::move(waiters)]() mutable {
     job->stall_ms = milliseconds_since(job->started);
     run(job, std::move(waiters));
     done->set_value();
@@ -81,18 +86,29 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
   std::unordered_set<const void*> step_only;
   const c10::impl::GenericDict shard = tracked_.capture(overlap_ ? &step_only : nullptr);
   job->bytes = storage_bytes(shard);
+  if (tier_.memory && !room_checked_) {
+    room_checked_ = true;
+    const std::string no_room = tier_.room_for ? tier_.room_for(job->bytes) : "";
+    if (!no_room.empty()) {
+      turn_off(no_room);
+      return nullptr;
+    }
+  }
 
   job->synchronous = config_.flush.mode == FlushMode::kSync;
   if (!job->synchronous) {
     job->slot = slots_.acquire(job->bytes, urgency);
     if (job->slot == StagingSlots::kSkip) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++stats_.skipped;
+      }
+      if (tier_.memory) return nullptr;  // the next step's will do: the memory tier never makes training wait
       log()->info(
           "skipped the snapshot of step {} ({}): {} snapshot(s) still being written and flush.when_busy is "
           "skip",
           step, reason, config_.flush.max_pending);
       events_.write("skipped", {{"step", step}, {"reason", reason}, {"why", "busy"}});
-      std::lock_guard<std::mutex> lock(mutex_);
-      ++stats_.skipped;
       return nullptr;
     }
     if (job->slot == StagingSlots::kTooBig) {
@@ -138,7 +154,7 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
 void SnapshotPipeline::answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters) {
   if (waiters.empty()) return;
   add_in_flight(+1);  // wait_until_finished() covers the answer too
-  boost::asio::post(background_.strand(), [this, step, waiters = std::move(waiters)] {
+  boost::asio::post(strand_, [this, step, waiters = std::move(waiters)] {
     SnapshotOutcome outcome;
     outcome.step = step;
     {
@@ -229,6 +245,7 @@ void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<
 
 void SnapshotPipeline::apply_retention(int64_t newest) {
   for (int64_t step : store_.prune(config_.retention, /*dry_run=*/false, /*below=*/newest)) {
+    if (tier_.memory) continue;
     events_.write("retention-deleted", {{"step", step}, {"newest", newest}});
     log()->debug("retention removed step {}", step);
   }
@@ -236,6 +253,14 @@ void SnapshotPipeline::apply_retention(int64_t newest) {
 
 void SnapshotPipeline::record_failure(int64_t step, const std::string& reason, std::exception_ptr error) {
   const std::string message = util::exception_text(error);
+  if (tier_.memory) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.failed;
+    }
+    turn_off("the memory snapshot of step " + std::to_string(step) + " failed: " + message);
+    return;
+  }
   int64_t in_a_row = 0;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -318,6 +343,31 @@ SnapshotPipeline::Progress SnapshotPipeline::progress() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return {last_committed_,  last_committed_path_,  in_flight_,
           stats_.committed, consecutive_failures_, last_failure_};
+}
+
+bool SnapshotPipeline::ready_for_memory_snapshot() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return in_flight_ == 0 && off_because_.empty();
+}
+
+void SnapshotPipeline::record_skip() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.skipped;
+}
+
+std::string SnapshotPipeline::off_because() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return off_because_;
+}
+
+void SnapshotPipeline::turn_off(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!off_because_.empty()) return;
+    off_because_ = why;
+  }
+  log()->warn("the memory tier is off for the rest of this run: {}; snapshots go to the disk tier only", why);
+  events_.write("memory-tier-off", {{"why", why}});
 }
 
 SnapshotStats SnapshotPipeline::stats() const {

@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -46,13 +47,28 @@
 namespace autosnap {
 namespace daemon {
 
+/// Which tier a pipeline writes. The disk tier is the job's store, written
+/// together by every rank. The memory tier (memory_tier.h) is one store per
+/// rank, written alone: its pipeline's coordinator is a SingleProcessCoordinator,
+/// so each memory snapshot is a one-rank snapshot (rank-00000.pt) whose labels
+/// say which rank of how many took it (memory_tier_labels). It takes a
+/// snapshot every step or so, so it writes no per-snapshot events or info
+/// lines, and its first failure turns it off (one warning; the disk tier goes on).
+struct PipelineTier {
+  bool memory = false;
+  /// Memory: asked before the first snapshot, with its size: empty when the
+  /// tier has room for it, else why not (the tier turns off).
+  std::function<std::string(uint64_t bytes)> room_for;
+};
+
 class SnapshotPipeline {
  public:
   using Labels = std::vector<std::pair<std::string, std::string>>;
   /// `labels` (where the job runs: Slurm job id, restart count) go into
   /// every manifest and `started` event.
   SnapshotPipeline(const Config& config, SnapshotStore& store, EventLog& events, Coordinator& coordinator,
-                   const TrackedSet& tracked, BackgroundThreads& background, Labels labels = {});
+                   const TrackedSet& tracked, BackgroundThreads& background, Labels labels = {},
+                   PipelineTier tier = {});
   SnapshotPipeline(const SnapshotPipeline&) = delete;
   SnapshotPipeline& operator=(const SnapshotPipeline&) = delete;
 
@@ -97,6 +113,15 @@ class SnapshotPipeline {
   };
   Progress progress() const;
   SnapshotStats stats() const;
+  /// Memory tier: on, and nothing in flight, so a snapshot submitted now is
+  /// taken (the training thread is the only one that submits).
+  bool ready_for_memory_snapshot() const;
+  /// Memory tier: a due snapshot was not taken because a rank was still writing its last one.
+  void record_skip();
+  /// Memory tier: why it was turned off (empty while it is on).
+  std::string off_because() const;
+  /// Memory tier: turns it off with one warning (a failure, or no room).
+  void turn_off(const std::string& why);
 
  private:
   std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
@@ -123,9 +148,12 @@ class SnapshotPipeline {
   const TrackedSet& tracked_;
   BackgroundThreads& background_;
   const Labels labels_;
+  const PipelineTier tier_;
+  BackgroundThreads::Strand strand_;  // this pipeline's writes, in order
 
   // Training thread only.
   bool overlap_;
+  bool room_checked_ = false;  // memory tier
   std::shared_ptr<SnapshotJob> overlap_job_;  // staged, deferred copies not yet confirmed
 
   StagingSlots slots_;
@@ -143,6 +171,7 @@ class SnapshotPipeline {
   std::string last_failure_;
   std::exception_ptr failures_in_a_row_;  // to throw at the next hook
   SnapshotStats stats_;
+  std::string off_because_;  // memory tier: turned off
   std::optional<int64_t> last_committed_;
   std::string last_committed_path_;
 };

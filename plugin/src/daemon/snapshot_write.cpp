@@ -149,6 +149,12 @@ SnapshotInfo SnapshotPipeline::record_commit(const SnapshotJob& job, Attempt& at
     last_committed_path_ = committed.path;
     consecutive_failures_ = 0;
   }
+  if (tier_.memory) {
+    log()->debug("memory snapshot of step {} committed in {:.0f} ms; training stalled {:.1f} ms", job.step,
+                 persist_ms, job.stall_ms.load());
+    apply_retention(job.step);  // a failure here is the tier's failure: it turns off
+    return committed;
+  }
   nlohmann::json event = {{"step", job.step},
                           {"reason", job.reason},
                           {"stall_ms", job.stall_ms.load()},

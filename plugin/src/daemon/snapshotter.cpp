@@ -14,6 +14,7 @@
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
 #include "daemon/loop_slips.h"
+#include "daemon/memory_tier.h"
 #include "daemon/restorer.h"
 #include "daemon/shared_directory.h"
 #include "daemon/snapshot_pipeline.h"
@@ -52,16 +53,28 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         leader_(coordinator_->rank() == 0),
         store_(open_store(config_, fs, *coordinator_)),
         events_(fs, join_path(config_.directory, events_file_name(coordinator_->rank()))),
+        memory_(open_memory_tier(config_, fs, coordinator_->rank(), job.labels)),
         tracked_(config_.capture.rng),
         policy_(config_.triggers),
         pipeline_(config_, *store_, events_, *coordinator_, tracked_, background_, job.labels),
-        restorer_(config_, fs, *store_, events_, *coordinator_, tracked_, device_),
+        memory_config_(memory_tier_config(config_)),
+        restorer_(config_, fs, *store_, events_, *coordinator_, tracked_, device_, memory_.get()),
         requeue_(std::move(job.requeue)) {
     util::set_log_level(config_.log_level);
+    if (memory_) {
+      PipelineTier tier;
+      tier.memory = true;
+      tier.room_for = [memory = memory_.get()](uint64_t bytes) { return memory->check_room(bytes); };
+      memory_pipeline_ = std::make_unique<SnapshotPipeline>(memory_config_, memory_->store(), events_,
+                                                            memory_coordinator_, tracked_, background_,
+                                                            MemoryTier::labels(job.labels, coordinator_->rank(),
+                                                                               coordinator_->world_size()),
+                                                            std::move(tier));
+    }
     // Only rank 0 serves the socket; every rank hears signals (Slurm signals every task).
     surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_, leader_,
-                                                *coordinator_);
-    background_.start(config_.flush.threads);
+                                                *coordinator_, memory_pipeline_.get());
+    background_.start(config_.flush.threads + (memory_ ? 1 : 0));
     watch_for_lost_ranks();
     log()->info("snapshots go to {} (config {})", config_.directory,
                 config_.source.empty() ? "in code" : config_.source);
@@ -104,11 +117,13 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   void before_optimizer_step() override {
     check_policy();
     pipeline_.settle_overlap(/*commit=*/true);
+    if (memory_pipeline_) memory_pipeline_->settle_overlap(/*commit=*/true);
   }
 
   void on_step_end(int64_t step) override {
     check_policy();
     pipeline_.abandon_unconfirmed_overlap();
+    if (memory_pipeline_) memory_pipeline_->abandon_unconfirmed_overlap();
     warn_of(slips_.step_ending(step, last_step_));
     last_step_ = step;
     tracked_.step_ended();  // data positions count the batch consumed before any snapshot of it
@@ -124,9 +139,17 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     // every_seconds.
     uint64_t wishes = policy_.wishes(step, leader_);
     if (pipeline_.failing_in_a_row()) wishes |= TriggerPolicy::kFailingInARow;
+    const bool memory_due = memory_pipeline_ && step % config_.memory.every_steps == 0;
+    if (memory_due && !memory_pipeline_->ready_for_memory_snapshot()) wishes |= TriggerPolicy::kMemoryTierBusy;
     if (coordinator_->world_size() > 1) wishes = coordinator_->bitwise_or(wishes, Channel::kTraining);
     if (wishes & TriggerPolicy::kFailingInARow) stop_failing_in_a_row();
     auto due = policy_.after_step(step, wishes);
+    // First: the disk's staging copy may make training wait.
+    if (memory_due && !(wishes & TriggerPolicy::kMemoryTierBusy)) {
+      take_memory_snapshot(step);
+    } else if (memory_due) {
+      memory_pipeline_->record_skip();
+    }
     if (!due.reason.empty()) take_snapshot(step, due);
     if (due.stop) policy_.stopped();  // the stop signal's snapshot is taken: the loop may leave now
   }
@@ -180,6 +203,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
   std::optional<ResumePoint> restore_latest() override {
     pipeline_.settle_overlap(/*commit=*/false);
+    if (memory_pipeline_) memory_pipeline_->settle_overlap(/*commit=*/false);
     wait_until_finished();
     auto point = restorer_.restore_latest();
     if (!point) return std::nullopt;
@@ -187,19 +211,33 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     position_ = LoopPosition{point->epoch, point->batch, point->epoch_ended};
     slips_.resumed(point->step);
     policy_.resumed_at(point->step);
-    pipeline_.resumed_from(point->step, point->path);
+    if (restorer_.restored_newer_than_disk()) {
+      persist_to_disk(*point);
+    } else {
+      pipeline_.resumed_from(point->step, point->path);
+    }
     return point;
   }
 
   void wait_until_finished() override {
     pipeline_.settle_overlap(/*commit=*/true);
+    if (memory_pipeline_) memory_pipeline_->settle_overlap(/*commit=*/true);
     pipeline_.wait_until_finished();
+    if (memory_pipeline_) memory_pipeline_->wait_until_finished();
   }
   void check_for_errors() override { pipeline_.check_for_errors(); }
   std::vector<int64_t> all_steps() const override { return store_->valid_steps(); }
   bool should_stop() const override { return policy_.should_stop(); }
   int exit_code() const override { return policy_.should_stop() ? config_.signals.exit_code : 0; }
-  SnapshotStats stats() const override { return pipeline_.stats(); }
+  SnapshotStats stats() const override {
+    SnapshotStats stats = pipeline_.stats();
+    if (memory_pipeline_) {
+      const SnapshotStats tier = memory_pipeline_->stats();
+      stats.memory = {memory_pipeline_->off_because().empty(), tier.committed, tier.skipped, tier.failed,
+                      tier.last_stall_ms};
+    }
+    return stats;
+  }
 
   void close() override {
     if (closed_) return;
@@ -214,6 +252,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     activity_->ended = true;
     coordinator_->leave(/*cleanly=*/!error);  // the others must not count a rank that finished as lost
     shutdown();
+    if (!error) remove_memory_tier();
     store_.reset();  // releases the directory lock
     if (error) std::rethrow_exception(error);
     if (leader_ && policy_.should_stop() && config_.signals.after_stop == AfterStop::kRequeue) {
@@ -275,6 +314,68 @@ class ActiveSnapshotter final : public SnapshotterImpl {
                                    : SnapshotStore::open_for_rank(config.directory, config.flush.fsync, fs);
   }
 
+  // memory.every_steps: skipped on every rank (never waited for) while one is still writing the last one.
+  void take_memory_snapshot(int64_t step) {
+    memory_pipeline_->submit(step, position_, "memory", Urgency::kMaySkip, {});
+  }
+
+  // Resumed from a memory snapshot newer than any on disk: snapshot it to disk
+  // now, so that losing this node does not lose it.
+  void persist_to_disk(const ResumePoint& point) {
+    log()->info("the disk has no snapshot of step {} yet: writing the restored state to it", point.step);
+    if (pipeline_.submit(point.step, position_, "memory_persist", Urgency::kMustTake, {}))
+      policy_.snapshot_taken(point.step);
+  }
+
+  // A normal exit leaves nothing in memory, unless the disk lacks its newest step.
+  void remove_memory_tier() {
+    if (!memory_) return;
+    try {
+      const auto held = memory_->steps();
+      const auto on_disk = store_->committed_steps();
+      if (!held.empty() && (on_disk.empty() || held.back() > on_disk.back())) {
+        log()->warn(
+            "kept the memory snapshot of step {} in {}: the disk's newest is {}; the next start on this node "
+            "resumes from it and writes it to disk (`autosnap clean` removes it)",
+            held.back(), memory_->path(), on_disk.empty() ? "none" : "step " + std::to_string(on_disk.back()));
+        return;
+      }
+      memory_->remove_all();
+    } catch (const std::exception& e) {
+      log()->warn("cannot remove the memory tier's files: {}", e.what());
+    }
+  }
+
+  // The memory tier, when configured and it can be opened here; without it, the disk tier alone.
+  static std::unique_ptr<MemoryTier> open_memory_tier(const Config& config, FileSystem& fs, int rank,
+                                                      const SnapshotPipeline::Labels& labels) {
+    if (!config.memory.enabled) return nullptr;
+    std::string job_id = "local";
+    for (const auto& [key, value] : labels)
+      if (key == "slurm_job_id") job_id = value;
+    try {
+      return std::make_unique<MemoryTier>(config, fs, rank, job_id);
+    } catch (const std::exception& e) {
+      log()->warn("the memory tier is off for this run: {}; snapshots go to the disk tier only", e.what());
+      return nullptr;
+    }
+  }
+
+  // The memory tier's pipeline writes alone, never waits and keeps memory.keep_last.
+  static Config memory_tier_config(const Config& config) {
+    Config memory = config;
+    memory.flush.mode = FlushMode::kAsync;
+    memory.flush.max_pending = 1;
+    memory.flush.when_busy = WhenBusy::kSkip;
+    memory.flush.staging_memory_limit = 0;  // MemoryTier::check_room bounds it
+    memory.flush.fsync = false;             // a tmpfs: nothing to make durable
+    memory.retention = RetentionRule{};
+    memory.retention.keep_last = config.memory.keep_last;
+    memory.on_error = OnError::kWarn;
+    memory.max_consecutive_failures = 0;
+    return memory;
+  }
+
   void take_snapshot(int64_t step, TriggerPolicy::Decision due) {
     if (policy_.has_snapshot_of(step)) {
       log()->debug("step {} already has a snapshot; '{}' adds nothing", step, due.reason);
@@ -329,6 +430,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     surface_->stop();
     policy_.fail_requests("the job ended before the next step boundary");
     pipeline_.wait_until_finished();
+    if (memory_pipeline_) memory_pipeline_->wait_until_finished();
     background_.join();
     pipeline_.remove_abandoned();  // before the store goes
     surface_.reset();              // after the threads: no handler can reach it any more
@@ -359,10 +461,14 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   bool leader_;  // rank 0: holds the lock, serves the socket, commits
   std::unique_ptr<SnapshotStore> store_;
   EventLog events_;
+  std::unique_ptr<MemoryTier> memory_;  // null: no memory tier
   TrackedSet tracked_;
   TriggerPolicy policy_;
   BackgroundThreads background_;
   SnapshotPipeline pipeline_;
+  const Config memory_config_;
+  SingleProcessCoordinator memory_coordinator_;  // each rank's memory tier is its own
+  std::unique_ptr<SnapshotPipeline> memory_pipeline_;
   Restorer restorer_;
   std::function<void()> requeue_;
   std::unique_ptr<ControlSurface> surface_;

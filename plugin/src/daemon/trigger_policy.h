@@ -50,6 +50,9 @@ class TriggerPolicy {
     kStopRequested = 2,
     kSecondsElapsed = 4,
     kFailingInARow = 8,  ///< set by the snapshotter: too many failed snapshots here; every rank stops
+    /// Set by the snapshotter: this rank's memory tier is still writing (or off),
+    /// so no rank takes this step's memory snapshot: every rank holds the same steps.
+    kMemoryTierBusy = 16,
   };
 
   /// Training thread, after step `step`: publishes it as the last completed

@@ -24,6 +24,7 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   report.problem = "checksum mismatch in rank-00001.pt";
   report.step = 1200;
   report.files = {{"rank-00001.pt", 4096, 0xfedcba9876543210ull}, {"extra.bin", 0, 1}};
+  report.steps = {1199, 1200};
   const RankReport back = daemon::decode_report(daemon::encode(report));
   EXPECT_EQ(back.state, report.state);
   EXPECT_EQ(back.problem, report.problem);
@@ -32,6 +33,7 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   EXPECT_EQ(back.files[0].name, "rank-00001.pt");
   EXPECT_EQ(back.files[0].size, 4096u);
   EXPECT_EQ(back.files[0].xxh3, 0xfedcba9876543210ull) << "64-bit checksums pass unchanged";
+  EXPECT_EQ(back.steps, report.steps);
 
   Verdict verdict;
   verdict.kind = Verdict::Kind::kGo;
@@ -39,12 +41,28 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   verdict.detail = "step-000000000040.tmp-12-abc";
   verdict.settled_step = 30;
   verdict.settled_committed = true;
+  verdict.from_memory = true;
+  verdict.persist = true;
   const Verdict v = daemon::decode_verdict(daemon::encode(verdict));
   EXPECT_EQ(v.kind, Verdict::Kind::kGo);
   EXPECT_EQ(v.step, 40);
   EXPECT_EQ(v.detail, verdict.detail);
   EXPECT_EQ(v.settled_step, 30);
   EXPECT_TRUE(v.settled_committed);
+  EXPECT_TRUE(v.from_memory);
+  EXPECT_TRUE(v.persist);
+}
+
+TEST(Agreement, TheMemoryTierResumesTheNewestStepEveryRankHolds) {
+  std::vector<RankReport> reports(3);
+  reports[0].steps = {8, 9, 10};
+  reports[1].steps = {9, 10};
+  reports[2].steps = {8, 9};  // killed while writing step 10
+  EXPECT_EQ(daemon::newest_common_step(reports), std::optional<int64_t>(9));
+  reports[2].steps = {11};
+  EXPECT_EQ(daemon::newest_common_step(reports), std::nullopt) << "no step every rank holds";
+  reports[2].steps = {};
+  EXPECT_EQ(daemon::newest_common_step(reports), std::nullopt) << "a rank without the tier";
 }
 
 TEST(Agreement, MalformedMessagesAreCoordinationErrors) {

@@ -191,6 +191,82 @@ TEST(CrashPoints, WithoutFsyncNothingPartialIsEverChosen) {
   std::cout << "crash points checked without fsync: " << total + 1 << std::endl;
 }
 
+// The memory tier: a process killed (the machine lives on: nothing is lost
+// from the tmpfs, no fsync matters) at every file-system call of three memory
+// snapshots and their retention restarts from the newest one renamed before
+// the kill, or the disk's step 10, never a torn one; and writes it to disk.
+Config memory_config() {
+  return Config::from_string("directory: " + kDirectory +
+                                 "\nflush: {mode: sync}\nretention: {keep_last: 1}\n"
+                                 "triggers: {every_steps: 10, on_train_end: false}\n"
+                                 "memory: {every_steps: 1, keep_last: 2, directory: /shm}\n"
+                                 "control: {socket: false}\ncapture: {rng: false}\nlog_level: off\n",
+                             "memory-crash.yaml");
+}
+
+void memory_scenario_until_killed(MemoryFileSystem& fs) {
+  State state;
+  try {
+    Snapshotter snap(memory_config(), {&fs});
+    state.track(snap);
+    snap.on_train_start();
+    for (int64_t step = 11; step <= 13; ++step) {
+      state.set(step);
+      snap.on_step_end(step);
+      snap.wait_until_finished();  // each step's memory snapshot is taken (none skipped): one call sequence
+    }
+    throw SimulatedCrash();  // killed after step 13
+  } catch (const SimulatedCrash&) {
+  } catch (const Error&) {
+  }
+}
+
+TEST(CrashPoints, EveryCallOfMemorySnapshotsKilledMidCopy) {
+  MemoryFileSystem reference;
+  populate(reference);
+  const int64_t base = reference.calls();
+  memory_scenario_until_killed(reference);
+  const int64_t total = reference.calls() - base;
+  const auto log = reference.call_log();
+  std::map<int64_t, int64_t> renamed;  // step -> the call that committed its memory snapshot
+  for (size_t i = static_cast<size_t>(base); i < log.size(); ++i) {
+    for (int64_t step : {11, 12, 13}) {
+      const std::string final_name = "/rank-00000/" + SnapshotStore::directory_name(step);
+      if (log[i].rfind("rename /shm/", 0) == 0 && log[i].size() > final_name.size() &&
+          log[i].compare(log[i].size() - final_name.size(), final_name.size(), final_name) == 0)
+        renamed[step] = static_cast<int64_t>(i) + 1;
+    }
+  }
+  ASSERT_EQ(renamed.size(), 3u) << "every memory commit must be found in the call log";
+
+  for (int64_t n = 1; n <= total + 1; ++n) {
+    MemoryFileSystem fs;
+    populate(fs);
+    const int64_t crash_call = fs.calls() + n;
+    fs.crash_at(n);
+    memory_scenario_until_killed(fs);
+    fs.process_killed();
+    const std::string context =
+        "killed at call " + std::to_string(n) + " of " + std::to_string(total) + " (" +
+        (n <= total ? log[static_cast<size_t>(base + n - 1)] : "after the end") + ")";
+    int64_t expected = 10;
+    for (const auto& [step, call] : renamed)
+      if (call < crash_call) expected = step;
+    State state;
+    Snapshotter snap(memory_config(), {&fs});
+    state.track(snap);
+    const auto resumed = snap.on_train_start();
+    ASSERT_TRUE(resumed) << context;
+    EXPECT_EQ(resumed->step, expected) << context;
+    EXPECT_EQ(state.counter, resumed->step) << context << ": a torn memory snapshot was restored";
+    EXPECT_TRUE(torch::all(state.weights == static_cast<float>(resumed->step)).item<bool>()) << context;
+    snap.wait_until_finished();
+    EXPECT_EQ(SnapshotStore::open_read_only(kDirectory, fs)->valid_steps().back(), expected)
+        << context << ": the restored memory snapshot must be written to disk";
+  }
+  std::cout << "memory-tier kill points checked: " << total + 1 << std::endl;
+}
+
 TEST(CrashPoints, AtomicSaveKeepsTheOldOrTheNewFile) {
   MemoryFileSystem reference;
   reference.create_directory("/data");
