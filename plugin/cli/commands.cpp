@@ -376,9 +376,11 @@ int show_status(const std::string& directory, const std::string& socket, bool as
     if (job.contains("memory") && !job["memory"].is_null()) {
       const json& memory = job["memory"];
       std::cout << "     memory tier: "
-                << (memory["off"].is_null() ? std::string("on") : "OFF (" + memory["off"].get<std::string>() + ")")
+                << (memory["off"].is_null() ? std::string("on")
+                                            : "OFF (" + memory["off"].get<std::string>() + ")")
                 << ", last committed step "
-                << (memory["last_committed"].is_null() ? std::string("none yet") : memory["last_committed"].dump())
+                << (memory["last_committed"].is_null() ? std::string("none yet")
+                                                       : memory["last_committed"].dump())
                 << ", " << memory["committed"] << " committed, " << memory["skipped"]
                 << " skipped while busy\n";
     }

@@ -94,7 +94,8 @@ void define_commands(CLI::App& app, Arguments& a) {
       ->check(CLI::NonNegativeNumber);
 
   auto* clean = app.add_subcommand(
-      "clean", "Remove memory-tier files on this node that no process holds and whose disk has all their steps");
+      "clean",
+      "Remove memory-tier files on this node that no process holds and whose disk has all their steps");
   add_memory_dir(clean);
   clean->add_flag("--force", a.force, "also remove those that hold steps newer than their disk (lost then)");
   clean->add_flag("--dry-run", a.dry_run, "only print what would be removed");

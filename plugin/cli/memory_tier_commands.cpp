@@ -46,10 +46,11 @@ int clean_memory_tiers(const std::string& memory_directory, bool force, bool dry
     if (tier.held) {
       why_not = "a running process holds it";
     } else if (!tier.removable() && !force) {
-      why_not = "it holds step " + std::to_string(*tier.newest) + ", newer than " +
-                (tier.directory.empty() ? std::string("its unknown snapshot directory")
-                                        : tier.directory + (tier.disk_newest ? " has" : " (which has none)")) +
-                "; --force removes it";
+      why_not =
+          "it holds step " + std::to_string(*tier.newest) + ", newer than " +
+          (tier.directory.empty() ? std::string("its unknown snapshot directory")
+                                  : tier.directory + (tier.disk_newest ? " has" : " (which has none)")) +
+          "; --force removes it";
     }
     if (!why_not.empty()) {
       std::cout << "kept " << tier.path << ": " << why_not << "\n";
@@ -60,7 +61,8 @@ int clean_memory_tiers(const std::string& memory_directory, bool force, bool dry
     std::cout << (dry_run ? "would remove " : "removed ") << tier.path << " (job " << tier.job
               << ", snapshot directory " << tier.directory << ", " << util::human_bytes(tier.bytes) << ")\n";
   }
-  if (removed == 0) std::cout << "nothing to remove in " << daemon::MemoryTier::root(memory_directory) << "\n";
+  if (removed == 0)
+    std::cout << "nothing to remove in " << daemon::MemoryTier::root(memory_directory) << "\n";
   std::cout << std::flush;
   return kExitOk;
 }

@@ -72,8 +72,9 @@ json measure_overhead(const std::string& scratch, const std::string& shm, int re
       std::optional<autosnap::Snapshotter> snap;
       if (mode == "memory") {
         // on_train_end: the disk then has the last step, so close() removes the memory tier.
-        snap.emplace(config(directory, shm, "triggers: {every_steps: 1000000, on_train_end: true}\n"
-                                            "flush: {overlap: true}\n"));
+        snap.emplace(config(directory, shm,
+                            "triggers: {every_steps: 1000000, on_train_end: true}\n"
+                            "flush: {overlap: true}\n"));
         snap->track("model", *model);
         snap->track("optimizer", optimizer);
       }
@@ -97,22 +98,25 @@ json measure_overhead(const std::string& scratch, const std::string& shm, int re
                  {"none_steps_per_s", bench::median(rates["none"])},
                  {"memory_steps_per_s", bench::median(rates["memory"])},
                  {"memory_snapshots_per_40_steps", bench::median(covered)}};
-  const double slower = 100 * (1 - result["memory_steps_per_s"].get<double>() / result["none_steps_per_s"].get<double>());
+  const double slower =
+      100 * (1 - result["memory_steps_per_s"].get<double>() / result["none_steps_per_s"].get<double>());
   result["overhead_percent"] = slower;
   std::printf(
-      "== memory tier, training overhead: MLP 4 x 2048x2048 (201 MB with Adam), batch %lld, one step %.0f ms ==\n"
+      "== memory tier, training overhead: MLP 4 x 2048x2048 (201 MB with Adam), batch %lld, one step %.0f ms "
+      "==\n"
       "no snapshots %.2f steps/s; a memory snapshot every step (flush.overlap) %.2f steps/s: %.1f%% slower; "
       "%.0f of %lld steps got their memory snapshot (the others were skipped while one was written)\n",
-      static_cast<long long>(batch), result["step_ms"].get<double>(), result["none_steps_per_s"].get<double>(),
-      result["memory_steps_per_s"].get<double>(), slower, result["memory_snapshots_per_40_steps"].get<double>(),
-      static_cast<long long>(kSteps));
+      static_cast<long long>(batch), result["step_ms"].get<double>(),
+      result["none_steps_per_s"].get<double>(), result["memory_steps_per_s"].get<double>(), slower,
+      result["memory_snapshots_per_40_steps"].get<double>(), static_cast<long long>(kSteps));
   return result;
 }
 
 struct State {
   explicit State(int64_t megabytes) {
     const int64_t elements = megabytes * 1000 * 1000 / 3 / 4, count = (elements + (4 << 20) - 1) / (4 << 20);
-    for (int64_t i = 0; i < count; ++i) model.register_parameter("p" + std::to_string(i), torch::randn({elements / count}));
+    for (int64_t i = 0; i < count; ++i)
+      model.register_parameter("p" + std::to_string(i), torch::randn({elements / count}));
     optimizer = std::make_unique<torch::optim::Adam>(model.parameters(), torch::optim::AdamOptions(1e-3));
     for (auto& p : model.parameters()) p.mutable_grad() = torch::ones_like(p);
     optimizer->step();
@@ -177,12 +181,15 @@ json measure_restore(const std::string& scratch, const std::string& shm, int64_t
   cleanup.on_train_start();
   cleanup.close();
   std::filesystem::remove_all(disk);
-  json result = {{"megabytes", megabytes},          {"memory_ms", bench::median(memory_ms)},
-                 {"disk_cold_ms", bench::median(disk_ms)}, {"memory_read_bytes", memory_read},
+  json result = {{"megabytes", megabytes},
+                 {"memory_ms", bench::median(memory_ms)},
+                 {"disk_cold_ms", bench::median(disk_ms)},
+                 {"memory_read_bytes", memory_read},
                  {"disk_read_bytes", disk_read}};
   std::printf(
       "== memory tier, restore after a kill: %lld MB state (parameters + Adam) ==\n"
-      "from memory %.0f ms, %llu bytes read from the block device; cold from disk (page cache dropped) %.0f ms, "
+      "from memory %.0f ms, %llu bytes read from the block device; cold from disk (page cache dropped) %.0f "
+      "ms, "
       "%llu bytes read; memory is %.1fx faster\n",
       static_cast<long long>(megabytes), result["memory_ms"].get<double>(),
       static_cast<unsigned long long>(memory_read), result["disk_cold_ms"].get<double>(),

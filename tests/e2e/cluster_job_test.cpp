@@ -156,7 +156,8 @@ TEST(ClusterJob, KilledAtRandomAndRelaunchedEndsBitwiseEqual) {
 int64_t last_logged_step(const std::string& output) {
   static const std::regex pattern("step +([0-9]+)  loss ");
   int64_t last = -1;
-  for (auto it = std::sregex_iterator(output.begin(), output.end(), pattern); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), pattern); it != std::sregex_iterator();
+       ++it)
     last = std::stoll((*it)[1]);
   return last;
 }
@@ -181,9 +182,11 @@ TEST(ClusterJob, WithTheMemoryTierKilledAtRandomEachRestartLosesAtMostAStep) {
   ASSERT_EQ(run_job(2, training("", dir.file("reference.pt"), steps), &output), 0) << output;
 
   const std::string shm = dir.file("shm");
-  const auto config = write_config(dir, "triggers: {every_steps: 50}\nretention: {keep_last: 2}\n"
-                                        "control: {socket: false}\ndistributed: {timeout_seconds: 10}\n"
-                                        "memory: {every_steps: 1, keep_last: 2, directory: " + shm + "}\n");
+  const auto config = write_config(dir,
+                                   "triggers: {every_steps: 50}\nretention: {keep_last: 2}\n"
+                                   "control: {socket: false}\ndistributed: {timeout_seconds: 10}\n"
+                                   "memory: {every_steps: 1, keep_last: 2, directory: " +
+                                       shm + "}\n");
   auto arguments = training(config, "", steps);
   arguments.insert(arguments.end(), {"--sleep-ms", "5"});
   std::mt19937 rng(19);

@@ -96,7 +96,8 @@ class FaultInjectingFileSystem : public FileSystem {
       ++fs_.appends;  // attempted ones, failed ones included
       fs_.check("write", inner_->path());
       if (int ms = fs_.append_delay_ms.load()) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-      if (int ms = fs_.stall_next_append_ms.exchange(0)) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      if (int ms = fs_.stall_next_append_ms.exchange(0))
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
       inner_->append(data, size);
     }
     void flush() override { inner_->flush(); }

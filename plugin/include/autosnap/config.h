@@ -96,10 +96,10 @@ struct DistributedConfig {
 /// that outlive the process, so a restart on the same node resumes from it
 /// without reading the snapshot directory. Absent: off.
 struct MemoryConfig {
-  bool enabled = false;       ///< the section is present
-  int64_t every_steps = 1;    ///< a memory snapshot after step s when s % every_steps == 0
-  int64_t keep_last = 2;      ///< memory snapshots kept per rank (>= 1)
-  int replicas = 0;           ///< copies held by ranks on other nodes (0: this node only)
+  bool enabled = false;     ///< the section is present
+  int64_t every_steps = 1;  ///< a memory snapshot after step s when s % every_steps == 0
+  int64_t keep_last = 2;    ///< memory snapshots kept per rank (>= 1)
+  int replicas = 0;         ///< copies held by ranks on other nodes (0: this node only)
   std::string directory = "/dev/shm";
   /// Bytes the tier may use: its keep_last snapshots, the one being written
   /// and its staging buffer (0: as much as `directory` has free).

@@ -74,9 +74,9 @@ RankReport decode_report(const std::string& text) {
   const json j = parse_json(text, "report");
   try {
     RankReport report;
-    report.state = parse_name(j.at("state").get<std::string>(),
-                              {RankReport::State::kReady, RankReport::State::kDamaged, RankReport::State::kFailed},
-                              state_name);
+    report.state = parse_name(
+        j.at("state").get<std::string>(),
+        {RankReport::State::kReady, RankReport::State::kDamaged, RankReport::State::kFailed}, state_name);
     report.problem = j.at("problem").get<std::string>();
     report.step = j.at("step").get<int64_t>();
     for (const auto& f : j.at("files"))
@@ -92,10 +92,10 @@ Verdict decode_verdict(const std::string& text) {
   const json j = parse_json(text, "verdict");
   try {
     Verdict verdict;
-    verdict.kind = parse_name(j.at("kind").get<std::string>(),
-                              {Verdict::Kind::kGo, Verdict::Kind::kNothing, Verdict::Kind::kDamaged,
-                               Verdict::Kind::kFailed},
-                              kind_name);
+    verdict.kind = parse_name(
+        j.at("kind").get<std::string>(),
+        {Verdict::Kind::kGo, Verdict::Kind::kNothing, Verdict::Kind::kDamaged, Verdict::Kind::kFailed},
+        kind_name);
     verdict.why = j.at("why").get<std::string>();
     verdict.step = j.at("step").get<int64_t>();
     verdict.detail = j.at("detail").get<std::string>();
@@ -120,8 +120,8 @@ Verdict first_problem(const std::vector<RankReport>& reports, const Coordinator&
     if (reports[r].step != verdict.step) {
       verdict.kind = Verdict::Kind::kFailed;
       verdict.why = "the ranks disagree on the step: " + coordinator.where(0) + " is at step " +
-                    std::to_string(verdict.step) + ", " + coordinator.where(static_cast<int>(r)) + " at step " +
-                    std::to_string(reports[r].step);
+                    std::to_string(verdict.step) + ", " + coordinator.where(static_cast<int>(r)) +
+                    " at step " + std::to_string(reports[r].step);
       return verdict;
     }
   }

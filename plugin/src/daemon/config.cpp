@@ -217,7 +217,8 @@ void parse_memory(const Parser& p, Node n, Path path, MemoryConfig& m) {
           {"directory",
            [&](Node v, Path key) {
              m.directory = p.string(v, key);
-             if (m.directory.empty()) p.fail(v.Mark(), key, "expected a non-empty path (a tmpfs, e.g. /dev/shm)");
+             if (m.directory.empty())
+               p.fail(v.Mark(), key, "expected a non-empty path (a tmpfs, e.g. /dev/shm)");
            }},
           {"size_limit", [&](Node v, Path key) { m.size_limit = p.byte_size(v, key); }},
       });

@@ -106,7 +106,8 @@ void remove_leftovers_of_other_jobs(FileSystem& fs, const std::string& memory_di
       remove_tree(fs, leftover.path);
     } else {
       log()->warn(
-          "kept leftover memory snapshots in {} (job {}, snapshot directory {}): they hold step {}, newer than "
+          "kept leftover memory snapshots in {} (job {}, snapshot directory {}): they hold step {}, newer "
+          "than "
           "that directory has; start that job again on this node to resume from it, or remove them with "
           "`autosnap clean --force`",
           leftover.path, leftover.job.empty() ? "unknown" : leftover.job,

@@ -77,13 +77,13 @@ class MemoryTier {
 
 /// One job's tier found on this node (for `autosnap clean` and the start's cleanup).
 struct MemoryLeftover {
-  std::string path;                   ///< ROOT/<job key>
-  std::string directory;              ///< the snapshot directory it belongs to ("" when unknown)
-  std::string job;                    ///< its job id ("" when unknown)
-  bool held = false;                  ///< a live process holds one of its ranks
-  std::vector<int64_t> steps;         ///< its memory snapshots, any rank, ascending
-  std::optional<int64_t> newest;      ///< its newest memory snapshot, any rank
-  std::optional<int64_t> disk_newest; ///< the newest committed step its snapshot directory names
+  std::string path;                    ///< ROOT/<job key>
+  std::string directory;               ///< the snapshot directory it belongs to ("" when unknown)
+  std::string job;                     ///< its job id ("" when unknown)
+  bool held = false;                   ///< a live process holds one of its ranks
+  std::vector<int64_t> steps;          ///< its memory snapshots, any rank, ascending
+  std::optional<int64_t> newest;       ///< its newest memory snapshot, any rank
+  std::optional<int64_t> disk_newest;  ///< the newest committed step its snapshot directory names
   uint64_t bytes = 0;
   /// Nobody holds it and its snapshot directory has every step it has.
   bool removable() const { return !held && newest.value_or(-1) <= disk_newest.value_or(-1); }

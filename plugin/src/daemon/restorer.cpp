@@ -58,7 +58,7 @@ Restorer::Attempt Restorer::prepare(const Verdict& chosen, const std::optional<S
   Attempt attempt;
   try {
     // The manifest is read once per restore: rank 0 reuses the handle it chose by.
-    const Snapshot snapshot = chosen.from_memory                      ? memory_->store().open(step)
+    const Snapshot snapshot = chosen.from_memory                 ? memory_->store().open(step)
                               : picked && picked->step() == step ? *picked
                                                                  : store_.open(step);
     const Manifest& m = snapshot.manifest();
@@ -169,14 +169,15 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     std::optional<Snapshot> picked;
     RankReport held;
     held.steps = memory_steps();
-    const Verdict chosen = agree(coordinator_, Channel::kTraining, held, [&](const std::vector<RankReport>& reports) {
-      try {
-        return pick(reports, picked);
-      } catch (...) {
-        pick_error = std::current_exception();
-        throw;
-      }
-    });
+    const Verdict chosen =
+        agree(coordinator_, Channel::kTraining, held, [&](const std::vector<RankReport>& reports) {
+          try {
+            return pick(reports, picked);
+          } catch (...) {
+            pick_error = std::current_exception();
+            throw;
+          }
+        });
     if (pick_error) std::rethrow_exception(pick_error);
     if (chosen.kind == Verdict::Kind::kFailed)
       throw Error("rank 0 could not choose a snapshot to resume from: " + chosen.why);
@@ -208,7 +209,8 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     const ResumePoint point = *attempt.point;
     const double load_ms = milliseconds_since(start);
     const char* tier = chosen.from_memory ? "memory" : "disk";
-    events_.write("restored", {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}, {"tier", tier}});
+    events_.write("restored",
+                  {{"step", point.step}, {"path", point.path}, {"load_ms", load_ms}, {"tier", tier}});
     log()->info("resumed from step {} ({}{}), restored in {:.0f} ms", point.step,
                 chosen.from_memory ? "the memory tier: " : "", point.path, load_ms);
     return point;
@@ -216,8 +218,10 @@ std::optional<ResumePoint> Restorer::restore_latest() {
 }
 
 void Restorer::discard_memory_copy(int64_t step, const std::string& problem) {
-  log()->warn("the memory snapshot of step {} on {} is damaged ({}); removed it, resuming from an older one or the disk",
-              step, coordinator_.where(coordinator_.rank()), problem);
+  log()->warn(
+      "the memory snapshot of step {} on {} is damaged ({}); removed it, resuming from an older one or the "
+      "disk",
+      step, coordinator_.where(coordinator_.rank()), problem);
   events_.write("memory-snapshot-damaged", {{"step", step}, {"problem", problem}});
   try {
     memory_->discard(step);

@@ -153,7 +153,7 @@ class SnapshotPipeline {
 
   // Training thread only.
   bool overlap_;
-  bool room_checked_ = false;  // memory tier
+  bool room_checked_ = false;                 // memory tier
   std::shared_ptr<SnapshotJob> overlap_job_;  // staged, deferred copies not yet confirmed
 
   StagingSlots slots_;

@@ -52,13 +52,14 @@ void SnapshotPipeline::begin(const SnapshotJob& job, Attempt& attempt) {
       mine.problem = util::exception_text(attempt.failure);
     }
   }
-  const Verdict verdict = agree(coordinator_, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
-    Verdict v = first_problem(reports, coordinator_);
-    if (v.kind == Verdict::Kind::kGo) v.detail = attempt.writer->tmp_name();
-    v.settled_step = settled_step_;
-    v.settled_committed = settled_committed_;
-    return v;
-  });
+  const Verdict verdict =
+      agree(coordinator_, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
+        Verdict v = first_problem(reports, coordinator_);
+        if (v.kind == Verdict::Kind::kGo) v.detail = attempt.writer->tmp_name();
+        v.settled_step = settled_step_;
+        v.settled_committed = settled_committed_;
+        return v;
+      });
   learn_settled(verdict);
   if (leader && verdict.kind == Verdict::Kind::kGo) abandoned_.clear();  // every rank is past them: remove
   if (verdict.kind != Verdict::Kind::kGo) {
@@ -99,27 +100,28 @@ void SnapshotPipeline::commit_when_all_ready(const SnapshotJob& job, Attempt& at
   } else {
     mine.files = attempt.writer->files();
   }
-  const Verdict verdict = agree(coordinator_, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
-    Verdict v = first_problem(reports, coordinator_);
-    if (v.kind != Verdict::Kind::kGo) return v;
-    try {
-      for (size_t r = 1; r < reports.size(); ++r)
-        for (const auto& file : reports[r].files) attempt.writer->add_file(file);
-      Manifest manifest;
-      manifest.epoch = job.position.epoch;
-      manifest.batch = job.position.batch;
-      manifest.epoch_ended = job.position.epoch_ended;
-      manifest.reason = job.reason;
-      manifest.world_size = coordinator_.world_size();
-      manifest.entries = tracked_.manifest_entries();
-      manifest.job = labels_;
-      attempt.committed = attempt.writer->commit(manifest);
-    } catch (...) {
-      attempt.failure = std::current_exception();
-      throw;  // a kFailed verdict naming rank 0
-    }
-    return v;
-  });
+  const Verdict verdict =
+      agree(coordinator_, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
+        Verdict v = first_problem(reports, coordinator_);
+        if (v.kind != Verdict::Kind::kGo) return v;
+        try {
+          for (size_t r = 1; r < reports.size(); ++r)
+            for (const auto& file : reports[r].files) attempt.writer->add_file(file);
+          Manifest manifest;
+          manifest.epoch = job.position.epoch;
+          manifest.batch = job.position.batch;
+          manifest.epoch_ended = job.position.epoch_ended;
+          manifest.reason = job.reason;
+          manifest.world_size = coordinator_.world_size();
+          manifest.entries = tracked_.manifest_entries();
+          manifest.job = labels_;
+          attempt.committed = attempt.writer->commit(manifest);
+        } catch (...) {
+          attempt.failure = std::current_exception();
+          throw;  // a kFailed verdict naming rank 0
+        }
+        return v;
+      });
   settle(job.step, verdict.kind == Verdict::Kind::kGo);
   if (attempt.failure) std::rethrow_exception(attempt.failure);  // this rank's own error, as it was
   if (verdict.kind != Verdict::Kind::kGo) {
@@ -184,8 +186,9 @@ void SnapshotPipeline::settle(int64_t step, bool committed) {
 void SnapshotPipeline::learn_settled(const Verdict& verdict) {
   if (coordinator_.rank() == 0 || verdict.settled_step < 0 || !verdict.settled_committed) return;
   if (verdict.settled_step == settled_step_ && settled_committed_) return;
-  log()->info("the snapshot of step {} was committed after all: rank 0 committed it, this rank missed the verdict",
-              verdict.settled_step);
+  log()->info(
+      "the snapshot of step {} was committed after all: rank 0 committed it, this rank missed the verdict",
+      verdict.settled_step);
   events_.write("committed", {{"step", verdict.settled_step},
                               {"path", store_.snapshot_path(verdict.settled_step)},
                               {"verdict_missed", true}});

@@ -65,11 +65,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
       PipelineTier tier;
       tier.memory = true;
       tier.room_for = [memory = memory_.get()](uint64_t bytes) { return memory->check_room(bytes); };
-      memory_pipeline_ = std::make_unique<SnapshotPipeline>(memory_config_, memory_->store(), events_,
-                                                            memory_coordinator_, tracked_, background_,
-                                                            MemoryTier::labels(job.labels, coordinator_->rank(),
-                                                                               coordinator_->world_size()),
-                                                            std::move(tier));
+      memory_pipeline_ = std::make_unique<SnapshotPipeline>(
+          memory_config_, memory_->store(), events_, memory_coordinator_, tracked_, background_,
+          MemoryTier::labels(job.labels, coordinator_->rank(), coordinator_->world_size()), std::move(tier));
     }
     // Only rank 0 serves the socket; every rank hears signals (Slurm signals every task).
     surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_, leader_,
@@ -140,7 +138,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     uint64_t wishes = policy_.wishes(step, leader_);
     if (pipeline_.failing_in_a_row()) wishes |= TriggerPolicy::kFailingInARow;
     const bool memory_due = memory_pipeline_ && step % config_.memory.every_steps == 0;
-    if (memory_due && !memory_pipeline_->ready_for_memory_snapshot()) wishes |= TriggerPolicy::kMemoryTierBusy;
+    if (memory_due && !memory_pipeline_->ready_for_memory_snapshot())
+      wishes |= TriggerPolicy::kMemoryTierBusy;
     if (coordinator_->world_size() > 1) wishes = coordinator_->bitwise_or(wishes, Channel::kTraining);
     if (wishes & TriggerPolicy::kFailingInARow) stop_failing_in_a_row();
     auto due = policy_.after_step(step, wishes);
@@ -337,7 +336,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         log()->warn(
             "kept the memory snapshot of step {} in {}: the disk's newest is {}; the next start on this node "
             "resumes from it and writes it to disk (`autosnap clean` removes it)",
-            held.back(), memory_->path(), on_disk.empty() ? "none" : "step " + std::to_string(on_disk.back()));
+            held.back(), memory_->path(),
+            on_disk.empty() ? "none" : "step " + std::to_string(on_disk.back()));
         return;
       }
       memory_->remove_all();

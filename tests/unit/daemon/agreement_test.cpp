@@ -66,17 +66,20 @@ TEST(Agreement, TheMemoryTierResumesTheNewestStepEveryRankHolds) {
 }
 
 TEST(Agreement, MalformedMessagesAreCoordinationErrors) {
-  EXPECT_NE(testing::error_of<CoordinationError>([] { daemon::decode_report("not json"); })
-                .find("a malformed report from another rank"),
+  EXPECT_NE(testing::error_of<CoordinationError>([] {
+              daemon::decode_report("not json");
+            }).find("a malformed report from another rank"),
             std::string::npos);
-  EXPECT_NE(testing::error_of<CoordinationError>([] { daemon::decode_report(R"({"state": "ready"})"); })
-                .find("a malformed report from another rank"),
+  EXPECT_NE(testing::error_of<CoordinationError>([] {
+              daemon::decode_report(R"({"state": "ready"})");
+            }).find("a malformed report from another rank"),
             std::string::npos);
-  EXPECT_EQ(testing::error_of<CoordinationError>([] {
-              daemon::decode_verdict(
-                  R"({"kind": "maybe", "why": "", "step": 1, "detail": "", "settled_step": -1, "settled_committed": false})");
-            }),
-            "unknown value 'maybe' in a message between ranks");
+  EXPECT_EQ(
+      testing::error_of<CoordinationError>([] {
+        daemon::decode_verdict(
+            R"({"kind": "maybe", "why": "", "step": 1, "detail": "", "settled_step": -1, "settled_committed": false})");
+      }),
+      "unknown value 'maybe' in a message between ranks");
 }
 
 std::vector<RankReport> reports_at(std::vector<int64_t> steps) {
@@ -124,8 +127,8 @@ TEST(Agreement, EveryRankGetsTheVerdictOnlyRankZeroDecides) {
       RankReport mine;
       mine.step = 5;
       mine.files = {{"rank-0000" + std::to_string(r) + ".pt", static_cast<uint64_t>(100 + r), 0}};
-      verdicts[static_cast<size_t>(r)] = daemon::agree(
-          *coordinator, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
+      verdicts[static_cast<size_t>(r)] =
+          daemon::agree(*coordinator, Channel::kWriter, mine, [&](const std::vector<RankReport>& reports) {
             ++decisions;
             Verdict v = daemon::first_problem(reports, *coordinator);
             v.detail = std::to_string(reports[2].files.at(0).size);  // rank 0 sees every rank's files
@@ -149,9 +152,9 @@ TEST(Agreement, ADecisionThatThrowsIsAFailureNamingRankZero) {
   for (int r = 0; r < 2; ++r) {
     ranks.emplace_back([&, r] {
       auto coordinator = job.coordinator(r);
-      verdicts[static_cast<size_t>(r)] =
-          daemon::agree(*coordinator, Channel::kWriter, RankReport{},
-                        [&](const std::vector<RankReport>&) -> Verdict { throw IoError("rename", "/d/x", ENOSPC); });
+      verdicts[static_cast<size_t>(r)] = daemon::agree(
+          *coordinator, Channel::kWriter, RankReport{},
+          [&](const std::vector<RankReport>&) -> Verdict { throw IoError("rename", "/d/x", ENOSPC); });
     });
   }
   for (auto& t : ranks) t.join();

@@ -35,7 +35,9 @@ struct Dirs {
                                  ", on_train_end: true}\nmemory: {every_steps: 1, keep_last: 2, directory: " +
                                  shm + memory + "}\n");
   }
-  std::string job_path() const { return join_path(MemoryTier::root(shm), MemoryTier::job_key(disk, "local")); }
+  std::string job_path() const {
+    return join_path(MemoryTier::root(shm), MemoryTier::job_key(disk, "local"));
+  }
   std::string rank_path() const { return join_path(job_path(), "rank-00000"); }
 };
 
@@ -149,7 +151,8 @@ TEST(MemoryTier, ADamagedMemorySnapshotIsNamedAndTheNextNewestIsUsed) {
     state.track(snap);
     EXPECT_EQ(snap.on_train_start()->step, 56);
     EXPECT_TRUE(state.is(56));
-    EXPECT_TRUE(log.has("the memory snapshot of step 57 on rank 0 is damaged (checksum mismatch")) << log.text();
+    EXPECT_TRUE(log.has("the memory snapshot of step 57 on rank 0 is damaged (checksum mismatch"))
+        << log.text();
   }
   // Both memory copies damaged: the disk.
   train_then_die(dirs.config(), 57, 58);  // memory 57, 58 (disk 50, 56)
@@ -190,8 +193,10 @@ TEST(MemoryTier, ANormalExitKeepsAMemorySnapshotTheDiskLacks) {
   LogCapture log;
   {
     State state;
-    Snapshotter snap(make_config(dirs.disk, "triggers: {every_steps: 50, on_train_end: false}\nmemory: "
-                                            "{directory: " + dirs.shm + "}\n"),
+    Snapshotter snap(make_config(dirs.disk,
+                                 "triggers: {every_steps: 50, on_train_end: false}\nmemory: "
+                                 "{directory: " +
+                                     dirs.shm + "}\n"),
                      {});
     state.track(snap);
     for (int64_t step = 1; step <= 3; ++step) {
@@ -222,7 +227,8 @@ TEST(MemoryTier, NoRoomTurnsTheTierOffWithOneWarningAndTheDiskGoesOn) {
   EXPECT_EQ(snap.stats().memory.committed, 0);
   EXPECT_EQ(snap.stats().committed, 2) << "the disk tier goes on";
   const std::string text = log.text();
-  EXPECT_NE(text.find("the memory tier is off for the rest of this run: 3 memory snapshots of"), std::string::npos)
+  EXPECT_NE(text.find("the memory tier is off for the rest of this run: 3 memory snapshots of"),
+            std::string::npos)
       << text;
   EXPECT_EQ(text.find("memory tier is off"), text.rfind("memory tier is off")) << "one warning: " << text;
 
@@ -313,9 +319,9 @@ TEST(MemoryTier, AnotherJobsLeftoversAreNeverRestoredAndAreCleanedWhenTheDiskHas
 TEST(MemoryTier, TwoProcessesCannotShareOneRanksTier) {
   Dirs dirs;
   MemoryTier first(dirs.config(), default_file_system(), 0, "local");
-  EXPECT_NE(testing::error_of<LockedError>(
-                [&] { MemoryTier second(dirs.config(), default_file_system(), 0, "local"); })
-                .find("is locked by another writer"),
+  EXPECT_NE(testing::error_of<LockedError>([&] {
+              MemoryTier second(dirs.config(), default_file_system(), 0, "local");
+            }).find("is locked by another writer"),
             std::string::npos);
 }
 

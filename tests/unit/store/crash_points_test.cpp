@@ -246,9 +246,9 @@ TEST(CrashPoints, EveryCallOfMemorySnapshotsKilledMidCopy) {
     fs.crash_at(n);
     memory_scenario_until_killed(fs);
     fs.process_killed();
-    const std::string context =
-        "killed at call " + std::to_string(n) + " of " + std::to_string(total) + " (" +
-        (n <= total ? log[static_cast<size_t>(base + n - 1)] : "after the end") + ")";
+    const std::string context = "killed at call " + std::to_string(n) + " of " + std::to_string(total) +
+                                " (" +
+                                (n <= total ? log[static_cast<size_t>(base + n - 1)] : "after the end") + ")";
     int64_t expected = 10;
     for (const auto& [step, call] : renamed)
       if (call < crash_call) expected = step;
