@@ -20,6 +20,7 @@
 
 #include "autosnap/autosnap.h"
 #include "bench_support.h"
+#include "training_loop.h"
 
 namespace {
 
@@ -45,24 +46,7 @@ autosnap::Config config(const std::string& directory, const std::string& shm, co
 }
 
 json measure_overhead(const std::string& scratch, const std::string& shm, int reps, int64_t batch) {
-  torch::manual_seed(0);
-  torch::nn::Sequential model;
-  for (int i = 0; i < 4; ++i) {
-    model->push_back(torch::nn::Linear(2048, 2048));
-    model->push_back(torch::nn::ReLU());
-  }
-  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-4));
-  const auto input = torch::randn({batch, 2048}), target = torch::randn({batch, 2048});
-  auto train = [&](autosnap::Snapshotter* snap, int64_t first, int64_t steps) {
-    for (int64_t step = first; step < first + steps; ++step) {
-      optimizer.zero_grad();
-      auto loss = torch::mse_loss(model->forward(input), target);
-      loss.backward();
-      if (snap) snap->before_optimizer_step();
-      optimizer.step();
-      if (snap) snap->on_step_end(step);
-    }
-  };
+  bench::TrainingLoop loop(batch);
   constexpr int64_t kSteps = 40;
   std::map<std::string, std::vector<double>> rates;
   std::vector<double> covered, step_ms;
@@ -75,15 +59,14 @@ json measure_overhead(const std::string& scratch, const std::string& shm, int re
         snap.emplace(config(directory, shm,
                             "triggers: {every_steps: 1000000, on_train_end: true}\n"
                             "flush: {overlap: true}\n"));
-        snap->track("model", *model);
-        snap->track("optimizer", optimizer);
+        loop.track(*snap);
       }
       autosnap::Snapshotter* hooks = snap ? &*snap : nullptr;
-      train(hooks, 1, 5);  // warm-up: staging buffers allocated
+      loop.train(hooks, 1, 5);  // warm-up: staging buffers allocated
       if (snap) snap->wait_until_finished();
       const int64_t before = snap ? snap->stats().memory.committed : 0;
       const auto start = Clock::now();
-      train(hooks, 6, kSteps);
+      loop.train(hooks, 6, kSteps);
       const double ms = ms_since(start);
       rates[mode].push_back(kSteps * 1000.0 / ms);
       if (snap) covered.push_back(static_cast<double>(snap->stats().memory.committed - before));

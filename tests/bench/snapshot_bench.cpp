@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "bench_support.h"
+#include "training_loop.h"
 
 namespace {
 
@@ -391,24 +392,7 @@ json run_workload(const std::string& label, std::vector<int64_t> numels, const O
 // A small MLP trained on random batches, sized so a snapshot (about 200 MB with
 // Adam) takes longer to write than one step takes to compute.
 json measure_training_overhead(const Options& options) {
-  torch::manual_seed(0);
-  torch::nn::Sequential model;
-  for (int i = 0; i < 4; ++i) {
-    model->push_back(torch::nn::Linear(2048, 2048));
-    model->push_back(torch::nn::ReLU());
-  }
-  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-4));
-  const auto input = torch::randn({4, 2048}), target = torch::randn({4, 2048});
-  auto train = [&](autosnap::Snapshotter* snap, int64_t first, int64_t steps) {
-    for (int64_t step = first; step < first + steps; ++step) {
-      optimizer.zero_grad();
-      auto loss = torch::mse_loss(model->forward(input), target);
-      loss.backward();
-      if (snap) snap->before_optimizer_step();
-      optimizer.step();
-      if (snap) snap->on_step_end(step);
-    }
-  };
+  bench::TrainingLoop loop(4);
   constexpr int64_t kSteps = 40;
   const std::vector<std::string> modes = {"none", "async", "overlap"};
   std::map<std::string, std::vector<double>> rates;
@@ -419,15 +403,14 @@ json measure_training_overhead(const Options& options) {
       std::optional<autosnap::Snapshotter> snap;
       if (mode != "none") {
         snap.emplace(snapshot_config(directory, mode == "overlap" ? "flush: {overlap: true}\n" : "", 10));
-        snap->track("model", *model);
-        snap->track("optimizer", optimizer);
+        loop.track(*snap);
       }
       autosnap::Snapshotter* hooks = snap ? &*snap : nullptr;
-      train(hooks, 1, 10);  // warm-up, with one snapshot that allocates the staging buffers
+      loop.train(hooks, 1, 10);  // warm-up, with one snapshot that allocates the staging buffers
       if (snap) snap->wait_until_finished();
       // Steady state: 4 snapshots in 40 steps, each written while the next steps run.
       const auto start = Clock::now();
-      train(hooks, 11, kSteps);
+      loop.train(hooks, 11, kSteps);
       const double ms = ms_since(start);
       rates[mode].push_back(kSteps * 1000.0 / ms);
       if (mode == "none") step_ms.push_back(ms / kSteps);
@@ -441,8 +424,7 @@ json measure_training_overhead(const Options& options) {
   // What one snapshot of this model costs to write, for comparison with a step.
   const std::string directory = options.directory + "/persist";
   autosnap::Snapshotter snap(snapshot_config(directory, ""));
-  snap.track("model", *model);
-  snap.track("optimizer", optimizer);
+  loop.track(snap);
   std::vector<double> persist;
   for (int r = 0; r <= options.reps; ++r) {
     const auto start = Clock::now();

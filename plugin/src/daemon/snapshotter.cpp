@@ -314,8 +314,14 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   }
 
   // memory.every_steps: skipped on every rank (never waited for) while one is still writing the last one.
+  // Its failure (e.g. no host memory to stage into) turns the tier off; training goes on.
   void take_memory_snapshot(int64_t step) {
-    memory_pipeline_->submit(step, position_, "memory", Urgency::kMaySkip, {});
+    try {
+      memory_pipeline_->submit(step, position_, "memory", Urgency::kMaySkip, {});
+    } catch (const std::exception& e) {
+      memory_pipeline_->turn_off("staging the memory snapshot of step " + std::to_string(step) +
+                                 " failed: " + e.what());
+    }
   }
 
   // Resumed from a memory snapshot newer than any on disk: snapshot it to disk
