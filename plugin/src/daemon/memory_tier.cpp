@@ -103,12 +103,15 @@ void remove_leftovers_of_other_jobs(FileSystem& fs, const std::string& memory_di
     if (leftover.removable()) {
       log()->info("removing leftover memory snapshots of job {} (snapshot directory {}): {}", leftover.job,
                   leftover.directory, util::human_bytes(leftover.bytes));
-      remove_tree(fs, leftover.path);
+      try {
+        remove_tree(fs, leftover.path);
+      } catch (const IoError& e) {  // e.g. another rank of this job removing it at the same moment
+        log()->debug("leftover {} not removed: {}", leftover.path, e.what());
+      }
     } else {
       log()->warn(
           "kept leftover memory snapshots in {} (job {}, snapshot directory {}): they hold step {}, newer "
-          "than "
-          "that directory has; start that job again on this node to resume from it, or remove them with "
+          "than that directory has; start that job again on this node to resume from it, or remove them with "
           "`autosnap clean --force`",
           leftover.path, leftover.job.empty() ? "unknown" : leftover.job,
           leftover.directory.empty() ? "unknown" : leftover.directory, *leftover.newest);
