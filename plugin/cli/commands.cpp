@@ -383,6 +383,14 @@ int show_status(const std::string& directory, const std::string& socket, bool as
                                                        : memory["last_committed"].dump())
                 << ", " << memory["committed"] << " committed, " << memory["skipped"]
                 << " skipped while busy\n";
+      if (memory.contains("replicas")) {
+        const json& replicas = memory["replicas"];
+        std::cout << "     memory replicas: "
+                  << (replicas["off"].is_null() ? "to " + replicas["to"].get<std::string>() + ", " +
+                                                      replicas["sent"].dump() + " sent"
+                                                : "OFF (" + replicas["off"].get<std::string>() + ")")
+                  << "\n";
+      }
     }
   }
   print_memory_tiers(directory, memory_directory);

@@ -32,7 +32,7 @@ void print_memory_tiers(const std::string& directory, const std::string& memory_
     std::cout << "memory tier on this node (job " << tier.job << ", " << util::human_bytes(tier.bytes)
               << (tier.held ? ", in use by a running process" : ", no process holds it")
               << "): " << (steps.empty() ? std::string("no snapshots") : "steps " + steps);
-    if (tier.newest && tier.newest > tier.disk_newest.value_or(-1))
+    if (tier.newest() && *tier.newest() > tier.disk_newest.value_or(-1))
       std::cout << " (newer than the disk: the next start on this node resumes from it)";
     std::cout << "\n     " << tier.path << "\n";
   }
@@ -47,7 +47,7 @@ int clean_memory_tiers(const std::string& memory_directory, bool force, bool dry
       why_not = "a running process holds it";
     } else if (!tier.removable() && !force) {
       why_not =
-          "it holds step " + std::to_string(*tier.newest) + ", newer than " +
+          "it holds step " + std::to_string(*tier.newest()) + ", newer than " +
           (tier.directory.empty() ? std::string("its unknown snapshot directory")
                                   : tier.directory + (tier.disk_newest ? " has" : " (which has none)")) +
           "; --force removes it";

@@ -21,7 +21,7 @@ class ThreadJob::RankCoordinator final : public daemon::Coordinator {
  private:
   ThreadJob& job_;
   const int rank_;
-  int64_t sequence_[2] = {0, 0};
+  int64_t sequence_[3] = {0, 0, 0};
 };
 
 ThreadJob::ThreadJob(int world) : world_(world), dead_(static_cast<size_t>(world), false) {}

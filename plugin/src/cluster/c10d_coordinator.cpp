@@ -1,9 +1,9 @@
 #include "cluster/c10d_coordinator.h"
 
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <signal.h>
 #include <unistd.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -84,17 +84,34 @@ std::vector<std::string> unpack(const std::string& packed) {
 
 std::string seconds_text(std::chrono::milliseconds t) { return std::to_string(t.count() / 1000) + " s"; }
 
+const char* channel_name(Channel channel) {
+  switch (channel) {
+    case Channel::kTraining: return "training";
+    case Channel::kWriter: return "writer";
+    case Channel::kReplica: return "replica";
+  }
+  return "unknown";
+}
+
+// Starts every operation, then waits for them all, so that two ranks sending to each other cannot deadlock.
+void run_all(const std::vector<std::function<c10::intrusive_ptr<c10d::Work>()>>& starts,
+             std::chrono::milliseconds timeout) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (const auto& start : starts) works.push_back(start());
+  for (auto& work : works) work->wait(timeout);
+}
+
 }  // namespace
 
 struct C10dCoordinator::Group {
-  std::string name;                          // "training" | "writer"
-  c10::intrusive_ptr<c10d::Store> store;     // a connection of its own, keys under autosnap/<name>/
+  std::string name;                       // "training" | "writer"
+  c10::intrusive_ptr<c10d::Store> store;  // a connection of its own, keys under autosnap/<name>/
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
   int64_t generation = 0;
-  std::string broken;                        // why pg must be formed again
-  int64_t sequence = 0;                      // exchanges begun on this channel
-  int64_t done = 0;                          // the last one completed here
-  std::vector<std::string> done_result;      // and its result
+  std::string broken;                    // why pg must be formed again
+  int64_t sequence = 0;                  // exchanges begun on this channel
+  int64_t done = 0;                      // the last one completed here
+  std::vector<std::string> done_result;  // and its result
 
   // One collective; a failure breaks the group (formed again by the next exchange).
   void run(const std::function<c10::intrusive_ptr<c10d::Work>()>& start) {
@@ -109,8 +126,9 @@ struct C10dCoordinator::Group {
   // The store's generation counter, moved from `from` to from + 1 unless a
   // rank already moved it; returns where it is now.
   int64_t advance(int64_t from) {
-    const auto now = store->compareSet("generation", from == 0 ? std::vector<uint8_t>{} : bytes_of(std::to_string(from)),
-                                       bytes_of(std::to_string(from + 1)));
+    const auto now =
+        store->compareSet("generation", from == 0 ? std::vector<uint8_t>{} : bytes_of(std::to_string(from)),
+                          bytes_of(std::to_string(from + 1)));
     return std::stoll(std::string(now.begin(), now.end()));
   }
 
@@ -130,48 +148,57 @@ struct C10dCoordinator::Group {
     std::vector<at::Tensor> data{at::empty({std::max<int64_t>(size[0].item<int64_t>(), 1)}, at::kByte)};
     if (rank == root) std::memcpy(data[0].data_ptr(), value.data(), value.size());
     run([&] { return pg->broadcast(data, options); });
-    return std::string(static_cast<const char*>(data[0].data_ptr()), static_cast<size_t>(size[0].item<int64_t>()));
+    return std::string(static_cast<const char*>(data[0].data_ptr()),
+                       static_cast<size_t>(size[0].item<int64_t>()));
   }
 };
 
 C10dCoordinator::C10dCoordinator(const RankInfo& info, const Options& options)
     : rank_(info.rank), world_size_(info.world_size), timeout_(options.timeout) {
-  const std::string where_am_i = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + " (" +
-                                 info.source + ", MASTER_ADDR " + info.master_addr + ")";
+  const std::string where_am_i = "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) +
+                                 " (" + info.source + ", MASTER_ADDR " + info.master_addr + ")";
   keep_broken_connections_from_killing_the_process();
   try {
     store_ = std::make_unique<JobStore>(info, options);
     device_ = choose_gloo_device(info.master_addr, info.nodes == 1);
-    for (Channel channel : {Channel::kTraining, Channel::kWriter}) {
+    for (Channel channel : {Channel::kTraining, Channel::kWriter, Channel::kReplica}) {
       auto group = std::make_unique<Group>();
-      group->name = channel == Channel::kTraining ? "training" : "writer";
+      group->name = channel_name(channel);
       group->store = store_->connect("autosnap/" + group->name + "/");
       form(*group);
-      (channel == Channel::kTraining ? training_ : writer_) = std::move(group);
+      groups_[static_cast<int>(channel)] = std::move(group);
     }
-    // Who runs where, for messages ("rank 1 on node2").
-    for (const auto& host : exchange(host_name(), Channel::kTraining)) hosts_.push_back(host);
-    if (std::all_of(hosts_.begin(), hosts_.end(), [&](const std::string& h) { return h == hosts_.front(); })) {
+    // Who runs where, for messages ("rank 1 on node2"), and which ranks share a node.
+    const std::string node_key = host_name() + "#" + std::to_string(info.node_rank);
+    std::vector<std::string> keys;
+    for (const auto& key : exchange(node_key, Channel::kTraining)) {
+      hosts_.push_back(key.substr(0, key.rfind('#')));
+      const auto known = std::find(keys.begin(), keys.end(), key);
+      nodes_.push_back(static_cast<int>(known - keys.begin()));
+      if (known == keys.end()) keys.push_back(key);
+    }
+    if (std::all_of(hosts_.begin(), hosts_.end(),
+                    [&](const std::string& h) { return h == hosts_.front(); })) {
       hosts_.assign(hosts_.size(), "");  // one host: "rank 1" says it all
     }
-    lifeline_ = std::make_unique<Lifeline>(rank_, world_size_, device_.address, hosts_, timeout_, *training_->store);
+    lifeline_ = std::make_unique<Lifeline>(rank_, world_size_, device_.address, hosts_, timeout_,
+                                           *group(Channel::kTraining).store);
   } catch (const CoordinationError& e) {
     throw CoordinationError(where_am_i + ": " + e.what());
   } catch (const ConfigError&) {
     throw;
   } catch (const std::exception& e) {
-    throw CoordinationError(where_am_i + ": cannot form autosnap's coordination groups within " +
-                            seconds_text(timeout_) + " (distributed.timeout_seconds) over " +
-                            (store_ ? store_->describe() : std::string("its store")) +
-                            (device_.address.empty() ? "" : ", Gloo on " + device_.address + " (" + device_.how + ")") +
-                            ": " + message_of(e));
+    throw CoordinationError(
+        where_am_i + ": cannot form autosnap's coordination groups within " + seconds_text(timeout_) +
+        " (distributed.timeout_seconds) over " + (store_ ? store_->describe() : std::string("its store")) +
+        (device_.address.empty() ? "" : ", Gloo on " + device_.address + " (" + device_.how + ")") + ": " +
+        message_of(e));
   }
 }
 
 C10dCoordinator::~C10dCoordinator() {
   lifeline_.reset();  // its goodbye (after leave(true)) first: the others must not count this rank as lost
-  training_.reset();
-  writer_.reset();
+  for (auto& group : groups_) group.reset();
   store_.reset();  // rank 0's server last
 }
 
@@ -180,11 +207,12 @@ std::string C10dCoordinator::describe() const {
 }
 
 C10dCoordinator::Group& C10dCoordinator::group(Channel channel) {
-  return channel == Channel::kTraining ? *training_ : *writer_;
+  return *groups_[static_cast<int>(channel)];
 }
 
 std::string C10dCoordinator::where(int rank) const {
-  const bool named = rank >= 0 && static_cast<size_t>(rank) < hosts_.size() && !hosts_[static_cast<size_t>(rank)].empty();
+  const bool named =
+      rank >= 0 && static_cast<size_t>(rank) < hosts_.size() && !hosts_[static_cast<size_t>(rank)].empty();
   return "rank " + std::to_string(rank) + (named ? " on " + hosts_[static_cast<size_t>(rank)] : "");
 }
 
@@ -211,6 +239,56 @@ void C10dCoordinator::form(Group& group) {
   group.broken.clear();
 }
 
+std::vector<std::string> C10dCoordinator::send_receive(
+    const std::vector<std::pair<int, std::string_view>>& sends, const std::vector<int>& receive_from,
+    Channel channel) {
+  Group& g = group(channel);
+  const std::string what = where(rank_) + ": a transfer on the " + g.name + " coordination group failed";
+  if (!g.broken.empty()) throw CoordinationError(what + " earlier (" + g.broken + ")");
+  using Tensors = std::vector<at::Tensor>;
+  std::vector<Tensors> sizes_out, sizes_in, data_out, data_in;
+  std::vector<std::string> received(receive_from.size());
+  try {
+    // Sizes first (tag 0), then the bytes (tag 1), each round all at once.
+    // The ops refer to the tensors: no vector may reallocate once they are made.
+    sizes_out.reserve(sends.size());
+    sizes_in.reserve(receive_from.size());
+    data_out.reserve(sends.size());
+    data_in.reserve(receive_from.size());
+    std::vector<std::function<c10::intrusive_ptr<c10d::Work>()>> ops;
+    for (const auto& [peer, bytes] : sends) {
+      sizes_out.push_back({at::full({1}, static_cast<int64_t>(bytes.size()), at::kLong)});
+      ops.push_back([&g, &t = sizes_out.back(), peer = peer] { return g.pg->send(t, peer, 0); });
+    }
+    for (int peer : receive_from) {
+      sizes_in.push_back({at::zeros({1}, at::kLong)});
+      ops.push_back([&g, &t = sizes_in.back(), peer] { return g.pg->recv(t, peer, 0); });
+    }
+    run_all(ops, timeout_);
+    ops.clear();
+    for (const auto& [peer, bytes] : sends) {
+      if (bytes.empty()) continue;
+      // The message's own bytes, not a copy: it outlives the send.
+      data_out.push_back(
+          {at::from_blob(const_cast<char*>(bytes.data()), {static_cast<int64_t>(bytes.size())}, at::kByte)});
+      ops.push_back([&g, &t = data_out.back(), peer = peer] { return g.pg->send(t, peer, 1); });
+    }
+    for (size_t i = 0; i < receive_from.size(); ++i) {
+      const int64_t size = sizes_in[i][0].item<int64_t>();
+      received[i].resize(static_cast<size_t>(size));
+      if (size == 0) continue;
+      data_in.push_back({at::from_blob(received[i].data(), {size}, at::kByte)});
+      ops.push_back([&g, &t = data_in.back(), peer = receive_from[i]] { return g.pg->recv(t, peer, 1); });
+    }
+    run_all(ops, timeout_);
+  } catch (const std::exception& e) {
+    g.broken = message_of(e);
+    const std::string gone = lost_after_a_moment();
+    throw CoordinationError(what + " (" + g.broken + ")" + (gone.empty() ? "" : "; " + gone));
+  }
+  return received;
+}
+
 void C10dCoordinator::form_again(Group& group) {
   const std::string why = group.broken;
   const std::string what = where(rank_) + ": the " + group.name + " coordination group failed (" + why + ")";
@@ -225,7 +303,8 @@ void C10dCoordinator::form_again(Group& group) {
     form(group);
   } catch (const std::exception& e) {
     try {
-      group.generation = group.advance(group.generation);  // a rank that comes later must not wait in this one
+      group.generation =
+          group.advance(group.generation);  // a rank that comes later must not wait in this one
     } catch (const std::exception&) {
       // The store is gone too: the error below says what failed first.
     }
@@ -244,8 +323,9 @@ std::vector<std::string> C10dCoordinator::exchange(const std::string& mine, Chan
   for (int formed = 0;; ++formed) {
     if (!g.broken.empty()) {
       if (formed > kMaxFormings) {
-        throw CoordinationError(where(rank_) + ": the " + g.name + " coordination group kept failing (" + g.broken +
-                                "), formed again " + std::to_string(kMaxFormings) + " times for one exchange");
+        throw CoordinationError(where(rank_) + ": the " + g.name + " coordination group kept failing (" +
+                                g.broken + "), formed again " + std::to_string(kMaxFormings) +
+                                " times for one exchange");
       }
       form_again(g);
     }
@@ -257,8 +337,8 @@ std::vector<std::string> C10dCoordinator::exchange(const std::string& mine, Chan
     } catch (const std::exception& e) {
       if (g.broken.empty()) g.broken = message_of(e);
       if (const std::string gone = lost(); !gone.empty()) {
-        throw CoordinationError(where(rank_) + ": an exchange on the " + g.name + " coordination group failed (" +
-                                g.broken + "); " + gone);
+        throw CoordinationError(where(rank_) + ": an exchange on the " + g.name +
+                                " coordination group failed (" + g.broken + "); " + gone);
       }
     }
   }
@@ -291,12 +371,14 @@ std::optional<std::vector<std::string>> C10dCoordinator::exchange_once(Group& g,
       if (w[kSequence] > lowest && w[kDone] == lowest) holder = r;
     }
     std::vector<std::string> result;
-    if (holder >= 0) result = unpack(g.broadcast_from(holder, rank_ == holder ? pack(g.done_result) : "", rank_));
+    if (holder >= 0)
+      result = unpack(g.broadcast_from(holder, rank_ == holder ? pack(g.done_result) : "", rank_));
     if (sequence != lowest) return std::nullopt;
     if (holder < 0) {
-      throw CoordinationError(where(rank_) + ": an exchange on the " + g.name +
-                              " coordination group was given up by the other ranks (they timed out waiting for "
-                              "this one)");
+      throw CoordinationError(
+          where(rank_) + ": an exchange on the " + g.name +
+          " coordination group was given up by the other ranks (they timed out waiting for "
+          "this one)");
     }
     g.done = sequence;
     g.done_result = result;

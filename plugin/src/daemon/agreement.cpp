@@ -54,11 +54,15 @@ std::string encode(const RankReport& report) {
               {"problem", report.problem},
               {"step", report.step},
               {"files", std::move(files)},
-              {"steps", report.steps}}
+              {"steps", report.steps},
+              {"replicas", report.replicas},
+              {"accepts_replicas", report.accepts_replicas}}
       .dump();
 }
 
 std::string encode(const Verdict& verdict) {
+  json fetches = json::array();
+  for (const auto& f : verdict.fetches) fetches.push_back({f.holder, f.rank});
   return json{{"kind", kind_name(verdict.kind)},
               {"why", verdict.why},
               {"step", verdict.step},
@@ -66,7 +70,8 @@ std::string encode(const Verdict& verdict) {
               {"settled_step", verdict.settled_step},
               {"settled_committed", verdict.settled_committed},
               {"from_memory", verdict.from_memory},
-              {"persist", verdict.persist}}
+              {"persist", verdict.persist},
+              {"fetches", std::move(fetches)}}
       .dump();
 }
 
@@ -82,6 +87,8 @@ RankReport decode_report(const std::string& text) {
     for (const auto& f : j.at("files"))
       report.files.push_back({f.at(0).get<std::string>(), f.at(1).get<uint64_t>(), f.at(2).get<uint64_t>()});
     report.steps = j.at("steps").get<std::vector<int64_t>>();
+    report.replicas = j.at("replicas").get<std::map<int, std::vector<int64_t>>>();
+    report.accepts_replicas = j.at("accepts_replicas").get<bool>();
     return report;
   } catch (const json::exception& e) {
     throw CoordinationError(std::string("a malformed report from another rank: ") + e.what());
@@ -103,6 +110,7 @@ Verdict decode_verdict(const std::string& text) {
     verdict.settled_committed = j.at("settled_committed").get<bool>();
     verdict.from_memory = j.at("from_memory").get<bool>();
     verdict.persist = j.at("persist").get<bool>();
+    for (const auto& f : j.at("fetches")) verdict.fetches.push_back({f.at(0).get<int>(), f.at(1).get<int>()});
     return verdict;
   } catch (const json::exception& e) {
     throw CoordinationError(std::string("a malformed verdict from rank 0: ") + e.what());
@@ -142,14 +150,39 @@ Verdict first_problem(const std::vector<RankReport>& reports, const Coordinator&
   return verdict;
 }
 
-std::optional<int64_t> newest_common_step(const std::vector<RankReport>& reports) {
-  if (reports.empty()) return std::nullopt;
-  const auto& first = reports.front().steps;
-  for (auto step = first.rbegin(); step != first.rend(); ++step) {
-    const bool everywhere = std::all_of(reports.begin(), reports.end(), [&](const RankReport& r) {
-      return std::binary_search(r.steps.begin(), r.steps.end(), *step);
-    });
-    if (everywhere) return *step;
+std::optional<int64_t> newest_common_step(const std::vector<RankReport>& reports,
+                                          std::vector<ReplicaFetch>* fetches) {
+  auto has = [](const std::vector<int64_t>& steps, int64_t step) {
+    return std::binary_search(steps.begin(), steps.end(), step);
+  };
+  // The lowest rank holding a replica of `rank`'s `step`, or -1.
+  auto holder_of = [&](int rank, int64_t step) {
+    for (size_t h = 0; h < reports.size(); ++h) {
+      const auto held = reports[h].replicas.find(rank);
+      if (held != reports[h].replicas.end() && has(held->second, step)) return static_cast<int>(h);
+    }
+    return -1;
+  };
+  std::vector<int64_t> candidates;
+  for (const auto& report : reports) {
+    candidates.insert(candidates.end(), report.steps.begin(), report.steps.end());
+    for (const auto& [rank, steps] : report.replicas)
+      candidates.insert(candidates.end(), steps.begin(), steps.end());
+  }
+  std::sort(candidates.rbegin(), candidates.rend());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  for (int64_t step : candidates) {
+    std::vector<ReplicaFetch> needed;
+    bool everywhere = true;
+    for (size_t r = 0; r < reports.size() && everywhere; ++r) {
+      if (has(reports[r].steps, step)) continue;
+      const int holder = reports[r].accepts_replicas ? holder_of(static_cast<int>(r), step) : -1;
+      everywhere = holder >= 0;
+      needed.push_back({holder, static_cast<int>(r)});
+    }
+    if (!everywhere) continue;
+    if (fetches) *fetches = std::move(needed);
+    return step;
   }
   return std::nullopt;
 }

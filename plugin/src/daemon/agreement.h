@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,6 +35,17 @@ struct RankReport {
   int64_t step = -1;                ///< the snapshot the round is about (-1: none yet)
   std::vector<ManifestFile> files;  ///< writer: the files this rank wrote into the tmp dir
   std::vector<int64_t> steps;       ///< restore: the memory snapshots this rank holds, ascending
+  /// Restore: the replicas of other ranks' memory snapshots this rank holds, by rank, ascending.
+  std::map<int, std::vector<int64_t>> replicas;
+  /// Restore: this rank can take its memory snapshot from a replica.
+  bool accepts_replicas = false;
+};
+
+/// Restore: `rank` lacks its memory snapshot of the chosen step; `holder` sends its replica.
+struct ReplicaFetch {
+  int holder = -1;
+  int rank = -1;
+  bool operator==(const ReplicaFetch& other) const { return holder == other.holder && rank == other.rank; }
 };
 
 /// What rank 0 decided, on every rank.
@@ -56,6 +68,8 @@ struct Verdict {
   /// the disk has no snapshot of that step yet, so take one at once.
   bool from_memory = false;
   bool persist = false;
+  /// Restore from memory: the replicas to send before anyone prepares.
+  std::vector<ReplicaFetch> fetches;
 };
 
 /// One round. `decide` runs on rank 0 only, with every rank's report by rank;
@@ -68,8 +82,12 @@ Verdict agree(Coordinator& coordinator, Channel channel, const RankReport& mine,
 /// rank that failed, else the first that found damage, else go with the step.
 Verdict first_problem(const std::vector<RankReport>& reports, const Coordinator& coordinator);
 
-/// Restore: the newest step in every rank's `steps` (nullopt when there is none).
-std::optional<int64_t> newest_common_step(const std::vector<RankReport>& reports);
+/// Restore: the newest step every rank can get, from its own `steps` or
+/// (when it accepts_replicas) from a replica another rank holds (nullopt
+/// when there is none); with
+/// `fetches`, which replicas must be sent for it (the lowest holder's).
+std::optional<int64_t> newest_common_step(const std::vector<RankReport>& reports,
+                                          std::vector<ReplicaFetch>* fetches = nullptr);
 
 // The wire format (JSON), exposed for tests. Parsing throws CoordinationError
 // for malformed text.

@@ -209,10 +209,6 @@ void parse_memory(const Parser& p, Node n, Path path, MemoryConfig& m) {
           {"replicas",
            [&](Node v, Path key) {
              m.replicas = static_cast<int>(p.integer(v, key, 0, "a count >= 0 of copies on other nodes"));
-             if (m.replicas > 0) {
-               p.fail(v.Mark(), key,
-                      "copies on other nodes are not available in this version; expected 0 (this node only)");
-             }
            }},
           {"directory",
            [&](Node v, Path key) {

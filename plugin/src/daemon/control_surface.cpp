@@ -15,13 +15,15 @@ using util::log;
 
 ControlSurface::ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events,
                                TriggerPolicy& policy, const SnapshotPipeline& pipeline, bool serve_socket,
-                               const Coordinator& coordinator, const SnapshotPipeline* memory_pipeline)
+                               const Coordinator& coordinator, const SnapshotPipeline* memory_pipeline,
+                               const MemoryReplicas* replicas)
     : config_(config),
       events_(events),
       policy_(policy),
       pipeline_(pipeline),
       coordinator_(coordinator),
-      memory_pipeline_(memory_pipeline) {
+      memory_pipeline_(memory_pipeline),
+      replicas_(replicas) {
   if (serve_socket && config_.control.socket) serve(background);
   listen_for_signals(background);
 }
@@ -107,6 +109,12 @@ json ControlSurface::status() const {
               {"committed", tier.committed},
               {"skipped", memory_pipeline_->stats().skipped},
               {"off", off.empty() ? json(nullptr) : json(off)}};
+    if (replicas_) {
+      const std::string replicas_off = replicas_->off_because();
+      memory["replicas"] = {{"to", replicas_->holders_text()},
+                            {"sent", replicas_->sent()},
+                            {"off", replicas_off.empty() ? json(nullptr) : json(replicas_off)}};
+    }
   }
   return {{"ok", true},
           {"pid", static_cast<int>(::getpid())},

@@ -19,6 +19,7 @@
 #include "daemon/control_server.h"
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
+#include "daemon/memory_replicas.h"
 #include "daemon/snapshot_pipeline.h"
 #include "daemon/trigger_policy.h"
 
@@ -32,7 +33,7 @@ class ControlSurface {
   /// matters more) and listens for the configured signals.
   ControlSurface(const Config& config, BackgroundThreads& background, EventLog& events, TriggerPolicy& policy,
                  const SnapshotPipeline& pipeline, bool serve_socket, const Coordinator& coordinator,
-                 const SnapshotPipeline* memory_pipeline = nullptr);
+                 const SnapshotPipeline* memory_pipeline = nullptr, const MemoryReplicas* replicas = nullptr);
   ~ControlSurface() { stop(); }
   ControlSurface(const ControlSurface&) = delete;
   ControlSurface& operator=(const ControlSurface&) = delete;
@@ -54,6 +55,7 @@ class ControlSurface {
   const SnapshotPipeline& pipeline_;
   const Coordinator& coordinator_;
   const SnapshotPipeline* memory_pipeline_;  // null: no memory tier
+  const MemoryReplicas* replicas_;           // null: no replicas configured
   std::unique_ptr<ControlServer> server_;
   std::unique_ptr<boost::asio::signal_set> signals_;
 };

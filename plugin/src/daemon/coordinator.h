@@ -11,6 +11,10 @@
 // differently on different ranks without mixing. The writer and the restore
 // build their typed agreement on it (agreement.h).
 //
+// Bulk data between two ranks (the memory tier's replicas) goes point to
+// point with send_receive(), on a channel of its own (kReplica) so that a
+// transfer never holds up an exchange.
+//
 // A failed collective is not the end: while every rank is still there, an
 // implementation forms its group again and finishes the exchange (see
 // c10d_coordinator.h). It throws CoordinationError when it cannot: a rank is
@@ -19,12 +23,14 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace autosnap {
 namespace daemon {
 
-enum class Channel { kTraining, kWriter };
+enum class Channel { kTraining, kWriter, kReplica };
 
 class Coordinator {
  public:
@@ -35,6 +41,18 @@ class Coordinator {
 
   /// Every rank's `mine`, by rank, on every rank.
   virtual std::vector<std::string> exchange(const std::string& mine, Channel channel) = 0;
+
+  /// Point to point: sends each message of `sends` to its rank and receives
+  /// one message from each rank of `receive_from` (in that order), all at
+  /// once, so that ranks sending to each other cannot deadlock. Every
+  /// message must be matched by its peer's call on the same channel. Throws
+  /// CoordinationError when a transfer fails (a peer lost or past the timeout).
+  virtual std::vector<std::string> send_receive(const std::vector<std::pair<int, std::string_view>>& sends,
+                                                const std::vector<int>& receive_from, Channel channel);
+
+  /// The node each rank runs on, by rank: ranks with the same number share a
+  /// node (its memory); numbered from 0 in the order of their lowest rank.
+  virtual std::vector<int> nodes() const { return std::vector<int>(static_cast<size_t>(world_size()), 0); }
 
   /// Where `rank` runs, for messages: "rank 1 on node2".
   virtual std::string where(int rank) const { return "rank " + std::to_string(rank); }

@@ -78,10 +78,18 @@ MemoryLeftover inspect_leftover(FileSystem& fs, const std::string& path) {
     leftover.held = leftover.held || held_by_a_process(fs, rank_path);
     for (int64_t step : SnapshotStore::open_read_only(rank_path, fs)->committed_steps())
       leftover.steps.push_back(step);
+    // The replicas it holds of other nodes' ranks (memory_replicas.h) count as its snapshots too.
+    const std::string replicas = join_path(rank_path, MemoryTier::kReplicasDirectory);
+    if (!fs.status(replicas).is_directory) continue;
+    for (const auto& held : fs.list_directory(replicas)) {
+      if (!held.is_directory) continue;
+      for (int64_t step :
+           SnapshotStore::open_read_only(join_path(replicas, held.name), fs)->committed_steps())
+        leftover.steps.push_back(step);
+    }
   }
   std::sort(leftover.steps.begin(), leftover.steps.end());
   leftover.steps.erase(std::unique(leftover.steps.begin(), leftover.steps.end()), leftover.steps.end());
-  if (!leftover.steps.empty()) leftover.newest = leftover.steps.back();
   leftover.disk_newest = newest_named_step(fs, leftover.directory);
   leftover.bytes = tree_bytes(fs, path);
   return leftover;
@@ -114,7 +122,7 @@ void remove_leftovers_of_other_jobs(FileSystem& fs, const std::string& memory_di
           "than that directory has; start that job again on this node to resume from it, or remove them with "
           "`autosnap clean --force`",
           leftover.path, leftover.job.empty() ? "unknown" : leftover.job,
-          leftover.directory.empty() ? "unknown" : leftover.directory, *leftover.newest);
+          leftover.directory.empty() ? "unknown" : leftover.directory, *leftover.newest());
     }
   }
 }
@@ -173,19 +181,28 @@ bool MemoryTier::taken_by(const Manifest& manifest, int rank, int world_size) {
 
 void MemoryTier::discard(int64_t step) { remove_tree(fs_, store_->snapshot_path(step)); }
 
+void MemoryTier::drop_newer_than(int64_t step) {
+  for (int64_t s : store_->committed_steps())
+    if (s > step) store_->remove(s);
+}
+
 std::string MemoryTier::check_room(uint64_t bytes) const {
   const uint64_t copies = static_cast<uint64_t>(config_.keep_last) + 1;
-  const uint64_t needed = bytes * (copies + 1);  // and one staging copy in memory
+  const uint64_t ranks = 1 + static_cast<uint64_t>(replicas_held_);
+  const std::string held = replicas_held_ == 0 ? ""
+                                               : " (for this rank and the " + std::to_string(replicas_held_) +
+                                                     " whose replicas it holds)";
+  const uint64_t needed = bytes * (copies * ranks + 1);  // and one staging copy in memory
   if (config_.size_limit > 0 && needed > config_.size_limit) {
     return "keep_last + 1 = " + std::to_string(copies) + " memory snapshots of " + util::human_bytes(bytes) +
-           " and a staging copy need " + util::human_bytes(needed) + ", more than memory.size_limit (" +
-           util::human_bytes(config_.size_limit) + ")";
+           held + " and a staging copy need " + util::human_bytes(needed) +
+           ", more than memory.size_limit (" + util::human_bytes(config_.size_limit) + ")";
   }
-  const uint64_t held = tree_bytes(fs_, path());  // pruned as new ones commit
-  const uint64_t available = fs_.available_bytes(path()) + held;
-  if (bytes * copies > available) {
-    return std::to_string(copies) + " memory snapshots of " + util::human_bytes(bytes) + " need " +
-           util::human_bytes(bytes * copies) + " in " + config_.directory + ", which has " +
+  const uint64_t in_use = tree_bytes(fs_, path());  // pruned as new ones commit
+  const uint64_t available = fs_.available_bytes(path()) + in_use;
+  if (bytes * copies * ranks > available) {
+    return std::to_string(copies) + " memory snapshots of " + util::human_bytes(bytes) + held + " need " +
+           util::human_bytes(bytes * copies * ranks) + " in " + config_.directory + ", which has " +
            util::human_bytes(available) + " free";
   }
   return "";
@@ -215,12 +232,6 @@ std::vector<MemoryLeftover> find_memory_leftovers(FileSystem& fs, const std::str
   }
   return found;
 }
-
-}  // namespace daemon
-}  // namespace autosnap
-
-namespace autosnap {
-namespace daemon {
 
 std::vector<MemoryLeftover> memory_tiers_of(FileSystem& fs, const std::string& memory_directory,
                                             const std::string& snapshot_directory) {

@@ -10,6 +10,8 @@
 //       rank-00000/            a SnapshotStore (LOCK held by the rank's process)
 //           step-000000001201/ manifest.yaml + rank-00000.pt: a one-rank
 //                              snapshot labelled with the rank and world size
+//           replicas/rank-00002/  a store of another node's rank's snapshots
+//                              (memory.replicas, memory_replicas.h)
 //
 // The same commit protocol as the disk (tmp dir, manifest written last,
 // rename) without fsyncs: a process killed mid-copy leaves the previous
@@ -47,6 +49,8 @@ class MemoryTier {
   SnapshotStore& store() { return *store_; }
   /// This rank's store: ROOT/<job key>/rank-NNNNN.
   const std::string& path() const { return store_->directory(); }
+  /// Inside a rank's store: the replicas it holds of other ranks (memory_replicas.h).
+  static constexpr const char* kReplicasDirectory = "replicas";
   /// Steps of this rank's memory snapshots that pass the cheap checks, ascending.
   std::vector<int64_t> steps() const { return store_->valid_steps(); }
   /// The labels of this rank's memory snapshots: the job's, plus which rank
@@ -56,8 +60,14 @@ class MemoryTier {
   static bool taken_by(const Manifest& manifest, int rank, int world_size);
   /// Removes a memory snapshot found damaged (memory is too scarce to quarantine it).
   void discard(int64_t step);
-  /// Empty when keep_last + 1 snapshots of `bytes` (and a staging copy) fit
-  /// the size limit and the file system's free space; else why not.
+  /// After a restore of `step` (-1: none): later memory snapshots belong to
+  /// a run that will be done again, and would collide with its snapshots.
+  void drop_newer_than(int64_t step);
+  /// This rank also holds the replicas of `ranks` other ranks (memory_replicas.h).
+  void set_replicas_held(int ranks) { replicas_held_ = ranks; }
+  /// Empty when keep_last + 1 snapshots of `bytes` (and a staging copy), and
+  /// as many of each rank whose replicas it holds, fit the size limit and the
+  /// file system's free space; else why not.
   std::string check_room(uint64_t bytes) const;
   /// A normal exit: removes this rank's store (and the job's directory once
   /// every rank's is gone).
@@ -73,6 +83,7 @@ class MemoryTier {
   FileSystem& fs_;
   std::string job_path_;
   std::unique_ptr<SnapshotStore> store_;
+  int replicas_held_ = 0;
 };
 
 /// One job's tier found on this node (for `autosnap clean` and the start's cleanup).
@@ -82,11 +93,15 @@ struct MemoryLeftover {
   std::string job;                     ///< its job id ("" when unknown)
   bool held = false;                   ///< a live process holds one of its ranks
   std::vector<int64_t> steps;          ///< its memory snapshots, any rank, ascending
-  std::optional<int64_t> newest;       ///< its newest memory snapshot, any rank
   std::optional<int64_t> disk_newest;  ///< the newest committed step its snapshot directory names
   uint64_t bytes = 0;
+  /// Its newest memory snapshot, any rank.
+  std::optional<int64_t> newest() const {
+    if (steps.empty()) return std::nullopt;
+    return steps.back();
+  }
   /// Nobody holds it and its snapshot directory has every step it has.
-  bool removable() const { return !held && newest.value_or(-1) <= disk_newest.value_or(-1); }
+  bool removable() const { return !held && newest().value_or(-1) <= disk_newest.value_or(-1); }
 };
 
 /// Every job's tier under `memory_directory` on this node.

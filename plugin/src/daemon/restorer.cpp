@@ -12,7 +12,7 @@ using util::log;
 
 Restorer::Restorer(const Config& config, FileSystem& fs, SnapshotStore& store, EventLog& events,
                    Coordinator& coordinator, const TrackedSet& tracked, c10::Device device,
-                   MemoryTier* memory)
+                   MemoryTier* memory, MemoryReplicas* replicas)
     : config_(config),
       fs_(fs),
       store_(store),
@@ -20,7 +20,8 @@ Restorer::Restorer(const Config& config, FileSystem& fs, SnapshotStore& store, E
       coordinator_(coordinator),
       tracked_(tracked),
       device_(device),
-      memory_(memory) {}
+      memory_(memory),
+      replicas_(replicas) {}
 
 void Restorer::report_quarantined(const SnapshotInfo& info, const std::string& problem) {
   log()->warn("snapshot {} is damaged ({}); quarantined as {}", info.step, problem, info.name);
@@ -116,26 +117,31 @@ Restorer::Attempt Restorer::prepare(const Verdict& chosen, const std::optional<S
   return attempt;
 }
 
-// This rank's memory snapshots that a restore of this job may use (taken by this rank of this world size).
-std::vector<int64_t> Restorer::memory_steps() {
-  std::vector<int64_t> steps;
-  if (!memory_) return steps;
+// Round 1's report: this rank's memory snapshots that a restore of this job
+// may use (taken by this rank of this world size), and the replicas it holds.
+RankReport Restorer::memory_held() {
+  RankReport report;
+  if (!memory_) return report;
   try {
     for (const auto& info : memory_->store().list()) {
       if (info.status == SnapshotStatus::kValid &&
           MemoryTier::taken_by(*info.manifest, coordinator_.rank(), coordinator_.world_size()))
-        steps.push_back(info.step);
+        report.steps.push_back(info.step);
     }
   } catch (const std::exception& e) {
     log()->warn("cannot list the memory tier ({}): resuming from the disk", e.what());
-    steps.clear();
+    return RankReport{};
   }
-  return steps;
+  if (replicas_) {
+    report.replicas = replicas_->held_steps();
+    report.accepts_replicas = true;
+  }
+  return report;
 }
 
 Verdict Restorer::pick(const std::vector<RankReport>& reports, std::optional<Snapshot>& picked) {
   Verdict v;
-  const std::optional<int64_t> in_memory = newest_common_step(reports);
+  const std::optional<int64_t> in_memory = newest_common_step(reports, &v.fetches);
   const auto on_disk = store_.committed_steps();  // names only: nothing of a snapshot is read
   if (in_memory && (on_disk.empty() || *in_memory >= on_disk.back())) {
     v.step = *in_memory;
@@ -167,8 +173,7 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     // Round 1: every rank says which memory snapshots it holds; rank 0 picks the step and its tier.
     std::exception_ptr pick_error;
     std::optional<Snapshot> picked;
-    RankReport held;
-    held.steps = memory_steps();
+    const RankReport held = memory_held();
     const Verdict chosen =
         agree(coordinator_, Channel::kTraining, held, [&](const std::vector<RankReport>& reports) {
           try {
@@ -184,8 +189,19 @@ std::optional<ResumePoint> Restorer::restore_latest() {
     if (chosen.kind == Verdict::Kind::kNothing) return std::nullopt;
     const int64_t step = chosen.step;
 
+    // The ranks that lack their memory snapshot of the step get it from a replica first.
+    std::string fetch_problem;
+    if (chosen.from_memory && !chosen.fetches.empty() && replicas_)
+      fetch_problem = replicas_->fetch(step, chosen.fetches);
+
     // Round 2: every rank prepares its part; rank 0 hears them all and decides for all.
-    Attempt attempt = prepare(chosen, picked, *attempts);
+    Attempt attempt;
+    if (fetch_problem.empty()) {
+      attempt = prepare(chosen, picked, *attempts);
+    } else {
+      attempt.kind = Attempt::kBad;
+      attempt.problem = fetch_problem;
+    }
     const Verdict verdict =
         agree(coordinator_, Channel::kTraining, attempt.report(step),
               [&](const std::vector<RankReport>& reports) { return first_problem(reports, coordinator_); });
@@ -195,8 +211,15 @@ std::optional<ResumePoint> Restorer::restore_latest() {
       if (verdict.kind == Verdict::Kind::kFailed)
         throw Error("cannot resume from step " + std::to_string(step) + ": " + verdict.why);
       if (chosen.from_memory) {
+        if (!chosen.fetches.empty() && replicas_) {
+          // Every rank saw the same verdict: all choose again without replicas.
+          log()->warn("resuming from the memory tier with replicas failed ({}); choosing again without them",
+                      verdict.why);
+          replicas_ = nullptr;
+        }
         // Damaged in some rank's memory: that rank drops its copy; every rank chooses again.
-        if (attempt.kind == Attempt::kBad) discard_memory_copy(step, attempt.problem);
+        if (attempt.kind == Attempt::kBad && fetch_problem.empty())
+          discard_memory_copy(step, attempt.problem);
         continue;
       }
       // Damaged: quarantined by rank 0, which picks again (the next round 1) only after that.

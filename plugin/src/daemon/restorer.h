@@ -15,7 +15,11 @@
 // least as new as the newest the disk names, every rank restores its own
 // memory copy and nothing is read from the snapshot directory. A damaged
 // memory copy is removed by its rank (a warning names it) and the choice is
-// made again: an older step every rank holds, or the disk.
+// made again: an older step every rank holds, or the disk. With replicas
+// (memory_replicas.h), a step counts as held by a rank that lacks it when
+// another rank holds its replica; that replica is sent to it before anyone
+// prepares. A failed or damaged transfer makes every rank choose again
+// without replicas.
 //
 // Thread-safety: training thread only.
 
@@ -30,6 +34,7 @@
 #include "daemon/agreement.h"
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
+#include "daemon/memory_replicas.h"
 #include "daemon/memory_tier.h"
 #include "daemon/restore_attempts.h"
 #include "daemon/tracked_set.h"
@@ -39,10 +44,10 @@ namespace daemon {
 
 class Restorer {
  public:
-  /// `memory`: this rank's memory tier, or null.
+  /// `memory`: this rank's memory tier, or null; `replicas`: its replicas, or null.
   Restorer(const Config& config, FileSystem& fs, SnapshotStore& store, EventLog& events,
            Coordinator& coordinator, const TrackedSet& tracked, c10::Device device,
-           MemoryTier* memory = nullptr);
+           MemoryTier* memory = nullptr, MemoryReplicas* replicas = nullptr);
 
   /// Restores the newest valid snapshot; nullopt when there is none.
   std::optional<ResumePoint> restore_latest();
@@ -55,7 +60,7 @@ class Restorer {
   struct Attempt;
   // Round 1 on rank 0: the step to resume and its tier, from every rank's memory steps.
   Verdict pick(const std::vector<RankReport>& reports, std::optional<Snapshot>& picked);
-  std::vector<int64_t> memory_steps();
+  RankReport memory_held();
   // `picked`: the handle rank 0 chose step by (others open the step themselves).
   Attempt prepare(const Verdict& chosen, const std::optional<Snapshot>& picked, RestoreAttempts& attempts);
   void quarantine(int64_t step, const std::string& problem);
@@ -71,6 +76,7 @@ class Restorer {
   const TrackedSet& tracked_;
   c10::Device device_;
   MemoryTier* memory_;
+  MemoryReplicas* replicas_;                      // null after a failed fetch: choose without them
   std::unique_ptr<RestoreAttempts> unconfirmed_;  // a restore not yet followed by a completed step
   bool restored_newer_than_disk_ = false;
 };

@@ -233,6 +233,7 @@ void SnapshotPipeline::run(const std::shared_ptr<SnapshotJob>& job, std::vector<
     record_failure(job->step, job->reason, std::current_exception());
   }
   slots_.release(job->slot);
+  if (tier_.after_write) tier_.after_write(job->step, outcome.committed);
   for (auto& waiter : waiters) {
     try {
       waiter(outcome);

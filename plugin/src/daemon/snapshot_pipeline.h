@@ -59,6 +59,9 @@ struct PipelineTier {
   /// Memory: asked before the first snapshot, with its size: empty when the
   /// tier has room for it, else why not (the tier turns off).
   std::function<std::string(uint64_t bytes)> room_for;
+  /// Memory: called on the strand after each write, committed or not, while
+  /// it still counts as in flight (the replicas go then: memory_replicas.h).
+  std::function<void(int64_t step, bool committed)> after_write;
 };
 
 class SnapshotPipeline {

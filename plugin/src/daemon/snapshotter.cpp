@@ -14,6 +14,7 @@
 #include "daemon/coordinator.h"
 #include "daemon/event_log.h"
 #include "daemon/loop_slips.h"
+#include "daemon/memory_replicas.h"
 #include "daemon/memory_tier.h"
 #include "daemon/restorer.h"
 #include "daemon/shared_directory.h"
@@ -54,24 +55,31 @@ class ActiveSnapshotter final : public SnapshotterImpl {
         store_(open_store(config_, fs, *coordinator_)),
         events_(fs, join_path(config_.directory, events_file_name(coordinator_->rank()))),
         memory_(open_memory_tier(config_, fs, coordinator_->rank(), job.labels)),
+        replicas_(open_replicas(config_, memory_.get(), *coordinator_)),
         tracked_(config_.capture.rng),
         policy_(config_.triggers),
         pipeline_(config_, *store_, events_, *coordinator_, tracked_, background_, job.labels),
         memory_config_(memory_tier_config(config_)),
-        restorer_(config_, fs, *store_, events_, *coordinator_, tracked_, device_, memory_.get()),
+        restorer_(config_, fs, *store_, events_, *coordinator_, tracked_, device_, memory_.get(),
+                  replicas_.get()),
         requeue_(std::move(job.requeue)) {
     util::set_log_level(config_.log_level);
     if (memory_) {
       PipelineTier tier;
       tier.memory = true;
       tier.room_for = [memory = memory_.get()](uint64_t bytes) { return memory->check_room(bytes); };
+      if (replicas_) {
+        tier.after_write = [replicas = replicas_.get()](int64_t step, bool committed) {
+          replicas->after_memory_snapshot(step, committed);
+        };
+      }
       memory_pipeline_ = std::make_unique<SnapshotPipeline>(
           memory_config_, memory_->store(), events_, memory_coordinator_, tracked_, background_,
           MemoryTier::labels(job.labels, coordinator_->rank(), coordinator_->world_size()), std::move(tier));
     }
     // Only rank 0 serves the socket; every rank hears signals (Slurm signals every task).
     surface_ = std::make_unique<ControlSurface>(config_, background_, events_, policy_, pipeline_, leader_,
-                                                *coordinator_, memory_pipeline_.get());
+                                                *coordinator_, memory_pipeline_.get(), replicas_.get());
     background_.start(config_.flush.threads + (memory_ ? 1 : 0));
     watch_for_lost_ranks();
     log()->info("snapshots go to {} (config {})", config_.directory,
@@ -205,6 +213,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     if (memory_pipeline_) memory_pipeline_->settle_overlap(/*commit=*/false);
     wait_until_finished();
     auto point = restorer_.restore_latest();
+    drop_memory_snapshots_newer_than(point ? point->step : -1);
     if (!point) return std::nullopt;
     last_step_ = point->step;
     position_ = LoopPosition{point->epoch, point->batch, point->epoch_ended};
@@ -352,6 +361,31 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     }
   }
 
+  // Memory snapshots later than the step training resumes from (this rank
+  // got further than the others before the crash) would collide with the
+  // ones this run takes.
+  void drop_memory_snapshots_newer_than(int64_t step) {
+    try {
+      if (memory_) memory_->drop_newer_than(step);
+      if (replicas_) replicas_->drop_newer_than(step);
+    } catch (const std::exception& e) {
+      log()->warn("cannot remove memory snapshots newer than step {}: {}", step, e.what());
+    }
+  }
+
+  // memory.replicas, when the memory tier is open; without them, each node keeps its own.
+  static std::unique_ptr<MemoryReplicas> open_replicas(const Config& config, MemoryTier* memory,
+                                                       Coordinator& coordinator) {
+    if (!memory || config.memory.replicas == 0) return nullptr;
+    try {
+      return std::make_unique<MemoryReplicas>(*memory, coordinator, config.memory.replicas,
+                                              config.memory.keep_last);
+    } catch (const std::exception& e) {
+      log()->warn("memory tier replicas are off for this run: {}", e.what());
+      return nullptr;
+    }
+  }
+
   // The memory tier, when configured and it can be opened here; without it, the disk tier alone.
   static std::unique_ptr<MemoryTier> open_memory_tier(const Config& config, FileSystem& fs, int rank,
                                                       const SnapshotPipeline::Labels& labels) {
@@ -467,7 +501,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   bool leader_;  // rank 0: holds the lock, serves the socket, commits
   std::unique_ptr<SnapshotStore> store_;
   EventLog events_;
-  std::unique_ptr<MemoryTier> memory_;  // null: no memory tier
+  std::unique_ptr<MemoryTier> memory_;        // null: no memory tier
+  std::unique_ptr<MemoryReplicas> replicas_;  // null: none configured (or the tier is off)
   TrackedSet tracked_;
   TriggerPolicy policy_;
   BackgroundThreads background_;

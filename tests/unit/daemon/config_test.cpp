@@ -118,7 +118,8 @@ TEST(Config, TheMemoryTierIsOffUnlessItsSectionIsPresent) {
             std::string::npos);
   EXPECT_NE(config_error("directory: /tmp\nmemory: {every_step: 1}\n").find("did you mean `every_steps`"),
             std::string::npos);
-  EXPECT_NE(config_error("directory: /tmp\nmemory: {replicas: 1}\n").find("memory.replicas"),
+  EXPECT_EQ(Config::from_string("directory: /tmp\nmemory: {replicas: 2}\n").memory.replicas, 2);
+  EXPECT_NE(config_error("directory: /tmp\nmemory: {replicas: -1}\n").find("memory.replicas"),
             std::string::npos);
   EXPECT_NE(config_error("directory: /tmp\nmemory: {directory: ''}\n").find("memory.directory"),
             std::string::npos);
