@@ -25,6 +25,8 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   report.step = 1200;
   report.files = {{"rank-00001.pt", 4096, 0xfedcba9876543210ull}, {"extra.bin", 0, 1}};
   report.steps = {1199, 1200};
+  report.replicas = {{2, {1198, 1199}}, {5, {1199}}};
+  report.accepts_replicas = true;
   const RankReport back = daemon::decode_report(daemon::encode(report));
   EXPECT_EQ(back.state, report.state);
   EXPECT_EQ(back.problem, report.problem);
@@ -34,6 +36,8 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   EXPECT_EQ(back.files[0].size, 4096u);
   EXPECT_EQ(back.files[0].xxh3, 0xfedcba9876543210ull) << "64-bit checksums pass unchanged";
   EXPECT_EQ(back.steps, report.steps);
+  EXPECT_EQ(back.replicas, report.replicas);
+  EXPECT_TRUE(back.accepts_replicas);
 
   Verdict verdict;
   verdict.kind = Verdict::Kind::kGo;
@@ -43,6 +47,7 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   verdict.settled_committed = true;
   verdict.from_memory = true;
   verdict.persist = true;
+  verdict.fetches = {{0, 2}, {1, 3}};
   const Verdict v = daemon::decode_verdict(daemon::encode(verdict));
   EXPECT_EQ(v.kind, Verdict::Kind::kGo);
   EXPECT_EQ(v.step, 40);
@@ -51,6 +56,7 @@ TEST(Agreement, ReportsAndVerdictsSurviveTheWire) {
   EXPECT_TRUE(v.settled_committed);
   EXPECT_TRUE(v.from_memory);
   EXPECT_TRUE(v.persist);
+  EXPECT_EQ(v.fetches, verdict.fetches);
 }
 
 TEST(Agreement, TheMemoryTierResumesTheNewestStepEveryRankHolds) {
@@ -63,6 +69,28 @@ TEST(Agreement, TheMemoryTierResumesTheNewestStepEveryRankHolds) {
   EXPECT_EQ(daemon::newest_common_step(reports), std::nullopt) << "no step every rank holds";
   reports[2].steps = {};
   EXPECT_EQ(daemon::newest_common_step(reports), std::nullopt) << "a rank without the tier";
+}
+
+// Node 2 (ranks 2 and 3) lost its memory; ranks 0 and 1 hold their replicas.
+TEST(Agreement, ARankWithoutItsCopyGetsTheNewestStepFromAReplica) {
+  std::vector<RankReport> reports(4);
+  for (auto& r : reports) r.accepts_replicas = true;
+  reports[0].steps = {119, 120};
+  reports[1].steps = {119, 120};
+  reports[0].replicas = {{2, {119, 120}}};
+  reports[1].replicas = {{3, {118, 119}}};  // rank 3's replica of step 120 had not arrived
+  std::vector<daemon::ReplicaFetch> fetches;
+  EXPECT_EQ(daemon::newest_common_step(reports, &fetches), std::optional<int64_t>(119));
+  EXPECT_EQ(fetches, (std::vector<daemon::ReplicaFetch>{{0, 2}, {1, 3}}));
+
+  reports[1].replicas = {{3, {119, 120}}};
+  reports[3].steps = {120};  // rank 3 kept its own copy
+  EXPECT_EQ(daemon::newest_common_step(reports, &fetches), std::optional<int64_t>(120));
+  EXPECT_EQ(fetches, (std::vector<daemon::ReplicaFetch>{{0, 2}})) << "a rank's own copy needs no fetch";
+
+  reports[2].accepts_replicas = false;  // its memory tier did not open
+  EXPECT_EQ(daemon::newest_common_step(reports, &fetches), std::nullopt)
+      << "a rank that cannot take a replica needs its own copy";
 }
 
 TEST(Agreement, MalformedMessagesAreCoordinationErrors) {
