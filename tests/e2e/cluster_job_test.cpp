@@ -2,8 +2,11 @@
 // scripts/launch_local.sh (torchrun's variables, loopback), snapshots of
 // every rank committed together, a rank killed mid-flush, the whole job
 // killed and relaunched, another world size, a snapshot asked of one rank.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +18,7 @@
 
 #include "autosnap/autosnap.h"
 #include "autosnap/tools.h"
+#include "daemon/memory_tier.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
 
@@ -253,6 +257,164 @@ TEST(ClusterJob, WithTheMemoryTierKilledAtRandomEachRestartLosesAtMostAStep) {
   EXPECT_TRUE(testing::list_names(tiers).empty()) << "a normal exit leaves nothing in memory";
   std::cout << "20 kills with the memory tier: " << from_memory << " of 19 restarts resumed from memory; "
             << "the most steps lost behind the last logged one: " << most_lost << std::endl;
+}
+
+// A TCP port nobody listens on now, for MASTER_PORT.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t size = sizeof address;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size), 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// Two nodes on this host, as scripts/launch_local.sh --nnodes 2 makes them:
+// node K runs ranks 2K and 2K+1 with its own config (its own memory directory).
+struct TwoNodeJob {
+  std::unique_ptr<ChildProcess> node[2];
+  TwoNodeJob(const std::string configs[2], const std::vector<std::string>& arguments) {
+    const std::string port = std::to_string(free_port());
+    for (int k = 0; k < 2; ++k) {
+      std::vector<std::string> argv = {"/usr/bin/setsid",
+                                       launcher(),
+                                       "--nnodes",
+                                       "2",
+                                       "--node-rank",
+                                       std::to_string(k),
+                                       "--master-addr",
+                                       "127.0.0.1",
+                                       "--master-port",
+                                       port,
+                                       "2",
+                                       testing::example_path("train_ddp")};
+      argv.insert(argv.end(), arguments.begin(), arguments.end());
+      argv.insert(argv.end(), {"--config", configs[k]});
+      node[k] = std::make_unique<ChildProcess>(argv);
+    }
+  }
+  void kill_all() {
+    for (auto& n : node) ::kill(-n->pid(), SIGKILL);
+    for (auto& n : node) n->wait();
+  }
+  int finish() {
+    for (auto& n : node) n->read_all();
+    const int first = node[0]->wait();
+    const int second = node[1]->wait();
+    return first != 0 ? first : second;
+  }
+  std::string output() const { return node[0]->output() + node[1]->output(); }
+};
+
+// The newest step every rank's own memory copy holds, made one whose replica
+// of `rank`'s copy `holder` has too (a step newer than that is removed, as a
+// kill a moment earlier would have left it).
+int64_t newest_step_with_a_replica(const std::string tiers[2], int rank, int holder) {
+  auto own = [&](int r) { return join_path(tiers[r / 2], "rank-0000" + std::to_string(r)); };
+  const std::string replica = join_path(own(holder), "replicas/rank-0000" + std::to_string(rank));
+  while (true) {
+    std::vector<int64_t> common = SnapshotStore::open_read_only(own(0))->valid_steps();
+    for (int r = 1; r < 4; ++r) {
+      const auto steps = SnapshotStore::open_read_only(own(r))->valid_steps();
+      std::vector<int64_t> both;
+      std::set_intersection(common.begin(), common.end(), steps.begin(), steps.end(),
+                            std::back_inserter(both));
+      common = both;
+    }
+    if (common.empty()) return -1;
+    const auto replicas = SnapshotStore::open_read_only(replica)->valid_steps();
+    if (std::binary_search(replicas.begin(), replicas.end(), common.back())) return common.back();
+    for (int r = 0; r < 4; ++r)
+      remove_tree(default_file_system(), join_path(own(r), SnapshotStore::directory_name(common.back())));
+  }
+}
+
+// memory.replicas end to end, on two nodes of this host, each with its own
+// memory directory: a damaged memory copy is replaced by its replica from the
+// other node; then node 2's memory is lost with its processes and its ranks
+// get their state from node 1's replicas. Every restart resumes from memory,
+// and the end is bitwise the uninterrupted run's.
+TEST(ClusterJob, WithReplicasALostNodesRanksResumeFromTheOtherNodeBitwise) {
+  TempDir dir;
+  const int steps = 400;
+  std::string output;
+  ASSERT_EQ(run_job(4, training("", dir.file("reference.pt"), steps), &output), 0) << output;
+
+  std::string configs[2], tiers[2];
+  for (int k = 0; k < 2; ++k) {
+    const std::string shm = dir.file("shm-node" + std::to_string(k + 1));
+    configs[k] = dir.file("node" + std::to_string(k + 1) + ".yaml");
+    testing::write_text(configs[k],
+                        "directory: " + dir.file("snapshots") +
+                            "\nlog_level: info\ntriggers: {every_steps: 50}\nretention: {keep_last: 2}\n"
+                            "control: {socket: false}\ndistributed: {timeout_seconds: 10}\n"
+                            "memory: {every_steps: 1, keep_last: 2, replicas: 1, directory: " +
+                            shm + "}\n");
+    tiers[k] =
+        join_path(daemon::MemoryTier::root(shm), daemon::MemoryTier::job_key(dir.file("snapshots"), "local"));
+  }
+  auto arguments = training("", "", steps);
+  const auto slow = [&] {
+    auto a = arguments;
+    a.insert(a.end(), {"--sleep-ms", "5"});
+    return a;
+  }();
+
+  // 1. Killed at about step 120.
+  TwoNodeJob first(configs, slow);
+  ASSERT_TRUE(first.node[0]->wait_for_line("step    120")) << first.output();
+  first.kill_all();
+
+  // 2. Rank 1's own copy of the newest step damaged: it takes rank 3's replica (on node 2) instead.
+  const int64_t damaged = newest_step_with_a_replica(tiers, 1, 3);
+  ASSERT_GT(damaged, 100);
+  flip_a_byte(
+      join_path(tiers[0], "rank-00001/" + SnapshotStore::directory_name(damaged) + "/" + shard_file_name(0)));
+  TwoNodeJob second(configs, slow);
+  ASSERT_TRUE(second.node[0]->wait_for_line("step    250")) << second.output();
+  second.kill_all();
+  const std::string said = second.output();
+  EXPECT_NE(said.find("the memory snapshot of step " + std::to_string(damaged) + " on rank 1 is damaged"),
+            std::string::npos)
+      << said;
+  EXPECT_NE(said.find("rank 1 lacked its memory snapshot of step " + std::to_string(damaged) +
+                      ": got it from the replica on rank 3"),
+            std::string::npos)
+      << said;
+  EXPECT_EQ(resumed_step(said), damaged)
+      << "the replica stands in for the damaged copy: nothing older is used";
+  const int64_t logged = last_logged_step(second.node[0]->output());
+
+  // 3. Node 2 lost: its processes killed (above) and its memory gone.
+  remove_tree(default_file_system(), dir.file("shm-node2"));
+  const auto disk_before = SnapshotStore::open_read_only(dir.file("snapshots"))->valid_steps();
+  auto to_the_end = arguments;
+  to_the_end.insert(to_the_end.end(), {"--out", dir.file("resumed.pt")});
+  TwoNodeJob third(configs, to_the_end);
+  ASSERT_EQ(third.finish(), 0) << third.output();
+  const std::string last = third.output();
+  const int64_t resumed = resumed_step(last);
+  EXPECT_GE(resumed, logged - 2) << "more than a step lost:\n" << last;
+  EXPECT_GT(resumed, disk_before.back()) << "resumed from memory, newer than the disk";
+  for (const auto& [rank, holder] : {std::pair<int, int>{2, 0}, {3, 1}}) {
+    EXPECT_NE(
+        last.find("rank " + std::to_string(rank) + " lacked its memory snapshot of step " +
+                  std::to_string(resumed) + ": got it from the replica on rank " + std::to_string(holder)),
+        std::string::npos)
+        << last;
+  }
+  expect_every_snapshot_complete(dir.file("snapshots"), 4);
+  const auto reference = default_file_system().read_small_file(dir.file("reference.pt"), 64 << 20);
+  const auto result = default_file_system().read_small_file(dir.file("resumed.pt"), 64 << 20);
+  EXPECT_TRUE(reference == result) << "the resumed job differs from the uninterrupted run";
+  for (const auto& tier : tiers)
+    EXPECT_FALSE(default_file_system().status(tier).exists) << "a normal exit leaves nothing";
+  std::cout << "replicas: a damaged copy of step " << damaged
+            << " replaced from node 2; node 2 lost at step ~" << logged << ", its ranks resumed at step "
+            << resumed << " from node 1's replicas (disk: step " << disk_before.back() << ")" << std::endl;
 }
 
 TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {
