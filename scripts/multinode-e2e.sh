@@ -15,7 +15,8 @@
 # node; node2's link cut; a rank stopped past the timeout; a slow and lossy
 # link (and the per-step cost of autosnap's agreement); two jobs at adjacent
 # MASTER_PORTs; a node-local snapshot directory; Slurm preemption and requeue
-# onto another node set; Slurm node failure and requeue.
+# onto another node set; Slurm node failure and requeue; node2 lost with its
+# memory, its ranks resumed from the memory tier's replicas on node1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -320,8 +321,34 @@ case_9() {
   say "OK  Slurm: $victim failed mid-run, the job was requeued after $requeued s and resumed $(grep 'run 2,' "$work/slurm/job-$job.out" | sed -n 's/.* tasks \(on [^ ]*\), .*/\1/p' | head -1), bitwise equal"
 }
 
+# ---- 10. node2 lost with its memory; its ranks resume from node1's replicas ----
+case_10() {
+  c=$(config replicas "every_steps: 50")
+  echo "memory: {every_steps: 1, keep_last: 2, replicas: 1}" >> "$c"
+  start_job replicas 2 2 29480 --steps $steps --config "$c" $slow
+  wait_for "$work/replicas/node1.log" "step    130" 60 || { show replicas; die "replicas: training did not get to step 130"; }
+  "$nodes" crash node2  # its processes and its /dev/shm are gone
+  wait_job
+  disk=$("$cli" latest "$work/replicas/snaps" --fast)
+  logged=$(grep -o 'step *[0-9]*  loss' "$work/replicas/node1.log" | awk '{print $2}' | tail -1)
+  "$nodes" start node2
+  run_job replicas-resumed 2 2 29480 --steps $steps --config "$c" --out "$work/replicas/out.pt"
+  expect_ok replicas-resumed
+  resumed=$(grep -o 'rank 0 of 4: resumed from step [0-9]*' "$work/replicas-resumed/node1.log" | awk '{print $NF}')
+  [ -n "$resumed" ] && [ "$resumed" -gt "$disk" ] || { show replicas-resumed; die "replicas: resumed from step ${resumed:-none}, not newer than the disk's $disk"; }
+  [ $((logged - resumed)) -le 2 ] || die "replicas: resumed at step $resumed, but node1 had logged step $logged"
+  for pair in "2 0" "3 1"; do
+    set -- $pair
+    grep -q "rank $1 on node2 lacked its memory snapshot of step $resumed: got it from the replica on rank $2 on node1" \
+      "$work/replicas-resumed/node2.log" || { show replicas-resumed; die "replicas: rank $1 did not get its replica from rank $2"; }
+  done
+  expect_complete "$work/replicas/snaps" 4
+  same "$work/ref4/out.pt" "$work/replicas/out.pt" replicas
+  say "OK  node2 crashed with its memory at step $logged (2 ranks per node, memory.replicas: 1): ranks 2 and 3 resumed at step $resumed from node1's replicas (the disk had step $disk), bitwise equal"
+}
+
 # AUTOSNAP_E2E_CASES="2 3" runs only those cases (the references always run).
-for n in 1 2 3 4 5 6 7 8 9; do
+for n in 1 2 3 4 5 6 7 8 9 10; do
   [ -z "${AUTOSNAP_E2E_CASES:-}" ] || [[ " $AUTOSNAP_E2E_CASES " == *" $n "* ]] || continue
   case_start=$(date +%s.%N)
   "case_$n"
