@@ -334,9 +334,10 @@ int64_t newest_step_with_a_replica(const std::string tiers[2], int rank, int hol
 
 // memory.replicas end to end, on two nodes of this host, each with its own
 // memory directory: a damaged memory copy is replaced by its replica from the
-// other node; then node 2's memory is lost with its processes and its ranks
-// get their state from node 1's replicas. Every restart resumes from memory,
-// and the end is bitwise the uninterrupted run's.
+// other node; node 2's memory is lost with a damaged replica, and the job
+// resumes from the disk; node 2's memory is lost again and its ranks get
+// their state from node 1's replicas. The end is bitwise the uninterrupted
+// run's.
 TEST(ClusterJob, WithReplicasALostNodesRanksResumeFromTheOtherNodeBitwise) {
   TempDir dir;
   const int steps = 400;
@@ -386,16 +387,48 @@ TEST(ClusterJob, WithReplicasALostNodesRanksResumeFromTheOtherNodeBitwise) {
       << said;
   EXPECT_EQ(resumed_step(said), damaged)
       << "the replica stands in for the damaged copy: nothing older is used";
-  const int64_t logged = last_logged_step(second.node[0]->output());
 
-  // 3. Node 2 lost: its processes killed (above) and its memory gone.
+  // 3. Node 2 lost (its processes killed above, its memory gone), and rank 0's replica of rank 2's
+  // newest step damaged: the transfer is refused, every rank chooses again without replicas, and
+  // the job resumes from the disk.
+  remove_tree(default_file_system(), dir.file("shm-node2"));
+  auto steps_in = [](const std::string& store) {
+    return SnapshotStore::open_read_only(store)->valid_steps();
+  };
+  const std::string replica_of_2 = join_path(tiers[0], "rank-00000/replicas/rank-00002");
+  std::vector<int64_t> usable = steps_in(join_path(tiers[0], "rank-00000"));
+  for (const std::string& other : {join_path(tiers[0], "rank-00001"), replica_of_2,
+                                   join_path(tiers[0], "rank-00001/replicas/rank-00003")}) {
+    const auto steps = steps_in(other);
+    std::vector<int64_t> both;
+    std::set_intersection(usable.begin(), usable.end(), steps.begin(), steps.end(), std::back_inserter(both));
+    usable = both;
+  }
+  ASSERT_FALSE(usable.empty());
+  flip_a_byte(
+      join_path(replica_of_2, SnapshotStore::directory_name(usable.back()) + "/" + shard_file_name(0)));
+  const int64_t disk_newest = steps_in(dir.file("snapshots")).back();
+  TwoNodeJob third(configs, slow);
+  ASSERT_TRUE(third.node[0]->wait_for_line("step    330")) << third.output();
+  third.kill_all();
+  const std::string refused = third.output();
+  EXPECT_NE(refused.find("the replica of step " + std::to_string(usable.back()) +
+                         " from rank 0 is unusable: the replica of step " + std::to_string(usable.back()) +
+                         ": rank-00000.pt does not match its manifest"),
+            std::string::npos)
+      << refused;
+  EXPECT_NE(refused.find("choosing again without them"), std::string::npos) << refused;
+  EXPECT_EQ(resumed_step(refused), disk_newest) << "no replica: node 2's ranks have only the disk";
+  const int64_t logged = last_logged_step(third.node[0]->output());
+
+  // 4. Node 2 lost again, with good replicas this time.
   remove_tree(default_file_system(), dir.file("shm-node2"));
   const auto disk_before = SnapshotStore::open_read_only(dir.file("snapshots"))->valid_steps();
   auto to_the_end = arguments;
   to_the_end.insert(to_the_end.end(), {"--out", dir.file("resumed.pt")});
-  TwoNodeJob third(configs, to_the_end);
-  ASSERT_EQ(third.finish(), 0) << third.output();
-  const std::string last = third.output();
+  TwoNodeJob fourth(configs, to_the_end);
+  ASSERT_EQ(fourth.finish(), 0) << fourth.output();
+  const std::string last = fourth.output();
   const int64_t resumed = resumed_step(last);
   EXPECT_GE(resumed, logged - 2) << "more than a step lost:\n" << last;
   EXPECT_GT(resumed, disk_before.back()) << "resumed from memory, newer than the disk";
@@ -413,8 +446,10 @@ TEST(ClusterJob, WithReplicasALostNodesRanksResumeFromTheOtherNodeBitwise) {
   for (const auto& tier : tiers)
     EXPECT_FALSE(default_file_system().status(tier).exists) << "a normal exit leaves nothing";
   std::cout << "replicas: a damaged copy of step " << damaged
-            << " replaced from node 2; node 2 lost at step ~" << logged << ", its ranks resumed at step "
-            << resumed << " from node 1's replicas (disk: step " << disk_before.back() << ")" << std::endl;
+            << " replaced from node 2; a damaged replica of step " << usable.back()
+            << " refused (resumed from the disk's step " << disk_newest << "); node 2 lost at step ~"
+            << logged << ", its ranks resumed at step " << resumed << " from node 1's replicas (disk: step "
+            << disk_before.back() << ")" << std::endl;
 }
 
 TEST(ClusterJob, ARankKilledMidFlushCommitsNothingAndTheOthersStopWithAnError) {
