@@ -16,7 +16,7 @@ build_dir=${AUTOSNAP_BUILD_DIR:-build}
 # The configuration of scripts/test.sh, so both share one build directory.
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DAUTOSNAP_BUILD_TESTS=ON \
   -DAUTOSNAP_BUILD_EXAMPLES=ON >/dev/null
-cmake --build "$build_dir" -j "$(nproc)" --target snapshot_bench memory_tier_bench >/dev/null
+cmake --build "$build_dir" -j "$(nproc)" --target snapshot_bench memory_tier_bench interval_bench >/dev/null
 out=bench-results
 mkdir -p "$out"
 scratch=$(mktemp -d -p "${AUTOSNAP_BENCH_DIR:-$PWD}")
@@ -24,5 +24,7 @@ trap 'rm -rf "$scratch"' EXIT
 "$build_dir/tests/snapshot_bench" --dir "$scratch" --json "$out/bench.json" "$@"
 # The memory tier's figures (restore from memory against a cold disk restore, and its training overhead).
 "$build_dir/tests/memory_tier_bench" --dir "$scratch/memory-tier" --json "$out/memory_tier.json"
+# max_overhead: the interval it picks as the step time changes, and the overhead it keeps.
+"$build_dir/tests/interval_bench" --dir "$scratch/interval" --json "$out/interval.json"
 /usr/bin/python3 scripts/bench_chart.py "$out/bench.json" "$out/bench.png"
-echo "bench: wrote $out/bench.json, $out/memory_tier.json and $out/bench.png"
+echo "bench: wrote $out/bench.json, $out/memory_tier.json, $out/interval.json and $out/bench.png"

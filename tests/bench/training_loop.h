@@ -21,6 +21,11 @@ class TrainingLoop {
       model->push_back(torch::nn::ReLU());
     }
     optimizer = std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(1e-4));
+    set_batch(batch);
+  }
+
+  /// Another batch size from now on (a step time that changes mid-run).
+  void set_batch(int64_t batch) {
     input = torch::randn({batch, 2048});
     target = torch::randn({batch, 2048});
   }

@@ -32,6 +32,9 @@ enum class OnLostRank { kExit, kThrow };
 struct TriggerConfig {
   int64_t every_steps = 0;   ///< 0: off. Fires after step s when s % every_steps == 0.
   double every_seconds = 0;  ///< 0: off. Wall clock since the last snapshot (or the start).
+  /// 0: off. The fraction of training time snapshots may cost: autosnap
+  /// measures their cost and the step time and picks the interval (CheckFreq).
+  double max_overhead = 0;
   bool on_epoch_end = false;
   bool on_train_end = true;
 };

@@ -65,14 +65,22 @@ void parse_triggers(const Parser& p, Node n, Path path, TriggerConfig& t) {
            [&](Node m, Path key) { t.every_steps = p.integer(m, key, 1, "a positive number of steps"); }},
           {"every_seconds",
            [&](Node m, Path key) { t.every_seconds = p.number(m, key, "a positive number of seconds"); }},
+          {"max_overhead",
+           [&](Node m, Path key) {
+             t.max_overhead = p.number(m, key, "a fraction of training time, e.g. 0.02 for 2 %");
+             if (t.max_overhead >= 1)
+               p.fail(m.Mark(), key, "expected a fraction of training time below 1, e.g. 0.02 for 2 %");
+           }},
           {"on_epoch_end", [&](Node m, Path key) { t.on_epoch_end = p.boolean(m, key); }},
           {"on_train_end", [&](Node m, Path key) { t.on_train_end = p.boolean(m, key); }},
       });
   // The defaults enable on_train_end, so only this section can turn every trigger off.
-  if (t.every_steps == 0 && t.every_seconds == 0 && !t.on_epoch_end && !t.on_train_end) {
+  if (t.every_steps == 0 && t.every_seconds == 0 && t.max_overhead == 0 && !t.on_epoch_end &&
+      !t.on_train_end) {
     p.fail(
         n.Mark(), path,
-        "no trigger is enabled; set at least one of every_steps, every_seconds, on_epoch_end, on_train_end");
+        "no trigger is enabled; set at least one of every_steps, every_seconds, max_overhead, on_epoch_end, "
+        "on_train_end");
   }
 }
 

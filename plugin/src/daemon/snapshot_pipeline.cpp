@@ -346,6 +346,11 @@ SnapshotPipeline::Progress SnapshotPipeline::progress() const {
           stats_.committed, consecutive_failures_, last_failure_};
 }
 
+bool SnapshotPipeline::writing() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return in_flight_ > 0;
+}
+
 bool SnapshotPipeline::ready_for_memory_snapshot() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return in_flight_ == 0 && off_because_.empty();

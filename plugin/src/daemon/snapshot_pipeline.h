@@ -115,6 +115,8 @@ class SnapshotPipeline {
     std::string last_failure;
   };
   Progress progress() const;
+  /// A snapshot is staged or being written.
+  bool writing() const;
   SnapshotStats stats() const;
   /// Memory tier: on, and nothing in flight, so a snapshot submitted now is
   /// taken (the training thread is the only one that submits).

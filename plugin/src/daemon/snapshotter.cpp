@@ -127,7 +127,9 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   }
 
   void on_step_end(int64_t step) override {
+    const auto entered = Clock::now();
     check_policy();
+    measure_the_step(step, entered);
     pipeline_.abandon_unconfirmed_overlap();
     if (memory_pipeline_) memory_pipeline_->abandon_unconfirmed_overlap();
     warn_of(slips_.step_ending(step, last_step_));
@@ -159,6 +161,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     }
     if (!due.reason.empty()) take_snapshot(step, due);
     if (due.stop) policy_.stopped();  // the stop signal's snapshot is taken: the loop may leave now
+    left_step_hook_ = Clock::now();
   }
 
   void on_epoch_end(int64_t epoch) override {
@@ -422,8 +425,27 @@ class ActiveSnapshotter final : public SnapshotterImpl {
       pipeline_.answer_after_pending_writes(step, std::move(due.waiters));
       return;
     }
-    if (pipeline_.submit(step, position_, due.reason, due.urgency, std::move(due.waiters)))
+    const auto start = Clock::now();
+    if (pipeline_.submit(step, position_, due.reason, due.urgency, std::move(due.waiters))) {
       policy_.snapshot_taken(step);
+      policy_.budget().snapshot_started(milliseconds_since(start));
+    }
+  }
+
+  // max_overhead: the step's training time (from the last on_step_end to
+  // this one, autosnap's own time in that hook left out) and whether a
+  // snapshot was being written meanwhile. Rank 0 decides, so it says what it chose.
+  void measure_the_step(int64_t step, Clock::time_point entered) {
+    OverheadBudget& budget = policy_.budget();
+    if (!budget.enabled()) return;
+    if (left_step_hook_) {
+      budget.step_ended(std::chrono::duration<double, std::milli>(entered - *left_step_hook_).count(),
+                        pipeline_.writing());
+    }
+    if (leader_ && budget.take_change()) {
+      log()->info("{}", budget.why());
+      events_.write("interval", {{"step", step}, {"steps", *budget.interval()}, {"why", budget.why()}});
+    }
   }
 
   static void check_epoch_number(const char* hook, int64_t epoch) {
@@ -513,6 +535,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   Restorer restorer_;
   std::function<void()> requeue_;
   std::unique_ptr<ControlSurface> surface_;
+  std::optional<Clock::time_point> left_step_hook_;  // when on_step_end last returned (max_overhead)
   std::shared_ptr<HookActivity> activity_ = std::make_shared<HookActivity>();
 
   // Training thread.

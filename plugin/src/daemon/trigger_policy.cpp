@@ -41,6 +41,8 @@ uint64_t TriggerPolicy::wishes(int64_t step, bool clock_decides) {
       milliseconds_since(last_snapshot_time_) >= triggers_.every_seconds * 1000) {
     wishes |= kSecondsElapsed;
   }
+  const int64_t steps_since = last_snapshot_step_ ? step - *last_snapshot_step_ : step + 1;
+  if (clock_decides && budget_.due(steps_since)) wishes |= kOverheadBudgetDue;
   return wishes;
 }
 
@@ -52,6 +54,8 @@ TriggerPolicy::Decision TriggerPolicy::after_step(int64_t step, uint64_t job_wis
     decision = Decision("every_steps", Urgency::kMaySkip);
   } else if (job_wishes & kSecondsElapsed) {
     decision = Decision("every_seconds", Urgency::kMaySkip);
+  } else if (job_wishes & kOverheadBudgetDue) {
+    decision = Decision("max_overhead", Urgency::kMaySkip);
   }
   if (job_wishes & kStopRequested) {
     stop_pending_ = false;

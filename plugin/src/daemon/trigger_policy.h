@@ -1,11 +1,12 @@
 #pragma once
 
 // When to snapshot: after each step, what is due from the configured
-// triggers (every_steps, every_seconds), from requests made on other threads
+// triggers (every_steps, every_seconds, max_overhead), from requests made on other threads
 // (control socket, signals, request_snapshot) and whether a stop was asked.
 // In a multi-rank job every rank must decide the same: each rank's wishes()
 // are or-ed across the job and after_step() decides from the result, so a
-// request or a stop on any rank, and rank 0's clock, decide for all.
+// request or a stop on any rank, and rank 0's clock and overhead budget,
+// decide for all.
 //
 // Thread-safety: request(), request_stop(), stopping() and
 // last_completed_step() may be called from any thread; everything else from
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "autosnap/config.h"
+#include "daemon/overhead_budget.h"
 #include "daemon/snapshot_job.h"
 
 namespace autosnap {
@@ -26,7 +28,8 @@ namespace daemon {
 
 class TriggerPolicy {
  public:
-  explicit TriggerPolicy(const TriggerConfig& triggers) : triggers_(triggers) {}
+  explicit TriggerPolicy(const TriggerConfig& triggers)
+      : triggers_(triggers), budget_(triggers.max_overhead) {}
 
   /// What to snapshot at a step boundary; empty reason: nothing.
   struct Decision {
@@ -53,12 +56,13 @@ class TriggerPolicy {
     /// Set by the snapshotter: this rank's memory tier is still writing (or off),
     /// so no rank takes this step's memory snapshot: every rank holds the same steps.
     kMemoryTierBusy = 16,
+    kOverheadBudgetDue = 32,  ///< max_overhead (rank 0's measurement decides)
   };
 
   /// Training thread, after step `step`: publishes it as the last completed
   /// step (a request queued from now on is for a later step) and tells what
-  /// this rank wishes. `clock_decides`: every_seconds is this rank's call
-  /// (rank 0 in a job).
+  /// this rank wishes. `clock_decides`: every_seconds and max_overhead are
+  /// this rank's call (rank 0 in a job).
   uint64_t wishes(int64_t step, bool clock_decides = true);
   /// Training thread: decides from the job's wishes (every rank's or'ed).
   /// A request outranks the automatic triggers.
@@ -83,6 +87,8 @@ class TriggerPolicy {
   /// Any thread: a stop is asked or done.
   bool stopping() const { return stop_requested_ || stop_pending_; }
   std::optional<int64_t> last_completed_step() const;
+  /// Training thread: max_overhead's measurements (the snapshotter feeds them).
+  OverheadBudget& budget() { return budget_; }
 
  private:
   Decision claim_requests_locked();
@@ -97,6 +103,7 @@ class TriggerPolicy {
   // Training thread only.
   std::optional<int64_t> last_snapshot_step_;
   Clock::time_point last_snapshot_time_ = Clock::now();
+  OverheadBudget budget_;
 };
 
 }  // namespace daemon

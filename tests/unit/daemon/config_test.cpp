@@ -65,6 +65,11 @@ TEST(Config, DefaultsAndFullFile) {
   EXPECT_EQ(full.resume, ResumeMode::kRequired);
   EXPECT_EQ(full.triggers.every_steps, 500);
   EXPECT_DOUBLE_EQ(full.triggers.every_seconds, 900.5);
+  EXPECT_DOUBLE_EQ(
+      Config::from_string("directory: /tmp\ntriggers: {max_overhead: 0.02, on_train_end: false}\n")
+          .triggers.max_overhead,
+      0.02)
+      << "max_overhead alone is a trigger";
   EXPECT_EQ(full.retention.keep_every_steps, 1000);
   EXPECT_EQ(full.flush.staging_memory_limit, 2ull << 30);
   EXPECT_EQ(full.flush.when_busy, WhenBusy::kSkip);
@@ -171,6 +176,10 @@ TEST(Config, EveryKindOfBadInputHasAClearError) {
       {d + "triggers: {on_train_end: maybe}\n",
        {"triggers.on_train_end: expected true or false, got 'maybe'"}},
       {d + "triggers: {on_train_end: false}\n", {"test.yaml:2:11: triggers: no trigger is enabled"}},
+      {d + "triggers: {max_overhead: 1.5}\n",
+       {"triggers.max_overhead: expected a fraction of training time below 1, e.g. 0.02 for 2 %"}},
+      {d + "triggers: {max_overhead: 0}\n",
+       {"triggers.max_overhead: expected a fraction of training time, e.g. 0.02 for 2 %, got '0'"}},
       {d + "resume: sometimes\n",
        {"test.yaml:2:9: resume: expected auto | never | required, got 'sometimes'"}},
       {d + "flush: {mode: lazy}\n", {"flush.mode: expected async | sync, got 'lazy'"}},

@@ -36,7 +36,8 @@ TEST(MemoryReplicas, EachRanksCopiesGoToTheSameLocalRankOfTheNextNodes) {
 
 TEST(MemoryReplicas, NoCopyIsPlacedOnTheSameNodeAndNoneTwiceOnOneNode) {
   EXPECT_EQ(ReplicaPlacement::ring({0, 0, 0}, 1).holders, (Ranks{{}, {}, {}})) << "one node: no other node";
-  EXPECT_EQ(ReplicaPlacement::ring({0, 1}, 5).holders, (Ranks{{1}, {0}})) << "at most one copy per other node";
+  EXPECT_EQ(ReplicaPlacement::ring({0, 1}, 5).holders, (Ranks{{1}, {0}}))
+      << "at most one copy per other node";
   EXPECT_EQ(ReplicaPlacement::ring({0}, 1).holders, (Ranks{{}}));
 }
 
@@ -82,8 +83,9 @@ TEST(MemoryReplicas, ADamagedOrCutMessageCommitsNothing) {
 
   std::string flipped = packed;
   flipped[packed.size() / 3] = static_cast<char>(flipped[packed.size() / 3] ^ 0x01);  // inside the shard
-  EXPECT_NE(testing::error_of<CorruptSnapshot>([&] { daemon::commit_packed_snapshot(flipped, *holder); })
-                .find("the replica of step 41: rank-00000.pt does not match its manifest"),
+  EXPECT_NE(testing::error_of<CorruptSnapshot>([&] {
+              daemon::commit_packed_snapshot(flipped, *holder);
+            }).find("the replica of step 41: rank-00000.pt does not match its manifest"),
             std::string::npos);
   EXPECT_NE(testing::error_of<Error>([&] {
               daemon::commit_packed_snapshot(packed.substr(0, packed.size() - 10), *holder);

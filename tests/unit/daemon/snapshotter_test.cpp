@@ -7,6 +7,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "autosnap/autosnap.h"
@@ -77,6 +78,45 @@ TEST(Snapshotter, EverySecondsTriggerFollowsTheWallClock) {
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{1}));
   EXPECT_EQ(read_events(dir.path()).back()["reason"], "every_seconds");
+}
+
+// triggers.max_overhead on a loop whose step time grows tenfold mid-run:
+// the interval it picks (told in the log and an "interval" event) shrinks
+// with it, since the same snapshot costs a smaller share of a longer step.
+TEST(Snapshotter, MaxOverheadPicksAShorterIntervalWhenStepsGrowLonger) {
+  TempDir dir;
+  at::Tensor weights = torch::rand({2048, 2048});  // 16 MB
+  Snapshotter snap(make_config(
+      dir.path(), "triggers: {max_overhead: 0.05, on_train_end: false}\nretention: {keep_last: 2}\n"));
+  snap.track("weights", weights);
+  snap.on_train_start();
+  auto train = [&](int64_t first, int64_t last, std::chrono::milliseconds step_time) {
+    for (int64_t step = first; step <= last; ++step) {
+      std::this_thread::sleep_for(step_time);
+      weights.add_(1);
+      snap.on_step_end(step);
+    }
+  };
+  auto interval_at = [&](int64_t last) {
+    int64_t interval = -1;
+    for (const auto& event : read_events(dir.path()))
+      if (event["event"] == "interval" && event["step"] <= last) interval = event["steps"];
+    return interval;
+  };
+  train(1, 120, 2ms);
+  const int64_t short_steps = interval_at(120);
+  train(121, 300, 20ms);
+  snap.wait_until_finished();
+  const int64_t long_steps = interval_at(300);
+  ASSERT_GT(short_steps, 0) << "an interval was chosen and told";
+  ASSERT_GT(long_steps, 0);
+  EXPECT_LE(long_steps * 3, short_steps) << "steps 10x longer: the interval shrinks";
+  int64_t taken = 0;
+  for (const auto& event : read_events(dir.path()))
+    if (event["event"] == "committed") taken += event["reason"] == "max_overhead";
+  EXPECT_GE(taken, 3);
+  std::cout << "max_overhead 5 %: every " << short_steps << " steps of ~2 ms, every " << long_steps
+            << " steps of ~20 ms; " << taken << " snapshots" << std::endl;
 }
 
 TEST(Snapshotter, RetentionKeepsTheNewestAndEveryKth) {

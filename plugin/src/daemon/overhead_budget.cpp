@@ -1,0 +1,83 @@
+#include "daemon/overhead_budget.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+namespace autosnap {
+namespace daemon {
+namespace {
+
+// Recent measurements count more: a step time that changes is followed within a few snapshots.
+constexpr double kStepWeight = 0.1;
+constexpr double kSnapshotWeight = 0.5;
+
+double averaged(double average, double sample, double weight, bool first) {
+  return first ? sample : average + weight * (sample - average);
+}
+
+}  // namespace
+
+void OverheadBudget::step_ended(double step_ms, bool writing) {
+  if (!enabled()) return;
+  if (measuring_ && writing) {
+    if (clean_steps_ > 0) pending_cost_ms_ += std::max(0.0, step_ms - step_ms_);
+    ++pending_steps_;
+    return;
+  }
+  if (measuring_) finish_measuring();
+  step_ms_ = averaged(step_ms_, step_ms, kStepWeight, clean_steps_ == 0);
+  ++clean_steps_;
+  if (measured_ > 0) choose();
+}
+
+void OverheadBudget::snapshot_started(double stall_ms) {
+  if (!enabled()) return;
+  if (measuring_) finish_measuring();  // another trigger came before the last write ended
+  measuring_ = true;
+  pending_cost_ms_ = stall_ms;
+  pending_steps_ = 0;
+}
+
+void OverheadBudget::finish_measuring() {
+  measuring_ = false;
+  cost_ms_ = averaged(cost_ms_, pending_cost_ms_, kSnapshotWeight, measured_ == 0);
+  write_steps_ = averaged(write_steps_, static_cast<double>(pending_steps_), kSnapshotWeight, measured_ == 0);
+  ++measured_;
+  choose();
+}
+
+void OverheadBudget::choose() {
+  if (clean_steps_ == 0) return;
+  const double for_the_budget = std::ceil(cost_ms_ / (budget_ * std::max(step_ms_, 1e-3)));
+  const double after_the_write = std::floor(write_steps_) + 1;
+  interval_ = static_cast<int64_t>(std::max({for_the_budget, after_the_write, 1.0}));
+}
+
+bool OverheadBudget::due(int64_t steps_since) const {
+  if (!enabled() || measuring_) return false;  // never before the last snapshot is written
+  if (!interval_) return measured_ == 0 && clean_steps_ >= kWarmupSteps;
+  return steps_since >= *interval_;
+}
+
+bool OverheadBudget::take_change() {
+  if (!interval_) return false;
+  if (logged_interval_ && std::abs(static_cast<double>(*interval_ - *logged_interval_)) <
+                              0.25 * static_cast<double>(*logged_interval_))
+    return false;
+  logged_interval_ = interval_;
+  return true;
+}
+
+std::string OverheadBudget::why() const {
+  char text[320];
+  std::snprintf(
+      text, sizeof(text),
+      "max_overhead %.3g %%: a snapshot every %lld steps (one costs %.1f ms: its stall and the slowdown "
+      "of the %.1f steps it is written over; a step takes %.1f ms)",
+      budget_ * 100, static_cast<long long>(interval_.value_or(0)), cost_ms_, write_steps_, step_ms_);
+  return text;
+}
+
+}  // namespace daemon
+}  // namespace autosnap

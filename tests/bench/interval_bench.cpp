@@ -1,0 +1,130 @@
+// triggers.max_overhead's figures (the README's "An interval that picks
+// itself"): the benchmark's training loop (MLP 4 x 2048x2048, Adam, 201 MB of
+// state) whose step time grows mid-run (batch 4, then a larger batch), with
+// no snapshots and with `triggers: {max_overhead: B}` and flush.overlap,
+// interleaved; the intervals autosnap chose (its "interval" events) and the
+// overhead measured against the run without snapshots, per phase.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "autosnap/autosnap.h"
+#include "bench_support.h"
+#include "training_loop.h"
+
+namespace {
+
+using bench::Clock;
+using bench::ms_since;
+using nlohmann::json;
+
+struct Phase {
+  int64_t batch;
+  int64_t steps;
+};
+
+std::vector<json> events_of(const std::string& directory) {
+  std::vector<json> events;
+  std::ifstream in(directory + "/events.jsonl");
+  for (std::string line; std::getline(in, line);) events.push_back(json::parse(line));
+  return events;
+}
+
+json measure(const std::string& scratch, double budget, const std::vector<Phase>& phases, int reps) {
+  bench::TrainingLoop loop(phases.front().batch);
+  std::map<std::string, std::vector<std::vector<double>>> phase_ms;  // mode -> rep -> ms per phase
+  json chosen = json::array();
+  std::vector<double> snapshots;
+  for (int r = 0; r < reps; ++r) {
+    for (const std::string mode : {"none", "budget"}) {  // interleaved: the machine's drift hits both
+      const std::string directory = scratch + "/train";
+      std::optional<autosnap::Snapshotter> snap;
+      if (mode == "budget") {
+        snap.emplace(autosnap::Config::from_string(
+            "directory: " + directory +
+                "\nretention: {keep_last: 1}\ncontrol: {socket: false}\nlog_level: warn\n" +
+                "flush: {overlap: true}\ntriggers: {max_overhead: " + std::to_string(budget) +
+                ", on_train_end: false}\n",
+            "bench.yaml"));
+        loop.track(*snap);
+      }
+      autosnap::Snapshotter* hooks = snap ? &*snap : nullptr;
+      std::vector<double> ms;
+      int64_t step = 1;
+      for (const Phase& phase : phases) {
+        loop.set_batch(phase.batch);
+        const auto start = Clock::now();
+        loop.train(hooks, step, phase.steps);
+        ms.push_back(ms_since(start));
+        step += phase.steps;
+      }
+      phase_ms[mode].push_back(ms);
+      if (snap) {
+        snap->close();
+        int64_t taken = 0;
+        json intervals = json::array();
+        for (const auto& event : events_of(directory)) {
+          if (event["event"] == "interval")
+            intervals.push_back({{"step", event["step"]}, {"steps", event["steps"]}});
+          if (event["event"] == "committed") ++taken;
+        }
+        chosen.push_back(intervals);
+        snapshots.push_back(static_cast<double>(taken));
+      }
+      std::filesystem::remove_all(directory);
+    }
+  }
+  json result;
+  result["budget"] = budget;
+  result["intervals"] = chosen;
+  result["snapshots"] = bench::median(snapshots);
+  std::printf("\n== max_overhead %.3g %%: MLP 4 x 2048x2048, Adam, flush.overlap; medians of %d ==\n",
+              budget * 100, reps);
+  for (size_t p = 0; p < phases.size(); ++p) {
+    std::vector<double> none, with;
+    for (int r = 0; r < reps; ++r) {
+      none.push_back(phase_ms["none"][r][p]);
+      with.push_back(phase_ms["budget"][r][p]);
+    }
+    const double step_ms = bench::median(none) / phases[p].steps;
+    const double overhead = bench::median(with) / bench::median(none) - 1;
+    result["phases"].push_back({{"batch", phases[p].batch},
+                                {"steps", phases[p].steps},
+                                {"step_ms", step_ms},
+                                {"overhead", overhead}});
+    std::printf("phase %zu: batch %lld, %lld steps of %.1f ms: %.2f %% slower than without snapshots\n",
+                p + 1, static_cast<long long>(phases[p].batch), static_cast<long long>(phases[p].steps),
+                step_ms, 100 * overhead);
+  }
+  std::printf("snapshots taken: %.0f; intervals chosen (step: every N steps), first run: %s\n",
+              result["snapshots"].get<double>(), chosen.empty() ? "[]" : chosen.front().dump().c_str());
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"max_overhead: the interval autosnap picks and the overhead it keeps"};
+  std::string scratch = "bench-scratch", json_path;
+  double budget = 0.02;
+  int reps = 2;
+  int64_t steps = 150, long_batch = 16;
+  app.add_option("--dir", scratch, "scratch directory (removed after)");
+  app.add_option("--json", json_path, "write the figures here");
+  app.add_option("--budget", budget, "triggers.max_overhead");
+  app.add_option("--reps", reps, "interleaved repetitions (medians)");
+  app.add_option("--steps", steps, "steps per phase");
+  app.add_option("--long-batch", long_batch, "the second phase's batch (longer steps)");
+  CLI11_PARSE(app, argc, argv);
+  torch::set_num_threads(1);
+  const json result = measure(scratch, budget, {{4, steps}, {long_batch, steps}}, reps);
+  std::filesystem::remove_all(scratch);
+  if (!json_path.empty()) std::ofstream(json_path) << result.dump(2) << "\n";
+  return 0;
+}
