@@ -70,9 +70,12 @@ json measure(const std::string& scratch, double budget, const std::vector<Phase>
         int64_t taken = 0;
         json intervals = json::array();
         for (const auto& event : events_of(directory)) {
-          if (event["event"] == "interval")
-            intervals.push_back({{"step", event["step"]}, {"steps", event["steps"]}});
-          if (event["event"] == "committed") ++taken;
+          taken += event["event"] == "committed";
+          if (event["event"] != "interval") continue;
+          intervals.push_back({{"step", event["step"]}, {"steps", event["steps"]}});
+          if (r == 0)
+            std::printf("  at step %lld: %s\n", event["step"].get<long long>(),
+                        event["why"].get<std::string>().c_str());
         }
         chosen.push_back(intervals);
         snapshots.push_back(static_cast<double>(taken));

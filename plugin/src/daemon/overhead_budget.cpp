@@ -20,12 +20,23 @@ double averaged(double average, double sample, double weight, bool first) {
 
 void OverheadBudget::step_ended(double step_ms, bool writing) {
   if (!enabled()) return;
-  if (measuring_ && writing) {
-    if (clean_steps_ > 0) pending_cost_ms_ += std::max(0.0, step_ms - step_ms_);
+  // The step right after a snapshot started is written over, whatever the pipeline says by its end.
+  const double slowdown = clean_steps_ > 0 ? std::max(0.0, step_ms - step_ms_) : 0.0;
+  if (measuring_ && (writing || pending_steps_ == 0)) {
+    pending_cost_ms_ += slowdown;
     ++pending_steps_;
     return;
   }
-  if (measuring_) finish_measuring();
+  if (measuring_ && settling_ < kSettleSteps) {  // slower steps right after a write are its cost too
+    pending_cost_ms_ += slowdown;
+    ++settling_;
+    return;
+  }
+  if (measuring_) {
+    finish_measuring();
+  } else if (writing) {
+    return;  // a write it did not see start (the restore's persist): neither clean nor measured
+  }
   step_ms_ = averaged(step_ms_, step_ms, kStepWeight, clean_steps_ == 0);
   ++clean_steps_;
   if (measured_ > 0) choose();
@@ -37,6 +48,7 @@ void OverheadBudget::snapshot_started(double stall_ms) {
   measuring_ = true;
   pending_cost_ms_ = stall_ms;
   pending_steps_ = 0;
+  settling_ = 0;
 }
 
 void OverheadBudget::finish_measuring() {
@@ -50,7 +62,7 @@ void OverheadBudget::finish_measuring() {
 void OverheadBudget::choose() {
   if (clean_steps_ == 0) return;
   const double for_the_budget = std::ceil(cost_ms_ / (budget_ * std::max(step_ms_, 1e-3)));
-  const double after_the_write = std::floor(write_steps_) + 1;
+  const double after_the_write = std::floor(write_steps_) + kSettleSteps + 1;
   interval_ = static_cast<int64_t>(std::max({for_the_budget, after_the_write, 1.0}));
 }
 

@@ -6,10 +6,11 @@
 // What a snapshot costs is measured, not guessed: the time it stalls the
 // training thread, plus how much longer the steps run while it is written in
 // the background (against the steps that run with no write: on a machine
-// with few cores the writer competes with training). With a step of S ms and
-// a snapshot costing C ms, one every k steps costs C / (k S) of the time, so
-// k = ceil(C / (budget S)); and never so often that a snapshot starts before
-// the last one is written (k > the steps one write spans). Both are averaged
+// with few cores the writer competes with training, and the steps just
+// after a write still run slower: their slowdown counts too). With a step of
+// S ms and a snapshot costing C ms, one every k steps costs C / (k S) of the
+// time, so k = ceil(C / (budget S)); and never so often that a snapshot
+// starts before the last one is written and its aftermath measured. Both are averaged
 // over recent snapshots, so the interval follows a step time that changes.
 // Until the first snapshot is measured, one is taken after a few steps.
 //
@@ -29,7 +30,7 @@ class OverheadBudget {
   bool enabled() const { return budget_ > 0; }
 
   /// A step's training time (autosnap's own time in its hooks excluded), and
-  /// whether a snapshot was being written in the background meanwhile.
+  /// whether a snapshot was being written in the background at any moment of it.
   void step_ended(double step_ms, bool writing);
   /// A snapshot was started after the last step, stalling training `stall_ms`.
   void snapshot_started(double stall_ms);
@@ -45,6 +46,9 @@ class OverheadBudget {
 
   /// Steps needed before the first snapshot, to know a step's time.
   static constexpr int64_t kWarmupSteps = 5;
+  /// Steps after a write ends whose slowdown still counts toward its cost
+  /// (measured here: the step after a 201 MB write ran 10-40 % slower).
+  static constexpr int64_t kSettleSteps = 2;
 
  private:
   void finish_measuring();
@@ -58,6 +62,7 @@ class OverheadBudget {
   bool measuring_ = false;      // a snapshot's cost is being added up
   double pending_cost_ms_ = 0;  // its stall and the slowdown so far
   int64_t pending_steps_ = 0;   // steps it has spanned so far
+  int64_t settling_ = 0;        // steps measured after it ended
   int64_t measured_ = 0;        // snapshots measured
   std::optional<int64_t> interval_;
   std::optional<int64_t> logged_interval_;

@@ -173,6 +173,7 @@ void SnapshotPipeline::add_in_flight(int delta) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     in_flight_ += delta;
+    if (delta < 0) writes_ended_ += -delta;
   }
   if (delta < 0) changed_.notify_all();
 }
@@ -346,9 +347,11 @@ SnapshotPipeline::Progress SnapshotPipeline::progress() const {
           stats_.committed, consecutive_failures_, last_failure_};
 }
 
-bool SnapshotPipeline::writing() const {
+bool SnapshotPipeline::wrote_since(int64_t& ended) const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return in_flight_ > 0;
+  const bool wrote = in_flight_ > 0 || writes_ended_ != ended;
+  ended = writes_ended_;
+  return wrote;
 }
 
 bool SnapshotPipeline::ready_for_memory_snapshot() const {

@@ -115,8 +115,9 @@ class SnapshotPipeline {
     std::string last_failure;
   };
   Progress progress() const;
-  /// A snapshot is staged or being written.
-  bool writing() const;
+  /// A snapshot is staged or being written now, or one ended since the
+  /// last call (`ended`: the count of ended writes that call saw, updated).
+  bool wrote_since(int64_t& ended) const;
   SnapshotStats stats() const;
   /// Memory tier: on, and nothing in flight, so a snapshot submitted now is
   /// taken (the training thread is the only one that submits).
@@ -171,6 +172,7 @@ class SnapshotPipeline {
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable changed_;
   int in_flight_ = 0;
+  int64_t writes_ended_ = 0;
   std::deque<std::exception_ptr> errors_;
   int64_t consecutive_failures_ = 0;
   std::string last_failure_;

@@ -434,13 +434,14 @@ class ActiveSnapshotter final : public SnapshotterImpl {
 
   // max_overhead: the step's training time (from the last on_step_end to
   // this one, autosnap's own time in that hook left out) and whether a
-  // snapshot was being written meanwhile. Rank 0 decides, so it says what it chose.
+  // snapshot was being written at any moment of it (one that ended mid-step
+  // counts). Rank 0 decides, so it says what it chose.
   void measure_the_step(int64_t step, Clock::time_point entered) {
     OverheadBudget& budget = policy_.budget();
     if (!budget.enabled()) return;
     if (left_step_hook_) {
       budget.step_ended(std::chrono::duration<double, std::milli>(entered - *left_step_hook_).count(),
-                        pipeline_.writing());
+                        pipeline_.wrote_since(writes_ended_seen_));
     }
     if (leader_ && budget.take_change()) {
       log()->info("{}", budget.why());
@@ -536,6 +537,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
   std::function<void()> requeue_;
   std::unique_ptr<ControlSurface> surface_;
   std::optional<Clock::time_point> left_step_hook_;  // when on_step_end last returned (max_overhead)
+  int64_t writes_ended_seen_ = 0;  // the pipeline's ended writes at the last step (max_overhead)
   std::shared_ptr<HookActivity> activity_ = std::make_shared<HookActivity>();
 
   // Training thread.

@@ -16,11 +16,14 @@ void clean_steps(OverheadBudget& budget, int count, double step_ms) {
   for (int i = 0; i < count; ++i) budget.step_ended(step_ms, /*writing=*/false);
 }
 
-// A snapshot that stalls `stall_ms`, then is written over `write_steps` steps, each `slowdown_ms` slower.
+// A snapshot that stalls `stall_ms`, then is written over `write_steps` steps, each `slowdown_ms` slower;
+// then the steps after it (`after_ms` slower), and a clean one.
 void one_snapshot(OverheadBudget& budget, double step_ms, double stall_ms, int write_steps,
-                  double slowdown_ms) {
+                  double slowdown_ms, double after_ms = 0) {
   budget.snapshot_started(stall_ms);
   for (int i = 0; i < write_steps; ++i) budget.step_ended(step_ms + slowdown_ms, /*writing=*/true);
+  for (int i = 0; i < OverheadBudget::kSettleSteps; ++i)
+    budget.step_ended(step_ms + after_ms, /*writing=*/false);
   budget.step_ended(step_ms, /*writing=*/false);
 }
 
@@ -76,7 +79,29 @@ TEST(OverheadBudget, NeverMoreOftenThanTheWriterCanFinish) {
   OverheadBudget budget(0.5);
   clean_steps(budget, 5, 100);
   one_snapshot(budget, 100, 1, 6, 0);  // cheap for training, but its write spans 6 steps
-  EXPECT_EQ(*budget.interval(), 7);
+  EXPECT_EQ(*budget.interval(), 6 + OverheadBudget::kSettleSteps + 1) << "and its aftermath is measured";
+}
+
+TEST(OverheadBudget, TheSlowerStepsRightAfterAWriteCountTowardItsCost) {
+  OverheadBudget budget(0.02);
+  clean_steps(budget, 5, 100);
+  one_snapshot(budget, 100, 10, 1, 20, /*after_ms=*/30);  // 10 + 20 + 2 x 30 = 90 ms
+  EXPECT_EQ(*budget.interval(), 45);
+}
+
+TEST(OverheadBudget, StepsOverAWriteItDidNotSeeStartAreLeftOut) {
+  OverheadBudget budget(0.02);
+  clean_steps(budget, 5, 100);
+  budget.step_ended(900, /*writing=*/true);  // e.g. the restore's persist: not a step's own time
+  one_snapshot(budget, 100, 10, 2, 20);
+  EXPECT_EQ(*budget.interval(), 25) << "the step time is still 100 ms, the cost 50 ms";
+  // The step after a snapshot starts counts as written over even when the write ended within it.
+  budget.snapshot_started(10);
+  budget.step_ended(160, /*writing=*/false);
+  for (int i = 0; i <= OverheadBudget::kSettleSteps; ++i) budget.step_ended(100, /*writing=*/false);
+  EXPECT_NE(budget.why().find("one costs 60.0 ms: its stall and the slowdown of the 1.5 steps"),
+            std::string::npos)
+      << budget.why();  // (50 + 70) / 2, (2 + 1) / 2
 }
 
 TEST(OverheadBudget, OffWithoutABudget) {
