@@ -16,12 +16,6 @@ namespace daemon {
 using util::log;
 namespace {
 
-std::string rank_directory(int rank) {
-  char name[32];
-  std::snprintf(name, sizeof(name), "rank-%05d", rank);
-  return name;
-}
-
 void put_u64(std::string& out, uint64_t value) {
   out.append(reinterpret_cast<const char*>(&value), sizeof value);
 }
@@ -195,7 +189,7 @@ SnapshotStore& MemoryReplicas::store_of(int rank) {
   auto& store = held_[rank];
   if (!store) {
     const std::string directory =
-        join_path(join_path(tier_.path(), MemoryTier::kReplicasDirectory), rank_directory(rank));
+        join_path(join_path(tier_.path(), MemoryTier::kReplicasDirectory), MemoryTier::rank_directory(rank));
     create_directories(tier_.store().file_system(), directory);
     store = SnapshotStore::open_for_writing(directory, /*fsync=*/false, tier_.store().file_system());
   }
@@ -293,10 +287,7 @@ std::string MemoryReplicas::fetch(int64_t step, const std::vector<ReplicaFetch>&
 }
 
 void MemoryReplicas::drop_newer_than(int64_t step) {
-  for (const auto& [rank, store] : held_) {
-    for (int64_t s : store->committed_steps())
-      if (s > step) store->remove(s);
-  }
+  for (const auto& [rank, store] : held_) MemoryTier::drop_newer_than(*store, step);
 }
 
 }  // namespace daemon

@@ -32,12 +32,6 @@ std::string absolute(const std::string& path) {
   return result;
 }
 
-std::string rank_name(int rank) {
-  char name[32];
-  std::snprintf(name, sizeof(name), "%s%05d", kRankPrefix, rank);
-  return name;
-}
-
 // The newest committed step a directory's entry names say it has (no manifest is read).
 std::optional<int64_t> newest_named_step(FileSystem& fs, const std::string& directory) {
   if (directory.empty() || !fs.status(directory).is_directory) return std::nullopt;
@@ -149,7 +143,7 @@ MemoryTier::MemoryTier(const Config& config, FileSystem& fs, int rank, const std
   remove_leftovers_of_other_jobs(fs_, config_.directory, job_path_);
   create_directories(fs_, job_path_);
   write_owner(fs_, job_path_, absolute(config.directory), job_id);
-  const std::string rank_path = join_path(job_path_, rank_name(rank));
+  const std::string rank_path = join_path(job_path_, rank_directory(rank));
   // The same rank's last process may still be dying (its lock goes with it),
   // and another job's start may probe the lock for an instant.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -181,9 +175,17 @@ bool MemoryTier::taken_by(const Manifest& manifest, int rank, int world_size) {
 
 void MemoryTier::discard(int64_t step) { remove_tree(fs_, store_->snapshot_path(step)); }
 
-void MemoryTier::drop_newer_than(int64_t step) {
-  for (int64_t s : store_->committed_steps())
-    if (s > step) store_->remove(s);
+void MemoryTier::drop_newer_than(int64_t step) { drop_newer_than(*store_, step); }
+
+void MemoryTier::drop_newer_than(SnapshotStore& store, int64_t step) {
+  for (int64_t s : store.committed_steps())
+    if (s > step) store.remove(s);
+}
+
+std::string MemoryTier::rank_directory(int rank) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%s%05d", kRankPrefix, rank);
+  return name;
 }
 
 std::string MemoryTier::check_room(uint64_t bytes) const {

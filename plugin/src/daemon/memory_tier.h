@@ -63,6 +63,10 @@ class MemoryTier {
   /// After a restore of `step` (-1: none): later memory snapshots belong to
   /// a run that will be done again, and would collide with its snapshots.
   void drop_newer_than(int64_t step);
+  /// Removes `store`'s snapshots of steps after `step` (the tier's own, or the replicas it holds).
+  static void drop_newer_than(SnapshotStore& store, int64_t step);
+  /// "rank-00002": a rank's directory in the tier (its store, or the replicas of it another rank holds).
+  static std::string rank_directory(int rank);
   /// This rank also holds the replicas of `ranks` other ranks (memory_replicas.h).
   void set_replicas_held(int ranks) { replicas_held_ = ranks; }
   /// Empty when keep_last + 1 snapshots of `bytes` (and a staging copy), and
