@@ -101,6 +101,38 @@ TEST(PythonInterop, SeedCasesExampleRunsAndPythonLoadsItsFiles) {
   EXPECT_NE(python.output.find("8 files loaded"), std::string::npos) << python.output;
 }
 
+// Zip64: one record of more than 4 GiB, and a record that starts after it.
+// Python compares every byte of it, and so does autosnap::load.
+TEST(PythonInterop, PythonLoadsAFileOverFourGiBAndCppReadsItBack) {
+  AUTOSNAP_REQUIRE_PYTHON_TORCH();
+  TempDir dir;
+  const int64_t size = (4ll << 30) + 4099;
+  const auto big = torch::arange(251, torch::kUInt8).repeat({size / 251 + 1}).narrow(0, 0, size);
+  c10::Dict<std::string, at::Tensor> value;
+  value.insert("big", big);
+  value.insert("after", torch::arange(10.0));
+  save(value, dir.file("big.pt"));
+  auto python = testing::run_python_code(
+      "import torch, sys\n"
+      "d = torch.load(sys.argv[1] + '/big.pt')\n"
+      "b, n = d['big'], " +
+          std::to_string(size) +
+          "\n"
+          "assert b.numel() == n and b.dtype == torch.uint8, (b.numel(), b.dtype)\n"
+          "idx = torch.tensor([0, 250, 251, 2**32 - 1, 2**32, 2**32 + 1, n - 1])\n"
+          "assert torch.equal(b[idx].long(), idx % 251), b[idx]\n"
+          "pattern = torch.arange(251, dtype=torch.uint8).repeat(1 << 18)\n"
+          "assert all(torch.equal(c, pattern[:len(c)]) for c in b.split(len(pattern)))\n"
+          "assert torch.equal(d['after'], torch.arange(10.0))\n"
+          "print('file over 4 GiB loaded')\n",
+      dir.path());
+  EXPECT_EQ(python.exit_code, 0) << python.output;
+  EXPECT_NE(python.output.find("file over 4 GiB loaded"), std::string::npos) << python.output;
+  const auto loaded = load(dir.file("big.pt")).toGenericDict();
+  EXPECT_TRUE(torch::equal(loaded.at("big").toTensor(), big));
+  EXPECT_TRUE(torch::equal(loaded.at("after").toTensor(), torch::arange(10.0)));
+}
+
 TEST(PythonInterop, PythonObjectsAndLegacyFilesAreRefused) {
   AUTOSNAP_REQUIRE_PYTHON_TORCH();
   TempDir dir;

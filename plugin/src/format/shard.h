@@ -1,9 +1,9 @@
 #pragma once
 
 // One shard = one file in PyTorch's torch.save format (a zip of data.pkl plus
-// one record per storage). Writing streams through LibTorch's
-// PyTorchStreamWriter and Pickler; reading uses autosnap's own strict zip
-// reader and restricted unpickler.
+// one record per storage). Writing uses LibTorch's Pickler and autosnap's
+// ZipWriter (PyTorchStreamWriter's layout, byte for byte); reading uses
+// autosnap's own strict zip reader and restricted unpickler.
 
 #include <ATen/core/ivalue.h>
 #include <c10/core/Device.h>

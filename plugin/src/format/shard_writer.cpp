@@ -1,41 +1,13 @@
 #include <ATen/core/Dict.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickler.h>
-
-#include <exception>
 
 #include "autosnap/errors.h"
 #include "format/shard.h"
+#include "format/zip_writer.h"
 
 namespace autosnap {
 namespace format {
 namespace {
-
-// Bytes from PyTorchStreamWriter land here. Exceptions must not unwind
-// through miniz (C code), so a failed write is remembered, the rest of the
-// stream is swallowed, and the error is rethrown between records.
-class Sink {
- public:
-  explicit Sink(WritableFile& out) : out_(out) {}
-
-  size_t write(const void* data, size_t size) noexcept {
-    if (error_) return size;
-    try {
-      out_.append(data, size);
-    } catch (...) {
-      error_ = std::current_exception();
-    }
-    return size;
-  }
-
-  void rethrow_if_failed() const {
-    if (error_) std::rethrow_exception(error_);
-  }
-
- private:
-  WritableFile& out_;
-  std::exception_ptr error_;
-};
 
 void check_tensor(const at::Tensor& t, const std::string& where) {
   auto refuse = [&](const std::string& why) { throw Error("cannot save " + where + ": " + why); };
@@ -145,20 +117,15 @@ void write_shard(const c10::IValue& value, WritableFile& out) {
   pickler.pushIValue(with_plain_lists(value));
   pickler.stop();
 
-  Sink sink(out);
-  caffe2::serialize::PyTorchStreamWriter writer(
-      [&sink](const void* data, size_t size) { return sink.write(data, size); });
-  writer.writeRecord("data.pkl", pickle.data(), pickle.size());
-  sink.rethrow_if_failed();
+  ZipWriter zip(out);
+  zip.add_record("data.pkl", pickle.data(), pickle.size());
   const auto& tensors = pickler.tensorData();
   for (size_t i = 0; i < tensors.size(); ++i) {
     // Copies to host only for non-CPU tensors; CPU storages are written in place.
     auto data = torch::jit::getWriteableTensorData(tensors[i]);
-    writer.writeRecord("data/" + std::to_string(i), data.data(), data.sizeInBytes());
-    sink.rethrow_if_failed();
+    zip.add_record("data/" + std::to_string(i), data.data(), data.sizeInBytes());
   }
-  writer.writeEndOfFile();
-  sink.rethrow_if_failed();
+  zip.finish();
 }
 
 }  // namespace format
