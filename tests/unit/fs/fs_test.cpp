@@ -129,10 +129,10 @@ TEST(PosixFileSystem, SeveralMegabytesRoundTripThroughOpenForReading) {
   EXPECT_EQ(fs().status(path).size, expected.size());
 }
 
-// Files bigger than the write buffer are written with O_DIRECT in 8 MiB blocks
-// (buffered where the file system refuses it, e.g. tmpfs). A flush in the
-// middle, appends that straddle the blocks and an unaligned tail all keep
-// every byte in place.
+// Files bigger than the write buffer are written with O_DIRECT in 4 MiB
+// blocks, two in flight while a third is filled (buffered where the file
+// system refuses it, e.g. tmpfs). A flush in the middle, appends that straddle
+// the blocks and an unaligned tail all keep every byte in place.
 TEST(PosixFileSystem, BigFilesRoundTripWithAndWithoutDirectWrites) {
   TempDir dir;
   std::vector<std::string> directories = {dir.path()};
