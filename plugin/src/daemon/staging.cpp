@@ -95,107 +95,129 @@ void perform_copies(const std::vector<StorageCopy>& copies) {
 }
 
 uint64_t storage_bytes(const c10::IValue& value) {
-  std::unordered_set<const void*> seen;
-  uint64_t total = 0;
+  // A sorted vector, not a hash set: thousands of tensors are counted on the training thread.
+  std::vector<std::pair<const void*, uint64_t>> storages;
   for_each_tensor(value, [&](const at::Tensor& t) {
-    if (t.defined() && t.has_storage() && seen.insert(t.storage().unsafeGetStorageImpl()).second) {
-      total += t.storage().nbytes();
+    if (t.defined() && t.has_storage()) {
+      storages.emplace_back(t.storage().unsafeGetStorageImpl(), t.storage().nbytes());
     }
   });
+  std::sort(storages.begin(), storages.end());
+  uint64_t total = 0;
+  for (size_t i = 0; i < storages.size(); ++i) {
+    if (i == 0 || storages[i].first != storages[i - 1].first) total += storages[i].second;
+  }
   return total;
 }
 
+// A dict key or a list index, linked to its parent's: the path of a value
+// costs nothing until a message asks for it.
+struct StagingArena::PathLink {
+  const PathLink* parent;
+  const c10::IValue* key;  // nullptr for a list or tuple element
+  size_t index;
+
+  std::string spelt() const {
+    const std::string above = parent ? parent->spelt() : "";
+    if (!key) return above + "/" + std::to_string(index);
+    const std::string name = key->isString() ? key->toStringRef() : c10::str(*key);
+    return above.empty() ? name : above + "/" + name;
+  }
+};
+
 c10::IValue StagingArena::stage(const c10::IValue& live, const std::unordered_set<const void*>& step_only,
                                 std::vector<StorageCopy>& copies) {
-  for (auto& [key, buffer] : buffers_) buffer.used = false;
+  used_ = 0;
   staged_storages_.clear();
+  staged_storages_.reserve(buffers_.size());
   step_only_ = &step_only;
   copies_ = &copies;
-  c10::IValue staged = stage_value(live, "");
+  c10::IValue staged = stage_value(live, nullptr);
   staged_storages_.clear();
   return staged;
 }
 
-c10::IValue StagingArena::stage_value(const c10::IValue& v, const std::string& path) {
-  if (v.isTensor()) {
-    const at::Tensor& t = v.toTensor();
-    if (!t.defined()) return v;
-    if (!t.has_storage() || t.layout() != at::kStrided) {
-      throw Error("cannot snapshot '" + path + "': only dense tensors can be saved");
-    }
-    const c10::Storage& storage = t.storage();
-    const void* key = storage.unsafeGetStorageImpl();
-    auto staged = staged_storages_.find(key);
-    if (staged == staged_storages_.end()) {
-      // A path can be spelt twice ('/' inside a dict key, "0" as a key and as a
-      // list index): each storage of one stage() still gets a buffer of its own.
-      std::string buffer_key = path;
-      while (buffers_[buffer_key].used) buffer_key += '#';
-      Buffer& buffer = buffers_[buffer_key];
-      const auto nbytes = static_cast<int64_t>(storage.nbytes());
-      if (!buffer.bytes.defined() || buffer.bytes.numel() != nbytes) {
-        if (buffer.bytes.defined()) bytes_ -= static_cast<uint64_t>(buffer.bytes.numel());
-        auto options = at::TensorOptions().dtype(at::kByte);
-        // Pinned host memory makes device-to-host copies fast (CUDA builds only).
-        if (storage.device().is_cuda()) options = options.pinned_memory(true);
-        buffer.bytes = at::empty({nbytes}, options);
-        bytes_ += static_cast<uint64_t>(nbytes);
-        ++allocations_;
-      }
-      buffer.used = true;
-      StorageCopy copy;
-      copy.source = storage;
-      copy.destination = buffer.bytes;
-      copy.deferrable = step_only_->count(key) > 0;
-      if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
-        copy.watched = t;
-        copy.version = t._version();
-        copy.name = path;
-      }
-      copies_->push_back(std::move(copy));
-      staged = staged_storages_.emplace(key, buffer.bytes.storage()).first;
-    }
-    return view_into(staged->second, t);
+c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path) {
+  if (!t.defined()) return t;
+  if (!t.has_storage() || t.layout() != at::kStrided) {
+    throw Error("cannot snapshot '" + (path ? path->spelt() : "") + "': only dense tensors can be saved");
   }
+  const c10::Storage& storage = t.storage();
+  const void* key = storage.unsafeGetStorageImpl();
+  auto staged = staged_storages_.find(key);
+  if (staged == staged_storages_.end()) {
+    if (used_ == buffers_.size()) buffers_.emplace_back();
+    Buffer& buffer = buffers_[used_++];
+    const auto nbytes = static_cast<int64_t>(storage.nbytes());
+    // Pinned host memory makes device-to-host copies fast (CUDA builds only).
+    const bool pinned = storage.device().is_cuda();
+    if (!buffer.bytes.defined() || buffer.bytes.numel() != nbytes || buffer.pinned != pinned) {
+      if (buffer.bytes.defined()) bytes_ -= static_cast<uint64_t>(buffer.bytes.numel());
+      buffer.bytes = at::empty({nbytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(pinned));
+      buffer.pinned = pinned;
+      bytes_ += static_cast<uint64_t>(nbytes);
+      ++allocations_;
+    }
+    StorageCopy copy;
+    copy.source = storage;
+    copy.destination = buffer.bytes;
+    copy.deferrable = step_only_->count(key) > 0;
+    if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
+      copy.watched = t;
+      copy.version = t._version();
+      copy.name = path ? path->spelt() : "";
+    }
+    copies_->push_back(std::move(copy));
+    staged = staged_storages_.emplace(key, buffer.bytes.storage()).first;
+  }
+  return view_into(staged->second, t);
+}
+
+c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path) {
+  if (v.isTensor()) return stage_tensor(v.toTensor(), path);
   if (v.isGenericDict()) {
     const auto live = v.toGenericDict();
     c10::impl::GenericDict out(live.keyType(), live.valueType());
+    out.reserve(live.size());
     for (const auto& entry : live) {
-      const std::string key = entry.key().isString() ? entry.key().toStringRef() : c10::str(entry.key());
-      out.insert(entry.key(), stage_value(entry.value(), path.empty() ? key : path + "/" + key));
+      const PathLink link{path, &entry.key(), 0};
+      out.insert(entry.key(), stage_value(entry.value(), &link));
     }
     return out;
   }
   if (v.isList()) {
     const auto live = v.toList();
     c10::impl::GenericList out(live.elementType());
-    for (size_t i = 0; i < live.size(); ++i)
-      out.push_back(stage_value(live.get(i), path + "/" + std::to_string(i)));
+    out.reserve(live.size());
+    for (size_t i = 0; i < live.size(); ++i) {
+      const PathLink link{path, nullptr, i};
+      out.push_back(stage_value(live.get(i), &link));
+    }
     return out;
   }
   if (v.isTuple()) {
     std::vector<c10::IValue> elements;
     const auto& live = v.toTupleRef().elements();
-    for (size_t i = 0; i < live.size(); ++i)
-      elements.push_back(stage_value(live[i], path + "/" + std::to_string(i)));
+    elements.reserve(live.size());
+    for (size_t i = 0; i < live.size(); ++i) {
+      const PathLink link{path, nullptr, i};
+      elements.push_back(stage_value(live[i], &link));
+    }
     return c10::ivalue::Tuple::create(std::move(elements));
   }
   return v;  // ints, doubles, strings, ... are values already
 }
 
 void StagingArena::trim() {
-  for (auto it = buffers_.begin(); it != buffers_.end();) {
-    if (it->second.used) {
-      ++it;
-      continue;
-    }
-    if (it->second.bytes.defined()) bytes_ -= static_cast<uint64_t>(it->second.bytes.numel());
-    it = buffers_.erase(it);
+  for (size_t i = used_; i < buffers_.size(); ++i) {
+    if (buffers_[i].bytes.defined()) bytes_ -= static_cast<uint64_t>(buffers_[i].bytes.numel());
   }
+  buffers_.resize(used_);
 }
 
 void StagingArena::release() {
   buffers_.clear();
+  used_ = 0;
   bytes_ = 0;
 }
 

@@ -5,8 +5,10 @@
 //
 // Copies are made per storage, not per tensor, so views and tied weights
 // keep sharing exactly as torch.save records them. Buffers are allocated
-// once and reused from one snapshot to the next (keyed by where the storage
-// first appears, reallocated only when its size changes).
+// once and reused from one snapshot to the next: the n-th distinct storage met
+// gets the n-th buffer, reallocated only when its size changes. Paths
+// ("model/fc.weight") are spelt only when a message needs one: with thousands
+// of tensors, building them was a large part of the training thread's stall.
 
 #include <ATen/core/ivalue.h>
 
@@ -59,11 +61,14 @@ class StagingArena {
  private:
   struct Buffer {
     at::Tensor bytes;
-    bool used = false;
+    bool pinned = false;
   };
-  c10::IValue stage_value(const c10::IValue& v, const std::string& path);
+  struct PathLink;  // where a value sits, spelt out only when needed
+  c10::IValue stage_value(const c10::IValue& v, const PathLink* path);
+  c10::IValue stage_tensor(const at::Tensor& t, const PathLink* path);
 
-  std::unordered_map<std::string, Buffer> buffers_;
+  std::vector<Buffer> buffers_;
+  size_t used_ = 0;  // buffers the last stage() used
   uint64_t bytes_ = 0;
   int64_t allocations_ = 0;
   // Per stage() call:

@@ -199,10 +199,18 @@ TEST(Staging, OnlyDenseTensorsCanBeStaged) {
         std::string::npos)
         << e.what();
   }
+  auto in_list = new_dict();
+  in_list.insert("layers", c10::List<at::Tensor>({torch::ones({2}), torch::eye(2).to_sparse()}));
+  try {
+    arena.stage(in_list, {}, copies);
+    ADD_FAILURE() << "a sparse tensor in a list was staged";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot snapshot 'layers/1'"), std::string::npos) << e.what();
+  }
 }
 
-// Paths are the buffers' keys: a dict key with a '/' in it can spell the same
-// path as a nested dict.
+// A dict key with a '/' in it can spell the same path as a nested dict: the
+// two storages still get a buffer each.
 TEST(Staging, DistinctStoragesWhosePathsCollideStayDistinct) {
   auto live = new_dict();
   auto nested = new_dict();
