@@ -8,9 +8,14 @@ namespace autosnap {
 namespace daemon {
 namespace {
 
-// Recent measurements count more: a step time that changes is followed within a few snapshots.
-constexpr double kStepWeight = 0.1;
+// Recent snapshots count more: a cost that changes is followed within a few snapshots.
 constexpr double kSnapshotWeight = 0.5;
+
+double median(std::deque<double> values) {
+  const auto middle = values.begin() + static_cast<std::ptrdiff_t>(values.size() / 2);
+  std::nth_element(values.begin(), middle, values.end());
+  return *middle;
+}
 
 double averaged(double average, double sample, double weight, bool first) {
   return first ? sample : average + weight * (sample - average);
@@ -37,7 +42,9 @@ void OverheadBudget::step_ended(double step_ms, bool writing) {
   } else if (writing) {
     return;  // a write it did not see start (the restore's persist): neither clean nor measured
   }
-  step_ms_ = averaged(step_ms_, step_ms, kStepWeight, clean_steps_ == 0);
+  recent_clean_.push_back(step_ms);
+  if (recent_clean_.size() > kBaselineSteps) recent_clean_.pop_front();
+  step_ms_ = median(recent_clean_);
   ++clean_steps_;
   if (measured_ > 0) choose();
 }

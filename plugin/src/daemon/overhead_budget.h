@@ -10,13 +10,16 @@
 // after a write still run slower: their slowdown counts too). With a step of
 // S ms and a snapshot costing C ms, one every k steps costs C / (k S) of the
 // time, so k = ceil(C / (budget S)); and never so often that a snapshot
-// starts before the last one is written and its aftermath measured. Both are averaged
-// over recent snapshots, so the interval follows a step time that changes.
+// starts before the last one is written and its aftermath measured. The step
+// time is the median of the recent steps without a write (a slow first step or
+// a noisy one does not move it), the cost an average over recent snapshots, so
+// the interval follows a step time that changes.
 // Until the first snapshot is measured, one is taken after a few steps.
 //
 // Thread-safety: training thread only.
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <string>
 
@@ -46,6 +49,8 @@ class OverheadBudget {
 
   /// Steps needed before the first snapshot, to know a step's time.
   static constexpr int64_t kWarmupSteps = 5;
+  /// Steps without a write whose median is the step time.
+  static constexpr size_t kBaselineSteps = 15;
   /// Steps after a write ends whose slowdown still counts toward its cost
   /// (measured here: the step after a 201 MB write ran 10-40 % slower).
   static constexpr int64_t kSettleSteps = 2;
@@ -55,15 +60,16 @@ class OverheadBudget {
   void choose();
 
   const double budget_;
-  double step_ms_ = 0;          // average step without a write in flight
-  int64_t clean_steps_ = 0;     // steps measured for it
-  double cost_ms_ = 0;          // average cost of a snapshot
-  double write_steps_ = 0;      // average steps one write spans
-  bool measuring_ = false;      // a snapshot's cost is being added up
-  double pending_cost_ms_ = 0;  // its stall and the slowdown so far
-  int64_t pending_steps_ = 0;   // steps it has spanned so far
-  int64_t settling_ = 0;        // steps measured after it ended
-  int64_t measured_ = 0;        // snapshots measured
+  double step_ms_ = 0;               // median of recent steps without a write in flight
+  std::deque<double> recent_clean_;  // those steps, newest last
+  int64_t clean_steps_ = 0;          // steps measured for it
+  double cost_ms_ = 0;               // average cost of a snapshot
+  double write_steps_ = 0;           // average steps one write spans
+  bool measuring_ = false;           // a snapshot's cost is being added up
+  double pending_cost_ms_ = 0;       // its stall and the slowdown so far
+  int64_t pending_steps_ = 0;        // steps it has spanned so far
+  int64_t settling_ = 0;             // steps measured after it ended
+  int64_t measured_ = 0;             // snapshots measured
   std::optional<int64_t> interval_;
   std::optional<int64_t> logged_interval_;
 };

@@ -54,6 +54,18 @@ TEST(OverheadBudget, TheIntervalKeepsTheMeasuredCostUnderTheBudget) {
       << budget.why();
 }
 
+TEST(OverheadBudget, ASlowFirstStepOrANoisyOneDoesNotMoveTheStepTime) {
+  OverheadBudget budget(0.02);
+  budget.step_ended(2000, /*writing=*/false);  // the first step allocates everything
+  clean_steps(budget, 4, 100);
+  one_snapshot(budget, 100, 10, 2, 20);
+  EXPECT_EQ(*budget.interval(), 25) << budget.why();
+  budget.step_ended(700, /*writing=*/false);  // the machine was busy for one step
+  clean_steps(budget, 3, 100);
+  one_snapshot(budget, 100, 10, 2, 20);
+  EXPECT_EQ(*budget.interval(), 25) << budget.why();
+}
+
 TEST(OverheadBudget, ItFollowsAStepTimeThatChanges) {
   OverheadBudget budget(0.02);
   clean_steps(budget, 5, 100);
