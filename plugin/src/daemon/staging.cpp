@@ -127,14 +127,143 @@ struct StagingArena::PathLink {
 
 c10::IValue StagingArena::stage(const c10::IValue& live, const std::unordered_set<const void*>& step_only,
                                 std::vector<StorageCopy>& copies) {
+  step_only_ = &step_only;
+  copies_ = &copies;
+  if (!last_staged_.isNone()) {
+    tensors_met_ = 0;
+    sources_replaced_ = false;
+    if (same_layout(live, last_staged_) && tensors_met_ == tensor_copies_.size() &&
+        (!sources_replaced_ || sources_distinct())) {
+      ++reuses_;
+      copies.insert(copies.end(), last_copies_.begin(), last_copies_.end());
+      return last_staged_;
+    }
+  }
+  // A new layout: build it all again.
+  last_staged_ = c10::IValue();
+  tensor_copies_.clear();
   used_ = 0;
   staged_storages_.clear();
   staged_storages_.reserve(buffers_.size());
-  step_only_ = &step_only;
-  copies_ = &copies;
+  first_copy_ = copies.size();
   c10::IValue staged = stage_value(live, nullptr);
   staged_storages_.clear();
+  last_copies_.assign(copies.begin() + static_cast<std::ptrdiff_t>(first_copy_), copies.end());
+  last_staged_ = staged;
   return staged;
+}
+
+namespace {
+
+bool is_plain(const c10::IValue& v) {
+  return v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isComplexDouble() ||
+         v.isDevice();
+}
+
+// Equal plain values (doubles bit for bit, so a NaN equals itself).
+bool same_plain(const c10::IValue& a, const c10::IValue& b) {
+  if (a.tagKind() != b.tagKind()) return false;
+  if (a.isNone()) return true;
+  if (a.isBool()) return a.toBool() == b.toBool();
+  if (a.isInt()) return a.toInt() == b.toInt();
+  if (a.isDouble()) {
+    const double x = a.toDouble(), y = b.toDouble();
+    return std::memcmp(&x, &y, sizeof(x)) == 0;
+  }
+  if (a.isString()) return a.toStringRef() == b.toStringRef();
+  if (a.isComplexDouble()) return a.toComplexDouble() == b.toComplexDouble();
+  if (a.isDevice()) return a.toDevice() == b.toDevice();
+  return false;
+}
+
+}  // namespace
+
+bool StagingArena::sources_distinct() const {
+  // Storages shared where they were not (two copies from one storage) change what torch.save records.
+  std::vector<const void*> sources;
+  sources.reserve(last_copies_.size());
+  for (const auto& copy : last_copies_) sources.push_back(copy.source.unsafeGetStorageImpl());
+  std::sort(sources.begin(), sources.end());
+  return std::adjacent_find(sources.begin(), sources.end()) == sources.end();
+}
+
+bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged) {
+  if (!live.defined() || !staged.defined()) return !live.defined() && !staged.defined();
+  if (tensors_met_ >= tensor_copies_.size() || !live.has_storage() || live.layout() != at::kStrided)
+    return false;
+  const auto [index, first] = tensor_copies_[tensors_met_++];
+  StorageCopy& copy = last_copies_[index];
+  const c10::Storage& storage = live.storage();
+  if (storage.nbytes() != static_cast<size_t>(copy.destination.numel()) || live.dtype() != staged.dtype() ||
+      live.sizes() != staged.sizes() || live.strides() != staged.strides() ||
+      live.storage_offset() != staged.storage_offset()) {
+    return false;
+  }
+  if (storage.unsafeGetStorageImpl() != copy.source.unsafeGetStorageImpl()) {
+    // A tensor made anew at each capture (an optimizer's step count, a generator's
+    // state) keeps its buffer; a view must stay on the storage of the first tensor met.
+    if (!first || storage.device() != copy.source.device()) return false;
+    copy.source = storage;
+    sources_replaced_ = true;
+  }
+  if (first) {  // what is deferrable, and the version counter to watch, are this step's
+    copy.deferrable = step_only_->count(storage.unsafeGetStorageImpl()) > 0;
+    copy.watched = copy.deferrable && !live.is_inference() ? live : at::Tensor();
+    copy.version = copy.watched.defined() ? live._version() : 0;
+  }
+  return true;
+}
+
+bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
+  if (live.isTensor()) return staged.isTensor() && same_tensor(live.toTensor(), staged.toTensor());
+  if (live.isGenericDict()) {
+    if (!staged.isGenericDict()) return false;
+    const auto from = live.toGenericDict();
+    auto to = staged.toGenericDict();
+    if (from.size() != to.size()) return false;
+    auto it = to.begin();
+    for (const auto& entry : from) {
+      if (!same_plain(entry.key(), it->key())) return false;
+      if (is_plain(entry.value())) {
+        if (!is_plain(it->value())) return false;
+        if (!same_plain(entry.value(), it->value())) it->setValue(entry.value());
+      } else {
+        c10::IValue value = it->value();
+        if (!same_layout(entry.value(), value)) return false;
+      }
+      ++it;
+    }
+    return true;
+  }
+  if (live.isList()) {
+    if (!staged.isList()) return false;
+    const auto from = live.toList();
+    auto to = staged.toList();
+    if (from.size() != to.size()) return false;
+    for (size_t i = 0; i < from.size(); ++i) {
+      const c10::IValue value = from.get(i);
+      c10::IValue target = to.get(i);
+      if (is_plain(value)) {
+        if (!is_plain(target)) return false;
+        if (!same_plain(value, target)) to.set(i, value);
+      } else if (!same_layout(value, target)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  if (live.isTuple()) {  // tuples cannot be changed in place: their plain values must be equal
+    if (!staged.isTuple()) return false;
+    const auto& from = live.toTupleRef().elements();
+    const auto& to = staged.toTupleRef().elements();
+    if (from.size() != to.size()) return false;
+    for (size_t i = 0; i < from.size(); ++i) {
+      c10::IValue target = to[i];
+      if (is_plain(from[i]) ? !same_plain(from[i], target) : !same_layout(from[i], target)) return false;
+    }
+    return true;
+  }
+  return is_plain(live) && same_plain(live, staged);
 }
 
 c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path) {
@@ -145,7 +274,8 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
   const c10::Storage& storage = t.storage();
   const void* key = storage.unsafeGetStorageImpl();
   auto staged = staged_storages_.find(key);
-  if (staged == staged_storages_.end()) {
+  const bool first = staged == staged_storages_.end();
+  if (first) {
     if (used_ == buffers_.size()) buffers_.emplace_back();
     Buffer& buffer = buffers_[used_++];
     const auto nbytes = static_cast<int64_t>(storage.nbytes());
@@ -168,9 +298,11 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
       copy.name = path ? path->spelt() : "";
     }
     copies_->push_back(std::move(copy));
-    staged = staged_storages_.emplace(key, buffer.bytes.storage()).first;
+    const size_t index = copies_->size() - 1 - first_copy_;
+    staged = staged_storages_.emplace(key, std::make_pair(buffer.bytes.storage(), index)).first;
   }
-  return view_into(staged->second, t);
+  tensor_copies_.emplace_back(staged->second.second, first);
+  return view_into(staged->second.first, t);
 }
 
 c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path) {
@@ -216,6 +348,9 @@ void StagingArena::trim() {
 }
 
 void StagingArena::release() {
+  last_staged_ = c10::IValue();
+  last_copies_.clear();
+  tensor_copies_.clear();
   buffers_.clear();
   used_ = 0;
   bytes_ = 0;

@@ -47,7 +47,13 @@ uint64_t storage_bytes(const c10::IValue& value);
 class StagingArena {
  public:
   /// Mirrors `live` with every tensor replaced by a view into a staging
-  /// buffer; the copies to perform are appended to `copies`.
+  /// buffer; the copies to perform are appended to `copies`. When `live` has
+  /// the last call's layout (the same containers and keys; tensors of the same
+  /// dtype, shape, strides and offset, on the same storages or on new ones of
+  /// the same size, sharing storages exactly as before) the last
+  /// result is returned again with its plain values (ints, floats, strings)
+  /// brought up to date: a state of thousands of tensors is not rebuilt at
+  /// every snapshot. The last result must no longer be in use (its slot released).
   c10::IValue stage(const c10::IValue& live, const std::unordered_set<const void*>& step_only,
                     std::vector<StorageCopy>& copies);
   /// Frees buffers the last stage() did not use.
@@ -57,6 +63,8 @@ class StagingArena {
 
   uint64_t bytes() const { return bytes_; }
   int64_t allocations() const { return allocations_; }
+  /// stage() calls that reused the last result.
+  int64_t reuses() const { return reuses_; }
 
  private:
   struct Buffer {
@@ -66,15 +74,28 @@ class StagingArena {
   struct PathLink;  // where a value sits, spelt out only when needed
   c10::IValue stage_value(const c10::IValue& v, const PathLink* path);
   c10::IValue stage_tensor(const at::Tensor& t, const PathLink* path);
+  // Walks `live` beside the last result; false at the first difference in layout.
+  bool same_layout(const c10::IValue& live, c10::IValue& staged);
+  bool same_tensor(const at::Tensor& live, const at::Tensor& staged);
+  bool sources_distinct() const;
 
   std::vector<Buffer> buffers_;
   size_t used_ = 0;  // buffers the last stage() used
   uint64_t bytes_ = 0;
   int64_t allocations_ = 0;
+  int64_t reuses_ = 0;
+  // The last result, its copies, and for each tensor met (in walk order) the copy
+  // of its storage; whether it is the first tensor met on that storage.
+  c10::IValue last_staged_;
+  std::vector<StorageCopy> last_copies_;
+  std::vector<std::pair<size_t, bool>> tensor_copies_;
+  size_t tensors_met_ = 0;
+  bool sources_replaced_ = false;
   // Per stage() call:
-  std::unordered_map<const void*, c10::Storage> staged_storages_;
+  std::unordered_map<const void*, std::pair<c10::Storage, size_t>> staged_storages_;
   const std::unordered_set<const void*>* step_only_ = nullptr;
   std::vector<StorageCopy>* copies_ = nullptr;
+  size_t first_copy_ = 0;  // copies_->size() when the call began
 };
 
 /// Copies deferred to a background thread (flush.overlap). Whoever needs the

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <stdexcept>
 #include <thread>
+#include <unordered_set>
 
 #include "autosnap/values.h"
 #include "daemon/staging.h"
@@ -113,6 +114,125 @@ TEST(Staging, BuffersAreReusedAcrossStageCalls) {
     EXPECT_EQ(staged.toGenericDict().at("nested").toTupleRef().elements()[1].toInt(), 3)
         << "non-tensors pass through";
   }
+}
+
+// A state of thousands of tensors is not rebuilt at every snapshot: the same
+// layout gives back the last result, with its plain values brought up to date;
+// any change of layout (a new storage, shape, view or key) builds it again.
+TEST(Staging, TheSameLayoutReusesTheLastResultWithItsPlainValuesUpToDate) {
+  const auto weight = torch::zeros({10});
+  auto nested = new_dict();
+  nested.insert("bias", torch::zeros({3}));
+  auto live = new_dict();
+  live.insert("weight", weight);
+  live.insert("view", weight.slice(0, 2, 6));
+  live.insert("step", int64_t(1));
+  live.insert("lr", 0.1);
+  live.insert("name", std::string("adam"));
+  c10::impl::GenericList list(c10::AnyType::get());
+  list.push_back(torch::zeros({2}));
+  list.push_back(int64_t(5));
+  live.insert("list", list);
+  live.insert("nested", nested);
+  StagingArena arena;
+  const auto first = stage_now(arena, live);
+  EXPECT_EQ(arena.reuses(), 0);
+
+  weight.fill_(2);
+  live.insert_or_assign("step", int64_t(2));
+  live.insert_or_assign("lr", 0.05);
+  live.at("list").toList().set(1, int64_t(6));
+  std::vector<StorageCopy> copies;
+  const auto second = stage_now(arena, live, &copies);
+  EXPECT_EQ(arena.reuses(), 1);
+  EXPECT_TRUE(second.isSameIdentity(first)) << "the last result is given back";
+  EXPECT_EQ(copies.size(), 3u) << "one copy per storage (the view shares its weight's), as when it was built";
+  EXPECT_TRUE(torch::all(tensor_at(second, "weight") == 2).item<bool>());
+  EXPECT_TRUE(torch::all(tensor_at(second, "view") == 2).item<bool>());
+  EXPECT_EQ(second.toGenericDict().at("step").toInt(), 2);
+  EXPECT_EQ(second.toGenericDict().at("lr").toDouble(), 0.05);
+  EXPECT_EQ(second.toGenericDict().at("list").toList().get(1).toInt(), 6);
+
+  // A tensor made anew at each capture (an optimizer's step) keeps its buffer.
+  live.insert_or_assign("weight", torch::full({10}, 5.0));
+  stage_now(arena, live);
+  const int64_t before_new_tensors = arena.reuses();
+  live.insert_or_assign("weight", torch::full({10}, 6.0));
+  const auto renewed = stage_now(arena, live);
+  EXPECT_EQ(arena.reuses(), before_new_tensors + 1) << "a new storage of the same size is the same layout";
+  EXPECT_TRUE(torch::all(tensor_at(renewed, "weight") == 6).item<bool>()) << tensor_at(renewed, "weight");
+  // Two storages that become one are not: torch.save records the sharing.
+  auto pair = new_dict();
+  pair.insert("a", torch::zeros({4}));
+  pair.insert("b", torch::zeros({4}));
+  StagingArena pair_arena;
+  stage_now(pair_arena, pair);
+  const auto shared = torch::ones({4});
+  pair.insert_or_assign("a", shared);
+  pair.insert_or_assign("b", shared);
+  std::vector<StorageCopy> pair_copies;
+  const auto paired = stage_now(pair_arena, pair, &pair_copies);
+  EXPECT_EQ(pair_arena.reuses(), 0) << "two tensors now on one storage";
+  EXPECT_EQ(pair_copies.size(), 1u);
+  EXPECT_EQ(storage_of(tensor_at(paired, "a")), storage_of(tensor_at(paired, "b")));
+
+  // Each change of layout builds it again, with the right values.
+  auto expect_rebuilt = [&](const std::string& what, const std::string& key, double value) {
+    const int64_t reuses = arena.reuses();
+    const auto staged = stage_now(arena, live);
+    EXPECT_EQ(arena.reuses(), reuses) << what << " must not reuse the last result";
+    EXPECT_TRUE(torch::all(tensor_at(staged, key) == value).item<bool>())
+        << what << ": " << tensor_at(staged, key);
+    stage_now(arena, live);
+    EXPECT_EQ(arena.reuses(), reuses + 1) << what << ": the new layout is reused next time";
+  };
+  live.insert_or_assign("weight", torch::full({11}, 7.0));
+  expect_rebuilt("another shape", "weight", 7.0);
+  live.insert_or_assign("view", weight.slice(0, 4, 8));  // another view of the same storage
+  expect_rebuilt("another view", "view", 2.0);
+  weight.resize_({12});  // the same storage, grown
+  weight.fill_(3);
+  expect_rebuilt("a resized storage", "view", 3.0);
+  live.insert("extra", torch::full({1}, 4.0));
+  expect_rebuilt("a new key", "extra", 4.0);
+  live.insert_or_assign("nested", c10::ivalue::Tuple::create({torch::ones({1}), int64_t(1)}));
+  stage_now(arena, live);
+  live.insert_or_assign(
+      "nested", c10::ivalue::Tuple::create({live.at("nested").toTupleRef().elements()[0], int64_t(2)}));
+  const int64_t reuses = arena.reuses();
+  const auto staged = stage_now(arena, live);
+  EXPECT_EQ(arena.reuses(), reuses)
+      << "a tuple cannot be changed in place: a new plain value in one rebuilds";
+  EXPECT_EQ(staged.toGenericDict().at("nested").toTupleRef().elements()[1].toInt(), 2);
+}
+
+// flush.overlap on a reused result: what is deferrable and the version counters
+// watched are this step's, so a parameter modified too early is still named.
+TEST(Staging, AReusedResultWatchesThisStepsVersions) {
+  const auto weight = torch::zeros({10});
+  auto live = new_dict();
+  live.insert("weight", weight);
+  const std::unordered_set<const void*> step_only = {storage_of(weight)};
+  StagingArena arena;
+  for (int step = 0; step < 3; ++step) {
+    std::vector<StorageCopy> copies;
+    arena.stage(live, step_only, copies);
+    ASSERT_EQ(copies.size(), 1u);
+    EXPECT_TRUE(copies[0].deferrable);
+    EXPECT_EQ(copies[0].version, weight._version()) << "step " << step;
+    DeferredCopies deferred(copies);
+    deferred.run_or_wait();
+    EXPECT_EQ(deferred.modified_since_staging(), "") << "step " << step;
+    weight.add_(1);  // the optimizer step, after the copy
+    DeferredCopies late(copies);
+    late.run_or_wait();
+    EXPECT_EQ(late.modified_since_staging(), "weight") << "step " << step;
+  }
+  EXPECT_EQ(arena.reuses(), 2);
+  std::vector<StorageCopy> copies;
+  arena.stage(live, {}, copies);
+  EXPECT_FALSE(copies[0].deferrable) << "not deferrable when this step says so";
+  EXPECT_FALSE(copies[0].watched.defined());
 }
 
 // More than 32 MiB is copied by several threads, in 4 MiB pieces.
