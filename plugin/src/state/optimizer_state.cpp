@@ -3,7 +3,7 @@
 #include "autosnap/optimizer_state.h"
 
 #include <ATen/ops/empty.h>
-#include <ATen/ops/scalar_tensor.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Type.h>
 #include <torch/optim/adagrad.h>
 #include <torch/optim/adam.h>
@@ -265,11 +265,23 @@ auto unsupported_flag(const char* key) {
 
 // ---- per-parameter state entries ----
 
+// A float32 0-dim tensor built directly: at::scalar_tensor's dispatcher call,
+// once per parameter at every snapshot, was a large part of capturing the state.
+at::Tensor float_scalar(double value) {
+  c10::Storage storage(c10::Storage::use_byte_size_t(), sizeof(float), c10::GetDefaultCPUAllocator(),
+                       /*resizable=*/true);
+  *static_cast<float*>(storage.data()) = static_cast<float>(value);
+  auto impl = c10::make_intrusive<c10::TensorImpl>(
+      std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU), caffe2::TypeMeta::Make<float>());
+  impl->set_sizes_contiguous({});
+  return at::Tensor(std::move(impl));
+}
+
 template <typename Get>
 auto step_tensor(const char* key,
                  Get get) {  // Python 1.13 keeps Adam's and Adagrad's step as a float32 tensor
   return field(
-      key, [=](const auto& s) { return IValue(at::scalar_tensor(static_cast<double>(get(s)), at::kFloat)); },
+      key, [=](const auto& s) { return IValue(float_scalar(static_cast<double>(get(s)))); },
       [=](const Reader& r, const at::Tensor&, auto& s) { get(s) = r.integer(key); });
 }
 template <typename Get>
