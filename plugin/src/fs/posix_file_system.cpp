@@ -215,6 +215,8 @@ class PosixReadableFile final : public ReadableFile {
 
   void read_exact(uint64_t offset, void* buffer, size_t size) override {
     char* out = static_cast<char*>(buffer);
+    const uint64_t start = offset;
+    const size_t requested = size;
     while (size > 0) {
       ssize_t n = ::pread(fd_, out, size, static_cast<off_t>(offset));
       if (n < 0) {
@@ -228,11 +230,16 @@ class PosixReadableFile final : public ReadableFile {
       offset += static_cast<uint64_t>(n);
       size -= static_cast<size_t>(n);
     }
+    // Big reads leave the page cache as they came: the next read reuses those pages
+    // instead of fresh memory, and a load does not push the job's own data out.
+    if (requested >= kDropCacheAfter)
+      ::posix_fadvise(fd_, static_cast<off_t>(start), requested, POSIX_FADV_DONTNEED);
   }
 
   const std::string& path() const override { return path_; }
 
  private:
+  static constexpr size_t kDropCacheAfter = 1 << 20;
   std::string path_;
   int fd_;
   uint64_t size_;
