@@ -6,21 +6,12 @@
 #include <cstring>
 
 #include "autosnap/errors.h"
+#include "format/zip_format.h"
 
 namespace autosnap {
 namespace format {
 namespace {
 
-constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
-constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
-constexpr uint32_t kEndOfCentralDirectorySignature = 0x06054b50;
-constexpr uint32_t kZip64EndSignature = 0x06064b50;
-constexpr uint32_t kZip64LocatorSignature = 0x07064b50;
-constexpr size_t kEndOfCentralDirectorySize = 22;
-constexpr size_t kZip64LocatorSize = 20;
-constexpr size_t kZip64EndSize = 56;
-constexpr size_t kCentralHeaderSize = 46;
-constexpr size_t kLocalHeaderSize = 30;
 constexpr size_t kMaxCommentSize = 0xFFFF;
 constexpr uint64_t kMaxCentralDirectorySize = 256ull << 20;
 
@@ -161,7 +152,7 @@ ZipReader::Entry ZipReader::parse_central_header(const unsigned char* h, uint64_
     const uint16_t id = le16(extra + extra_pos);
     const uint16_t len = le16(extra + extra_pos + 2);
     if (extra_len - extra_pos - 4 < len) fail("extra field of '" + entry.name + "' overruns");
-    if (id == 0x0001) {
+    if (id == kZip64ExtraId) {
       const unsigned char* z = extra + extra_pos + 4;
       size_t avail = len;
       auto take = [&](uint64_t& field) {

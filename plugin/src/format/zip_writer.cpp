@@ -5,19 +5,12 @@
 #include <algorithm>
 
 #include "autosnap/errors.h"
+#include "format/zip_format.h"
 
 namespace autosnap {
 namespace format {
 namespace {
 
-constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
-constexpr uint32_t kDataDescriptorSignature = 0x08074b50;
-constexpr uint32_t kCentralHeaderSignature = 0x02014b50;
-constexpr uint32_t kZip64EndSignature = 0x06064b50;
-constexpr uint32_t kZip64LocatorSignature = 0x07064b50;
-constexpr uint32_t kEndOfCentralDirectorySignature = 0x06054b50;
-constexpr size_t kLocalHeaderSize = 30;
-constexpr uint16_t kZip64ExtraId = 0x0001;
 // Bit 11: the name is UTF-8; bit 3: CRC and sizes follow the data (miniz
 // leaves it out, with the descriptor, for an empty record).
 constexpr uint16_t kUtf8Name = 0x0800;
@@ -155,11 +148,11 @@ void ZipWriter::finish() {
   const uint64_t zip64_end_offset = offset_;
   std::string end;
   le32(end, kZip64EndSignature);
-  le64(end, 44);      // size of the rest of this record
-  le16(end, 0x031E);  // version made by (miniz: Unix, 3.0)
-  le16(end, 0x002D);  // version needed: 4.5, zip64
-  le32(end, 0);       // this disk
-  le32(end, 0);       // disk of the central directory
+  le64(end, kZip64EndSize - 12);  // size of the rest of this record
+  le16(end, 0x031E);              // version made by (miniz: Unix, 3.0)
+  le16(end, 0x002D);              // version needed: 4.5, zip64
+  le32(end, 0);                   // this disk
+  le32(end, 0);                   // disk of the central directory
   le64(end, records_);
   le64(end, records_);
   le64(end, cd_size);
