@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "autosnap/errors.h"
+#include "format/shard.h"
 
 namespace autosnap {
 namespace daemon {
@@ -155,11 +156,6 @@ c10::IValue StagingArena::stage(const c10::IValue& live, const std::unordered_se
 
 namespace {
 
-bool is_plain(const c10::IValue& v) {
-  return v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isComplexDouble() ||
-         v.isDevice();
-}
-
 // Equal plain values (doubles bit for bit, so a NaN equals itself).
 bool same_plain(const c10::IValue& a, const c10::IValue& b) {
   if (a.tagKind() != b.tagKind()) return false;
@@ -224,8 +220,8 @@ bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
     auto it = to.begin();
     for (const auto& entry : from) {
       if (!same_plain(entry.key(), it->key())) return false;
-      if (is_plain(entry.value())) {
-        if (!is_plain(it->value())) return false;
+      if (format::is_plain_value(entry.value())) {
+        if (!format::is_plain_value(it->value())) return false;
         if (!same_plain(entry.value(), it->value())) it->setValue(entry.value());
       } else {
         c10::IValue value = it->value();
@@ -243,8 +239,8 @@ bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
     for (size_t i = 0; i < from.size(); ++i) {
       const c10::IValue value = from.get(i);
       c10::IValue target = to.get(i);
-      if (is_plain(value)) {
-        if (!is_plain(target)) return false;
+      if (format::is_plain_value(value)) {
+        if (!format::is_plain_value(target)) return false;
         if (!same_plain(value, target)) to.set(i, value);
       } else if (!same_layout(value, target)) {
         return false;
@@ -259,11 +255,12 @@ bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
     if (from.size() != to.size()) return false;
     for (size_t i = 0; i < from.size(); ++i) {
       c10::IValue target = to[i];
-      if (is_plain(from[i]) ? !same_plain(from[i], target) : !same_layout(from[i], target)) return false;
+      if (format::is_plain_value(from[i]) ? !same_plain(from[i], target) : !same_layout(from[i], target))
+        return false;
     }
     return true;
   }
-  return is_plain(live) && same_plain(live, staged);
+  return format::is_plain_value(live) && same_plain(live, staged);
 }
 
 c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path) {

@@ -14,6 +14,10 @@
 namespace autosnap {
 namespace format {
 
+/// A value a shard holds as it is, with no tensor or container in it: None,
+/// bool, int, float, complex, str, device.
+bool is_plain_value(const c10::IValue& value);
+
 /// Throws autosnap::Error naming the first value torch.save-format files
 /// cannot hold (sparse or quantized tensors, TorchScript objects, ...), with
 /// its position, e.g. "value['model'][3]".

@@ -43,8 +43,7 @@ void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
                                        : where + "[" + std::to_string(key.toInt()) + "]";
       check_value(entry.value(), sub, depth + 1);
     }
-  } else if (!(v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isComplexDouble() ||
-               v.isDevice())) {
+  } else if (!is_plain_value(v)) {
     throw Error("cannot save " + where + ": values of type " + v.tagKind() +
                 " are not supported (save tensors, lists, tuples, dicts, None, bool, int, "
                 "float and str; for modules save their state_dict)");
@@ -100,6 +99,11 @@ c10::IValue with_plain_lists(const c10::IValue& v) {
 }
 
 }  // namespace
+
+bool is_plain_value(const c10::IValue& v) {
+  return v.isNone() || v.isBool() || v.isInt() || v.isDouble() || v.isString() || v.isComplexDouble() ||
+         v.isDevice();
+}
 
 void check_saveable(const c10::IValue& value) { check_value(value, "value", 0); }
 
