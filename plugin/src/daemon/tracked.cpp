@@ -9,6 +9,7 @@
 #include "autosnap/errors.h"
 #include "autosnap/optimizer_state.h"
 #include "autosnap/samplers.h"
+#include "state/cached_capture.h"
 #include "state/torchscript_state.h"
 #include "store/snapshot_writer.h"
 
@@ -37,15 +38,13 @@ std::string readable_type_name(std::string name) {
 
 class ModuleState final : public TrackedState {
  public:
-  explicit ModuleState(torch::nn::Module& module) : module_(module) {}
+  explicit ModuleState(torch::nn::Module& module) : module_(module), captured_(module) {}
   std::string kind() const override { return "module " + readable_type_name(module_.name()); }
-  c10::IValue capture() override { return named_tensors_to_dict(state::named_state(module_)); }
+  c10::IValue capture() override { return captured_.capture(); }
   void step_only_storages(const c10::IValue&, std::unordered_set<const void*>& out) const override {
     // Parameters change only in optimizer.step(); buffers (e.g. BatchNorm
     // running stats) change during forward, so they are copied at once.
-    state::NamedTensors params;
-    for (const auto& p : module_.named_parameters()) params.emplace_back(p.key(), p.value());
-    add_storages(params, out);
+    captured_.parameter_storages(out);
   }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
@@ -55,6 +54,7 @@ class ModuleState final : public TrackedState {
 
  private:
   torch::nn::Module& module_;
+  state::ModuleCapture captured_;
 };
 
 class ScriptModuleState final : public TrackedState {
@@ -92,9 +92,9 @@ class ScriptModuleState final : public TrackedState {
 class OptimizerState final : public TrackedState {
  public:
   explicit OptimizerState(torch::optim::Optimizer& optimizer)
-      : optimizer_(optimizer), type_(optimizer_type_name(optimizer)) {}
+      : optimizer_(optimizer), type_(optimizer_type_name(optimizer)), captured_(optimizer) {}
   std::string kind() const override { return "optimizer " + type_; }
-  c10::IValue capture() override { return optimizer_state_dict(optimizer_); }
+  c10::IValue capture() override { return captured_.capture(); }
   void step_only_storages(const c10::IValue& captured, std::unordered_set<const void*>& out) const override {
     // All state tensors (moments, buffers) change only in optimizer.step().
     const auto state = captured.toGenericDict().at("state").toGenericDict();
@@ -123,6 +123,7 @@ class OptimizerState final : public TrackedState {
  private:
   torch::optim::Optimizer& optimizer_;
   std::string type_;
+  state::OptimizerCapture captured_;
 };
 
 template <typename T>

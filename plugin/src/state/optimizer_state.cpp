@@ -19,6 +19,7 @@
 #include <typeinfo>
 
 #include "autosnap/errors.h"
+#include "state/cached_capture.h"
 #include "state/restore_plan.h"
 #include "state/saved_dict.h"
 
@@ -363,15 +364,28 @@ struct KeepAll {
   }
 };
 
+}  // namespace
+
+namespace state {
+
 struct OptimizerKind {
   std::string python_name;  // torch.optim's class name
   std::function<bool(const Optimizer&)> is;
   std::function<Entries(const OptimizerOptions&)> options_to_dict;
   std::function<void(const Reader&, OptimizerOptions&)> options_from_dict;
   std::function<Entries(const OptimizerParamState&)> state_to_dict;
+  // Writes the state's values over those of a dict state_to_dict() made
+  // earlier; false (the dict half written) when the state now has other keys.
+  std::function<bool(Entries&, const OptimizerParamState&)> refresh_state_dict;
   // nullptr: the saved entry carries no state LibTorch keeps (e.g. SGD's None buffer).
   std::function<std::unique_ptr<OptimizerParamState>(const Reader&, const at::Tensor&)> state_from_dict;
 };
+
+}  // namespace state
+
+namespace {
+
+using state::OptimizerKind;
 
 template <typename T>
 Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
@@ -380,6 +394,21 @@ Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
     if (auto value = f.write(x)) d.insert(f.key, std::move(*value));
   }
   return d;
+}
+
+// The entries are in field order (write_entries), so the dict is walked beside
+// the fields: no key is hashed or allocated.
+template <typename T>
+bool refresh_entries(const std::vector<Field<T>>& fields, Entries& d, const T& x) {
+  auto entry = d.begin();
+  for (const auto& f : fields) {
+    auto value = f.write(x);
+    if (!value) continue;
+    if (entry == d.end() || entry->key().toStringRef() != f.key) return false;
+    entry->setValue(std::move(*value));
+    ++entry;
+  }
+  return entry == d.end();
 }
 
 // `group` and `state` list the entries in the order Python 1.13 writes them
@@ -403,6 +432,9 @@ OptimizerKind kind(std::string python_name, const Group& group, const PerParamet
   };
   k.state_to_dict = [state_fields](const OptimizerParamState& s) {
     return write_entries(*state_fields, static_cast<const State&>(s));
+  };
+  k.refresh_state_dict = [state_fields](Entries& d, const OptimizerParamState& s) {
+    return refresh_entries(*state_fields, d, static_cast<const State&>(s));
   };
   k.state_from_dict = [state_fields, shape, keep](const Reader& r, const at::Tensor& param) {
     auto s = std::make_unique<State>();
@@ -522,6 +554,81 @@ c10::impl::GenericDict optimizer_state_dict(const Optimizer& optimizer) {
 }
 
 namespace state {
+
+bool OptimizerCapture::same_parameters() const {
+  if (&kind_of(optimizer_) != kind_) return false;
+  const auto& groups = optimizer_.param_groups();
+  if (groups.size() != group_ids_.size()) return false;
+  size_t i = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const auto& params = groups[g].params();
+    if (params.size() != group_ids_[g].size() || i + params.size() > parameters_.size()) return false;
+    for (const auto& param : params) {
+      if (!param.is_same(parameters_[i++].live)) return false;
+    }
+  }
+  return i == parameters_.size();
+}
+
+void OptimizerCapture::rebuild() {
+  ++rebuilds_;
+  kind_ = &kind_of(optimizer_);
+  parameters_.clear();
+  group_ids_.clear();
+  state_ = c10::impl::GenericDict(c10::IntType::get(), c10::AnyType::get());
+  int64_t index = 0;
+  for (const auto& group : optimizer_.param_groups()) {
+    c10::List<int64_t> ids;
+    for (const auto& param : group.params()) {
+      Parameter p;
+      p.live = param;
+      p.key = param_key(param);
+      auto found = optimizer_.state().find(p.key);
+      if (found != optimizer_.state().end()) {
+        p.has_state = true;
+        p.entries = kind_->state_to_dict(*found->second);
+        state_.insert(index, p.entries);
+      }
+      parameters_.push_back(std::move(p));
+      ids.push_back(index++);
+    }
+    group_ids_.push_back(std::move(ids));
+  }
+}
+
+c10::IValue OptimizerCapture::capture() {
+  bool fresh = false;
+  if (!same_parameters()) {
+    rebuild();
+    fresh = true;
+  }
+  // The state objects are found again: a step may have created them, and a
+  // restore replaces them all (a new object may even reuse an old address).
+  for (size_t i = 0; i < parameters_.size() && !fresh; ++i) {
+    Parameter& p = parameters_[i];
+    auto found = optimizer_.state().find(p.key);
+    const bool has_state = found != optimizer_.state().end();
+    if (has_state != p.has_state) {
+      rebuild();  // keeps Python's order: state entries by parameter index
+      fresh = true;
+    } else if (has_state && !kind_->refresh_state_dict(p.entries, *found->second)) {
+      p.entries = kind_->state_to_dict(*found->second);
+      state_.insert_or_assign(static_cast<int64_t>(i), p.entries);
+    }
+  }
+  // Hyper-parameters may change at every step (a learning-rate schedule); groups are few.
+  c10::List<IValue> groups(c10::AnyType::get());
+  const auto& live_groups = optimizer_.param_groups();
+  for (size_t g = 0; g < live_groups.size(); ++g) {
+    Entries entry = kind_->options_to_dict(live_groups[g].options());
+    entry.insert("params", group_ids_[g]);
+    groups.push_back(entry);
+  }
+  Entries result = new_entries();
+  result.insert("state", state_);
+  result.insert("param_groups", groups);
+  return result;
+}
 
 Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value, bool may_alias) {
   const OptimizerKind& optimizer_kind = kind_of(optimizer);

@@ -2,29 +2,84 @@
 
 #include <torch/nn/module.h>
 
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "autosnap/errors.h"
+#include "state/cached_capture.h"
 #include "state/restore_plan.h"
 
 namespace autosnap {
 namespace state {
 namespace {
 
-void collect(const torch::nn::Module& module, const std::string& prefix, NamedTensors& out) {
-  // Python's order: a module's own parameters, then its own buffers, then its children.
-  for (const auto& item : module.named_parameters(/*recurse=*/false)) {
-    if (item.value().defined()) out.emplace_back(prefix + item.key(), item.value().detach());
+// Module::parameters_ is protected: a derived class may name it. Reading it
+// directly spares named_parameters()' copy of every name at each snapshot.
+struct ParametersOf : torch::nn::Module {
+  static const torch::OrderedDict<std::string, at::Tensor>& get(const torch::nn::Module& module) {
+    return module.*(&ParametersOf::parameters_);
+  }
+};
+
+// Python's state_dict order: a module's own parameters, then its own buffers,
+// then each child (`on_child` recurses if it wants to).
+template <typename OnTensor, typename OnChild>
+void walk(const torch::nn::Module& module, OnTensor&& on_tensor, OnChild&& on_child) {
+  for (const auto& item : ParametersOf::get(module)) {
+    if (item.value().defined()) on_tensor(item.key(), item.value(), /*parameter=*/true);
   }
   for (const auto& item : module.named_buffers(/*recurse=*/false)) {
-    if (item.value().defined()) out.emplace_back(prefix + item.key(), item.value().detach());
+    if (item.value().defined()) on_tensor(item.key(), item.value(), /*parameter=*/false);
   }
-  for (const auto& child : module.named_children()) {
-    collect(*child.value(), prefix + child.key() + ".", out);
-  }
+  for (const auto& child : module.named_children()) on_child(child.key(), *child.value());
+}
+
+void collect(const torch::nn::Module& module, const std::string& prefix, NamedTensors& out) {
+  walk(
+      module,
+      [&](const std::string& key, const at::Tensor& t, bool) { out.emplace_back(prefix + key, t.detach()); },
+      [&](const std::string& name, const torch::nn::Module& child) {
+        collect(child, prefix + name + ".", out);
+      });
+}
+
+// Whether `alias` (detached from `live` earlier) still shows what a new
+// detach() of `live` would: set_data(), module.to() or a resize change these.
+bool same_alias(const at::Tensor& live, const at::Tensor& alias) {
+  const c10::TensorImpl* a = live.unsafeGetTensorImpl();
+  const c10::TensorImpl* b = alias.unsafeGetTensorImpl();
+  return a->has_storage() && b->has_storage() &&
+         a->storage().unsafeGetStorageImpl() == b->storage().unsafeGetStorageImpl() &&
+         a->storage_offset() == b->storage_offset() && a->sizes() == b->sizes() &&
+         a->strides() == b->strides() && a->dtype() == b->dtype() && a->device() == b->device() &&
+         a->is_conj() == b->is_conj() && a->is_neg() == b->is_neg();
+}
+
+// Walks the module beside a ModuleCapture's last walk.
+struct LastWalk {
+  const std::vector<at::Tensor>& live;
+  const std::vector<at::Tensor>& detached;
+  const std::vector<std::string>& children;
+  size_t tensors = 0;
+  size_t child = 0;
+};
+
+bool matches(const torch::nn::Module& module, LastWalk& last) {
+  bool same = true;
+  walk(
+      module,
+      [&](const std::string&, const at::Tensor& t, bool) {
+        const size_t i = last.tensors++;
+        same = same && i < last.live.size() && last.live[i].is_same(t) && same_alias(t, last.detached[i]);
+      },
+      [&](const std::string& name, const torch::nn::Module& child) {
+        const size_t i = last.child++;
+        same = same && i < last.children.size() && last.children[i] == name && matches(child, last);
+      });
+  return same;
 }
 
 std::string shape_text(at::IntArrayRef sizes) {
@@ -41,6 +96,45 @@ NamedTensors named_state(const torch::nn::Module& module) {
   NamedTensors out;
   collect(module, "", out);
   return out;
+}
+
+bool ModuleCapture::unchanged() const {
+  LastWalk last{live_, detached_, children_};
+  return matches(module_, last) && last.tensors == live_.size() && last.child == children_.size();
+}
+
+c10::IValue ModuleCapture::capture() {
+  if (!dict_.isNone() && unchanged()) return dict_;
+  ++rebuilds_;
+  live_.clear();
+  detached_.clear();
+  parameter_.clear();
+  children_.clear();
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
+  std::function<void(const torch::nn::Module&, const std::string&)> add = [&](const torch::nn::Module& module,
+                                                                              const std::string& prefix) {
+    walk(
+        module,
+        [&](const std::string& key, const at::Tensor& t, bool parameter) {
+          live_.push_back(t);
+          detached_.push_back(t.detach());
+          parameter_.push_back(parameter);
+          dict.insert(prefix + key, detached_.back());
+        },
+        [&](const std::string& name, const torch::nn::Module& child) {
+          children_.push_back(name);
+          add(child, prefix + name + ".");
+        });
+  };
+  add(module_, "");
+  dict_ = std::move(dict);
+  return dict_;
+}
+
+void ModuleCapture::parameter_storages(std::unordered_set<const void*>& out) const {
+  for (size_t i = 0; i < live_.size(); ++i) {
+    if (parameter_[i] && live_[i].has_storage()) out.insert(live_[i].storage().unsafeGetStorageImpl());
+  }
 }
 
 Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict,

@@ -1,0 +1,79 @@
+#pragma once
+
+// A tracked module's or optimizer's state dict for snapshots, kept from one
+// snapshot to the next. Building it anew (names, detached aliases, a dict per
+// parameter) was most of the training thread's stall with thousands of
+// tensors; now each capture walks the live objects, checks that they still
+// hold the same tensors, and updates only what changes between steps (the
+// optimizer's step counts and hyper-parameters). Anything else that changed
+// (a parameter replaced, resized, moved to another dtype, a module added, an
+// optimizer state object replaced) builds the dict again.
+//
+// The returned dict is updated in place by the next capture(): whoever keeps
+// a capture must be done with it by then (staging copies it at once; a
+// synchronous write finishes before training goes on).
+
+#include <ATen/core/ivalue.h>
+
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "autosnap/torch_fwd.h"
+
+namespace autosnap {
+namespace state {
+
+struct OptimizerKind;
+
+/// Like state_dict(module): name -> detached tensor, in Python's order.
+class ModuleCapture {
+ public:
+  explicit ModuleCapture(const torch::nn::Module& module) : module_(module) {}
+  c10::IValue capture();
+  /// Captures that rebuilt the dict (the first one included).
+  int64_t rebuilds() const { return rebuilds_; }
+  /// The storages of the parameters (not buffers) met by the last capture().
+  void parameter_storages(std::unordered_set<const void*>& out) const;
+
+ private:
+  bool unchanged() const;
+
+  const torch::nn::Module& module_;
+  // As last captured, in walk order: the live tensors, their detached
+  // aliases, whether each is a parameter, and the names of the child modules.
+  std::vector<at::Tensor> live_;
+  std::vector<at::Tensor> detached_;
+  std::vector<bool> parameter_;
+  std::vector<std::string> children_;
+  c10::IValue dict_;
+  int64_t rebuilds_ = 0;
+};
+
+/// Like optimizer_state_dict(optimizer).
+class OptimizerCapture {
+ public:
+  explicit OptimizerCapture(const torch::optim::Optimizer& optimizer) : optimizer_(optimizer) {}
+  c10::IValue capture();
+  int64_t rebuilds() const { return rebuilds_; }
+
+ private:
+  struct Parameter {
+    at::Tensor live;
+    std::string key;  // its key in optimizer.state()
+    bool has_state = false;
+    c10::impl::GenericDict entries{c10::StringType::get(), c10::AnyType::get()};
+  };
+  bool same_parameters() const;
+  void rebuild();
+
+  const torch::optim::Optimizer& optimizer_;
+  const OptimizerKind* kind_ = nullptr;
+  std::vector<Parameter> parameters_;  // in param group order
+  std::vector<c10::List<int64_t>> group_ids_;
+  c10::impl::GenericDict state_{c10::IntType::get(), c10::AnyType::get()};
+  int64_t rebuilds_ = 0;
+};
+
+}  // namespace state
+}  // namespace autosnap

@@ -1,0 +1,222 @@
+// The captures snapshots take of a tracked module and optimizer: kept from one
+// snapshot to the next, and always what a fresh state_dict() /
+// optimizer_state_dict() would be, whatever the training loop changed.
+#include "state/cached_capture.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <functional>
+
+#include "autosnap/autosnap.h"
+#include "support/interop_cases.h"
+#include "support/test_util.h"
+
+namespace autosnap {
+namespace state {
+namespace {
+
+// Both tensors show the same memory the same way, or (a step count made anew
+// at each capture) the same 0-dim value.
+void expect_same_tensor(const at::Tensor& a, const at::Tensor& b, const std::string& where) {
+  ASSERT_EQ(a.defined(), b.defined()) << where;
+  if (!a.defined()) return;
+  EXPECT_EQ(a.dtype(), b.dtype()) << where;
+  EXPECT_EQ(a.sizes(), b.sizes()) << where;
+  if (a.storage().is_alias_of(b.storage())) {
+    EXPECT_EQ(a.storage_offset(), b.storage_offset()) << where;
+    EXPECT_EQ(a.strides(), b.strides()) << where;
+  } else {
+    EXPECT_EQ(a.dim(), 0) << where << ": a tensor on other memory than a fresh capture's";
+    EXPECT_TRUE(torch::equal(a, b)) << where;
+  }
+}
+
+std::string key_text(const c10::IValue& key) { return key.isString() ? key.toStringRef() : c10::str(key); }
+
+// Equal structure, keys in the same order, equal plain values, tensors as above.
+void expect_same_capture(const c10::IValue& a, const c10::IValue& b, const std::string& where = "") {
+  if (a.isTensor()) {
+    ASSERT_TRUE(b.isTensor()) << where;
+    expect_same_tensor(a.toTensor(), b.toTensor(), where);
+  } else if (a.isGenericDict()) {
+    ASSERT_TRUE(b.isGenericDict()) << where;
+    const auto x = a.toGenericDict();
+    const auto y = b.toGenericDict();
+    ASSERT_EQ(x.size(), y.size()) << where;
+    auto it = y.begin();
+    for (const auto& entry : x) {
+      ASSERT_EQ(key_text(entry.key()), key_text(it->key())) << where;
+      expect_same_capture(entry.value(), it->value(), where + "/" + key_text(entry.key()));
+      ++it;
+    }
+  } else if (a.isList() || a.isTuple()) {
+    ASSERT_EQ(a.isList(), b.isList()) << where;
+    const auto x = a.isList() ? a.toListRef().vec() : a.toTupleRef().elements().vec();
+    const auto y = b.isList() ? b.toListRef().vec() : b.toTupleRef().elements().vec();
+    ASSERT_EQ(x.size(), y.size()) << where;
+    for (size_t i = 0; i < x.size(); ++i) expect_same_capture(x[i], y[i], where + "/" + std::to_string(i));
+  } else {
+    EXPECT_EQ(a.tagKind(), b.tagKind()) << where;
+    EXPECT_EQ(c10::str(a), c10::str(b)) << where;
+  }
+}
+
+c10::IValue fresh_module_capture(const torch::nn::Module& module) {
+  c10::impl::GenericDict d(c10::StringType::get(), c10::TensorType::get());
+  for (const auto& item : state_dict(module)) d.insert(item.key(), item.value());
+  return d;
+}
+
+void one_step(testing::Net& net, torch::optim::Optimizer& optimizer) {
+  optimizer.zero_grad();
+  net->forward(torch::ones({4, 3})).sum().backward();
+  optimizer.step();
+}
+
+TEST(CachedCapture, AModuleIsCapturedOnceWhileItKeepsItsTensors) {
+  testing::Net net;
+  torch::optim::SGD optimizer(net->parameters(), 0.1);
+  ModuleCapture captured(*net);
+  const c10::IValue first = captured.capture();
+  for (int step = 0; step < 3; ++step) {
+    one_step(net, optimizer);  // in place: parameters and the batch norm's running stats
+    const c10::IValue again = captured.capture();
+    EXPECT_TRUE(again.isSameIdentity(first)) << "step " << step;
+    expect_same_capture(again, fresh_module_capture(*net));
+  }
+  EXPECT_EQ(captured.rebuilds(), 1);
+}
+
+TEST(CachedCapture, EveryChangeToAModulesTensorsOrChildrenBuildsItsCaptureAgain) {
+  testing::Net net;
+  ModuleCapture captured(*net);
+  captured.capture();
+  const std::vector<std::pair<std::string, std::function<void()>>> changes = {
+      {"set_data with another tensor",
+       [&] {
+         net->fc1->weight.set_data(torch::randn({4, 3}));
+       }},
+      {"set_data with a view",
+       [&] {
+         net->fc1->weight.set_data(torch::randn({3, 8}).t().narrow(0, 0, 4));
+       }},
+      {"module.to(double)", [&] { net->to(torch::kDouble); }},
+      {"a new parameter", [&] { net->fc1->register_parameter("scale", torch::ones({1}, torch::kDouble)); }},
+      {"a new buffer", [&] { net->register_buffer("seen", torch::zeros({2})); }},
+      {"a child replaced", [&] { net->replace_module("fc1", torch::nn::Linear(3, 4)); }},
+      {"a child renamed, the same module",
+       [&] {
+         auto child = net->named_children()["fc1"];
+         net->unregister_module("fc1");
+         net->register_module("first", child);
+       }},
+  };
+  int64_t rebuilds = captured.rebuilds();
+  for (const auto& [change, apply] : changes) {
+    apply();
+    const c10::IValue now = captured.capture();
+    EXPECT_EQ(captured.rebuilds(), ++rebuilds) << change;
+    expect_same_capture(now, fresh_module_capture(*net), change);
+    captured.capture();
+    EXPECT_EQ(captured.rebuilds(), rebuilds) << change << ": the next capture reuses it";
+  }
+}
+
+TEST(CachedCapture, TheModulesParameterStoragesAreTheLastCapturesWithoutBuffers) {
+  testing::Net net;
+  ModuleCapture captured(*net);
+  captured.capture();
+  std::unordered_set<const void*> storages;
+  captured.parameter_storages(storages);
+  std::unordered_set<const void*> expected;
+  for (const auto& p : net->parameters()) expected.insert(p.storage().unsafeGetStorageImpl());
+  EXPECT_EQ(storages, expected);
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& kind,
+                                                        std::vector<at::Tensor> params) {
+  using namespace torch::optim;
+  if (kind == "SGD") return std::make_unique<SGD>(params, SGDOptions(0.1).momentum(0.9));
+  if (kind == "Adam") return std::make_unique<Adam>(params, AdamOptions(0.01).amsgrad(true));
+  if (kind == "AdamW") return std::make_unique<AdamW>(params, AdamWOptions(0.01));
+  if (kind == "RMSprop")
+    return std::make_unique<RMSprop>(params, RMSpropOptions(0.01).momentum(0.5).centered(true));
+  if (kind == "Adagrad") return std::make_unique<Adagrad>(params, AdagradOptions(0.1));
+  return std::make_unique<LBFGS>(params, LBFGSOptions(0.5).max_iter(3).history_size(2));
+}
+
+void lbfgs_aware_step(testing::Net& net, torch::optim::Optimizer& optimizer) {
+  optimizer.step([&] {
+    optimizer.zero_grad();
+    auto loss = net->forward(torch::ones({4, 3})).pow(2).sum();
+    loss.backward();
+    return loss;
+  });
+}
+
+TEST(CachedCapture, AnOptimizerCaptureFollowsEveryStepAndScheduleChangeInPlace) {
+  for (const std::string kind : {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "LBFGS"}) {
+    testing::Net net;
+    auto optimizer = make_optimizer(kind, net->parameters());
+    OptimizerCapture captured(*optimizer);
+    expect_same_capture(captured.capture(), optimizer_state_dict(*optimizer), kind + " before any step");
+    lbfgs_aware_step(net, *optimizer);  // state appears
+    expect_same_capture(captured.capture(), optimizer_state_dict(*optimizer), kind + " after the first step");
+    const int64_t rebuilds = captured.rebuilds();
+    // One at first, one when the state appeared (Adagrad makes its state in its constructor).
+    EXPECT_EQ(rebuilds, kind == "Adagrad" ? 1 : 2) << kind;
+    for (int step = 0; step < 4; ++step) {
+      lbfgs_aware_step(net, *optimizer);
+      for (auto& group : optimizer->param_groups()) group.options().set_lr(0.5 / (step + 1));  // a schedule
+      expect_same_capture(captured.capture(), optimizer_state_dict(*optimizer),
+                          kind + " step " + std::to_string(step));
+    }
+    EXPECT_EQ(captured.rebuilds(), rebuilds) << kind;
+    const c10::IValue last = captured.capture();
+    const auto groups = last.toGenericDict().at("param_groups").toList();
+    EXPECT_EQ(groups.get(0).toGenericDict().at("lr").toDouble(), 0.5 / 4) << kind;
+  }
+}
+
+TEST(CachedCapture, AnOptimizerCaptureIsBuiltAgainForNewParametersOrALoadedState) {
+  testing::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
+  OptimizerCapture captured(optimizer);
+  lbfgs_aware_step(net, optimizer);
+  testing::TempDir dir;
+  save(optimizer_state_dict(optimizer), dir.file("earlier.pt"));  // its own tensors, not the live ones
+  captured.capture();
+  lbfgs_aware_step(net, optimizer);
+  lbfgs_aware_step(net, optimizer);
+  captured.capture();
+  int64_t rebuilds = captured.rebuilds();
+
+  // A restore: new state objects (one may well take a freed one's address).
+  load_optimizer_state_dict(optimizer, load(dir.file("earlier.pt")));
+  const c10::IValue restored = captured.capture();
+  expect_same_capture(restored, optimizer_state_dict(optimizer), "after a load");
+  EXPECT_EQ(restored.toGenericDict()
+                .at("state")
+                .toGenericDict()
+                .at(0)
+                .toGenericDict()
+                .at("step")
+                .toTensor()
+                .item<float>(),
+            1.0f);
+
+  // A new param group.
+  auto extra = torch::ones({2}, torch::requires_grad());
+  optimizer.add_param_group(torch::optim::OptimizerParamGroup({extra}));
+  expect_same_capture(captured.capture(), optimizer_state_dict(optimizer), "after add_param_group");
+  EXPECT_EQ(captured.rebuilds(), ++rebuilds);
+  (extra * 2).sum().backward();
+  lbfgs_aware_step(net, optimizer);
+  expect_same_capture(captured.capture(), optimizer_state_dict(optimizer),
+                      "after the new group's first step");
+}
+
+}  // namespace
+}  // namespace state
+}  // namespace autosnap
