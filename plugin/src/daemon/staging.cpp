@@ -82,10 +82,22 @@ void perform_copies(const std::vector<StorageCopy>& copies) {
   }
   const size_t threads = std::min<size_t>({kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()),
                                            total / kMinBytesPerCopyThread + 1});
+  // The threads take runs of pieces of about kPiece bytes: one atomic step per
+  // run, not per small tensor.
+  std::vector<size_t> runs{0};
+  size_t run_bytes = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    run_bytes += pieces[i].size;
+    if (run_bytes >= kPiece || i + 1 == pieces.size()) {
+      runs.push_back(i + 1);
+      run_bytes = 0;
+    }
+  }
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t i = next++; i < pieces.size(); i = next++) {
-      std::memcpy(pieces[i].destination, pieces[i].source, pieces[i].size);
+    for (size_t run = next++; run + 1 < runs.size(); run = next++) {
+      for (size_t i = runs[run]; i < runs[run + 1]; ++i)
+        std::memcpy(pieces[i].destination, pieces[i].source, pieces[i].size);
     }
   };
   std::vector<std::thread> helpers;
@@ -156,19 +168,20 @@ c10::IValue StagingArena::stage(const c10::IValue& live, const std::unordered_se
 
 namespace {
 
-// Equal plain values (doubles bit for bit, so a NaN equals itself).
+// Equal plain values (doubles bit for bit, so a NaN equals itself). Called
+// for every dict key: no tagKind() strings.
 bool same_plain(const c10::IValue& a, const c10::IValue& b) {
-  if (a.tagKind() != b.tagKind()) return false;
-  if (a.isNone()) return true;
-  if (a.isBool()) return a.toBool() == b.toBool();
-  if (a.isInt()) return a.toInt() == b.toInt();
+  if (a.isString()) return b.isString() && (a.isSameIdentity(b) || a.toStringRef() == b.toStringRef());
+  if (a.isInt()) return b.isInt() && a.toInt() == b.toInt();
   if (a.isDouble()) {
+    if (!b.isDouble()) return false;
     const double x = a.toDouble(), y = b.toDouble();
     return std::memcmp(&x, &y, sizeof(x)) == 0;
   }
-  if (a.isString()) return a.toStringRef() == b.toStringRef();
-  if (a.isComplexDouble()) return a.toComplexDouble() == b.toComplexDouble();
-  if (a.isDevice()) return a.toDevice() == b.toDevice();
+  if (a.isNone()) return b.isNone();
+  if (a.isBool()) return b.isBool() && a.toBool() == b.toBool();
+  if (a.isComplexDouble()) return b.isComplexDouble() && a.toComplexDouble() == b.toComplexDouble();
+  if (a.isDevice()) return b.isDevice() && a.toDevice() == b.toDevice();
   return false;
 }
 
@@ -210,7 +223,8 @@ bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged)
   return true;
 }
 
-bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
+// `staged` is const as an IValue only: its dicts and lists are handles that are updated in place.
+bool StagingArena::same_layout(const c10::IValue& live, const c10::IValue& staged) {
   if (live.isTensor()) return staged.isTensor() && same_tensor(live.toTensor(), staged.toTensor());
   if (live.isGenericDict()) {
     if (!staged.isGenericDict()) return false;
@@ -223,9 +237,8 @@ bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
       if (format::is_plain_value(entry.value())) {
         if (!format::is_plain_value(it->value())) return false;
         if (!same_plain(entry.value(), it->value())) it->setValue(entry.value());
-      } else {
-        c10::IValue value = it->value();
-        if (!same_layout(entry.value(), value)) return false;
+      } else if (!same_layout(entry.value(), it->value())) {
+        return false;
       }
       ++it;
     }
@@ -238,7 +251,7 @@ bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
     if (from.size() != to.size()) return false;
     for (size_t i = 0; i < from.size(); ++i) {
       const c10::IValue value = from.get(i);
-      c10::IValue target = to.get(i);
+      const c10::IValue target = to.get(i);
       if (format::is_plain_value(value)) {
         if (!format::is_plain_value(target)) return false;
         if (!same_plain(value, target)) to.set(i, value);
@@ -254,7 +267,7 @@ bool StagingArena::same_layout(const c10::IValue& live, c10::IValue& staged) {
     const auto& to = staged.toTupleRef().elements();
     if (from.size() != to.size()) return false;
     for (size_t i = 0; i < from.size(); ++i) {
-      c10::IValue target = to[i];
+      const c10::IValue& target = to[i];
       if (format::is_plain_value(from[i]) ? !same_plain(from[i], target) : !same_layout(from[i], target))
         return false;
     }

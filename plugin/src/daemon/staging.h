@@ -75,7 +75,7 @@ class StagingArena {
   c10::IValue stage_value(const c10::IValue& v, const PathLink* path);
   c10::IValue stage_tensor(const at::Tensor& t, const PathLink* path);
   // Walks `live` beside the last result; false at the first difference in layout.
-  bool same_layout(const c10::IValue& live, c10::IValue& staged);
+  bool same_layout(const c10::IValue& live, const c10::IValue& staged);
   bool same_tensor(const at::Tensor& live, const at::Tensor& staged);
   bool sources_distinct() const;
 
