@@ -35,6 +35,11 @@ at::Tensor view_into(const c10::Storage& storage, const at::Tensor& like) {
   return at::Tensor(std::move(impl));
 }
 
+// Tensor::_version() is a dispatcher call; staging reads one per tensor.
+uint32_t version_of(const at::Tensor& t) {
+  return t.unsafeGetTensorImpl()->version_counter().current_version();
+}
+
 template <typename F>
 void for_each_tensor(const c10::IValue& v, const F& f) {
   if (v.isTensor()) {
@@ -218,7 +223,9 @@ bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged)
   if (first) {  // what is deferrable, and the version counter to watch, are this step's
     copy.deferrable = step_only_->count(storage.unsafeGetStorageImpl()) > 0;
     copy.watched = copy.deferrable && !live.is_inference() ? live : at::Tensor();
-    copy.version = copy.watched.defined() ? live._version() : 0;
+    // Watched now but not when staged: its name, for the warning, is spelt by a new staging.
+    if (copy.watched.defined() && !copy.name) return false;
+    copy.version = copy.watched.defined() ? version_of(live) : 0;
   }
   return true;
 }
@@ -304,8 +311,8 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
     copy.deferrable = step_only_->count(key) > 0;
     if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
       copy.watched = t;
-      copy.version = t._version();
-      copy.name = path ? path->spelt() : "";
+      copy.version = version_of(t);
+      copy.name = std::make_shared<const std::string>(path ? path->spelt() : "");
     }
     copies_->push_back(std::move(copy));
     const size_t index = copies_->size() - 1 - first_copy_;
@@ -388,7 +395,7 @@ void DeferredCopies::run_or_wait() {
 
 std::string DeferredCopies::modified_since_staging() const {
   for (const auto& copy : copies_) {
-    if (copy.watched.defined() && copy.watched._version() != copy.version) return copy.name;
+    if (copy.watched.defined() && version_of(copy.watched) != copy.version) return *copy.name;
   }
   return "";
 }

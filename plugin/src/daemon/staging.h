@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -35,7 +36,9 @@ struct StorageCopy {
   // before (or while) it was copied: the staged value may be torn.
   at::Tensor watched;
   uint32_t version = 0;
-  std::string name;  ///< where it is in the shard, for the warning ("model/fc.weight")
+  /// Where it is in the shard, for the warning ("model/fc.weight"); shared, so
+  /// that the copies of a reused result are made without allocating.
+  std::shared_ptr<const std::string> name;
 };
 
 /// Performs the copies; host ones of more than 32 MiB on up to 4 threads.

@@ -233,6 +233,18 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
   arena.stage(live, {}, copies);
   EXPECT_FALSE(copies[0].deferrable) << "not deferrable when this step says so";
   EXPECT_FALSE(copies[0].watched.defined());
+
+  // Staged first when not deferrable, watched later: the warning still names it.
+  StagingArena fresh;
+  std::vector<StorageCopy> unwatched;
+  fresh.stage(live, {}, unwatched);
+  std::vector<StorageCopy> watched;
+  fresh.stage(live, step_only, watched);
+  ASSERT_TRUE(watched[0].watched.defined());
+  weight.add_(1);
+  DeferredCopies modified(watched);
+  modified.run_or_wait();
+  EXPECT_EQ(modified.modified_since_staging(), "weight");
 }
 
 // More than 32 MiB is copied by several threads, in 4 MiB pieces.
