@@ -104,11 +104,12 @@ TEST(Snapshotter, MaxOverheadPicksAShorterIntervalWhenStepsGrowLonger) {
       if (event["event"] == "interval" && event["step"] <= last) interval = event["steps"];
     return interval;
   };
-  train(1, 120, 2ms);
-  const int64_t short_steps = interval_at(120);
-  train(121, 300, 20ms);
+  const int64_t short_end = 120, long_end = 300;
+  train(1, short_end, 2ms);
+  const int64_t short_steps = interval_at(short_end);
+  train(short_end + 1, long_end, 20ms);
   snap.wait_until_finished();
-  const int64_t long_steps = interval_at(300);
+  const int64_t long_steps = interval_at(long_end);
   ASSERT_GT(short_steps, 0) << "an interval was chosen and told";
   ASSERT_GT(long_steps, 0);
   EXPECT_LE(long_steps * 3, short_steps) << "steps 10x longer: the interval shrinks";
@@ -117,7 +118,7 @@ TEST(Snapshotter, MaxOverheadPicksAShorterIntervalWhenStepsGrowLonger) {
     if (event["event"] == "committed") taken += event["reason"] == "max_overhead";
   // As many as the chosen interval allows: under a sanitizer on a busy machine a
   // snapshot costs more, so the interval is longer (311 steps of 20 ms once, under TSan).
-  const int64_t due = 1 + (300 - 120) / long_steps;
+  const int64_t due = 1 + (long_end - short_end) / long_steps;
   EXPECT_GE(taken, std::min<int64_t>(3, due)) << "snapshots follow the interval chosen";
   std::cout << "max_overhead 5 %: every " << short_steps << " steps of ~2 ms, every " << long_steps
             << " steps of ~20 ms; " << taken << " snapshots" << std::endl;
