@@ -83,9 +83,14 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
   job->reason = reason;
 
   // Capture: the live state of everything tracked, no copies yet.
-  std::unordered_set<const void*> step_only;
-  const c10::impl::GenericDict shard = tracked_.capture(overlap_ ? &step_only : nullptr);
-  job->bytes = storage_bytes(shard);
+  const c10::impl::GenericDict shard = tracked_.capture();
+  job->synchronous = config_.flush.mode == FlushMode::kSync;
+  // The bytes to stage, counted up front only where they decide something
+  // before staging; otherwise staging's copies tell them (one per storage),
+  // without another walk of thousands of tensors.
+  const bool bytes_first =
+      job->synchronous || config_.flush.staging_memory_limit != 0 || (tier_.memory && !room_checked_);
+  if (bytes_first) job->bytes = storage_bytes(shard);
   if (tier_.memory && !room_checked_) {
     room_checked_ = true;
     const std::string no_room = tier_.room_for ? tier_.room_for(job->bytes) : "";
@@ -95,7 +100,6 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
     }
   }
 
-  job->synchronous = config_.flush.mode == FlushMode::kSync;
   if (!job->synchronous) {
     job->slot = slots_.acquire(job->bytes, urgency);
     if (job->slot == StagingSlots::kSkip) {
@@ -126,7 +130,14 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
   }
   try {
     std::vector<StorageCopy> copies;
+    const StepOnlyStorages step_only =
+        overlap_ ? StepOnlyStorages([&](auto& out) { tracked_.step_only_storages(shard, out); },
+                                    tracked_.step_only_generation())
+                 : StepOnlyStorages();
     job->value = slots_.stage(job->slot, shard, step_only, copies);
+    if (!bytes_first) {
+      for (const auto& copy : copies) job->bytes += copy.source.nbytes();
+    }
     if (!overlap_) {
       perform_copies(copies);
       return job;

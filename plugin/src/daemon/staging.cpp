@@ -112,6 +112,14 @@ void perform_copies(const std::vector<StorageCopy>& copies) {
   if (error) std::rethrow_exception(error);
 }
 
+bool StepOnlyStorages::contains(const void* storage) const {
+  if (!collected_) {
+    if (collect_) collect_(storages_);
+    collected_ = true;
+  }
+  return storages_.count(storage) > 0;
+}
+
 uint64_t storage_bytes(const c10::IValue& value) {
   // A sorted vector, not a hash set: thousands of tensors are counted on the training thread.
   std::vector<std::pair<const void*, uint64_t>> storages;
@@ -143,21 +151,25 @@ struct StagingArena::PathLink {
   }
 };
 
-c10::IValue StagingArena::stage(const c10::IValue& live, const std::unordered_set<const void*>& step_only,
+c10::IValue StagingArena::stage(const c10::IValue& live, const StepOnlyStorages& step_only,
                                 std::vector<StorageCopy>& copies) {
   step_only_ = &step_only;
   copies_ = &copies;
   if (!last_staged_.isNone()) {
     tensors_met_ = 0;
     sources_replaced_ = false;
+    flags_current_ =
+        step_only.generation() != StepOnlyStorages::kUnknown && step_only.generation() == flags_generation_;
     if (same_layout(live, last_staged_) && tensors_met_ == tensor_copies_.size() &&
         (!sources_replaced_ || sources_distinct())) {
       ++reuses_;
+      flags_generation_ = step_only.generation();
       copies.insert(copies.end(), last_copies_.begin(), last_copies_.end());
       return last_staged_;
     }
   }
   // A new layout: build it all again.
+  flags_generation_ = step_only.generation();
   last_staged_ = c10::IValue();
   tensor_copies_.clear();
   used_ = 0;
@@ -221,7 +233,7 @@ bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged)
     sources_replaced_ = true;
   }
   if (first) {  // what is deferrable, and the version counter to watch, are this step's
-    copy.deferrable = step_only_->count(storage.unsafeGetStorageImpl()) > 0;
+    if (!flags_current_) copy.deferrable = step_only_->contains(storage.unsafeGetStorageImpl());
     copy.watched = copy.deferrable && !live.is_inference() ? live : at::Tensor();
     // Watched now but not when staged: its name, for the warning, is spelt by a new staging.
     if (copy.watched.defined() && !copy.name) return false;
@@ -308,7 +320,7 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
     StorageCopy copy;
     copy.source = storage;
     copy.destination = buffer.bytes;
-    copy.deferrable = step_only_->count(key) > 0;
+    copy.deferrable = step_only_->contains(key);
     if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
       copy.watched = t;
       copy.version = version_of(t);

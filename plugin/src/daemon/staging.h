@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +42,35 @@ struct StorageCopy {
   std::shared_ptr<const std::string> name;
 };
 
+/// The storages that only optimizer.step() modifies: flush.overlap defers
+/// their copies. Collecting them walks every tensor, so it is done only when
+/// stage() needs them: a reused result keeps each copy's flag when the
+/// generation is the one its flags were set at (in an unchanged layout, the
+/// tensor at a position keeps its role: a parameter, a buffer, a moment).
+class StepOnlyStorages {
+ public:
+  using Collect = std::function<void(std::unordered_set<const void*>&)>;
+  /// None.
+  StepOnlyStorages() = default;
+  /// These, whatever the generation was (implicit: a set is these storages).
+  StepOnlyStorages(std::unordered_set<const void*> storages)  // NOLINT(google-explicit-constructor)
+      : storages_(std::move(storages)), collected_(true), generation_(kUnknown) {}
+  /// Those `collect` finds when asked; `generation` changes whenever they may.
+  StepOnlyStorages(Collect collect, int64_t generation)
+      : collect_(std::move(collect)), generation_(generation) {}
+
+  bool contains(const void* storage) const;
+  /// kUnknown: the flags are set again at every stage().
+  int64_t generation() const { return generation_; }
+  static constexpr int64_t kUnknown = -1;
+
+ private:
+  Collect collect_;
+  mutable std::unordered_set<const void*> storages_;
+  mutable bool collected_ = false;
+  int64_t generation_ = 0;
+};
+
 /// Performs the copies; host ones of more than 32 MiB on up to 4 threads.
 void perform_copies(const std::vector<StorageCopy>& copies);
 
@@ -57,7 +87,7 @@ class StagingArena {
   /// result is returned again with its plain values (ints, floats, strings)
   /// brought up to date: a state of thousands of tensors is not rebuilt at
   /// every snapshot. The last result must no longer be in use (its slot released).
-  c10::IValue stage(const c10::IValue& live, const std::unordered_set<const void*>& step_only,
+  c10::IValue stage(const c10::IValue& live, const StepOnlyStorages& step_only,
                     std::vector<StorageCopy>& copies);
   /// Frees buffers the last stage() did not use.
   void trim();
@@ -94,9 +124,12 @@ class StagingArena {
   std::vector<std::pair<size_t, bool>> tensor_copies_;
   size_t tensors_met_ = 0;
   bool sources_replaced_ = false;
+  // The StepOnlyStorages generation the last result's deferrable flags were set at.
+  int64_t flags_generation_ = StepOnlyStorages::kUnknown;
+  bool flags_current_ = false;  // this call: keep the reused copies' flags
   // Per stage() call:
   std::unordered_map<const void*, std::pair<c10::Storage, size_t>> staged_storages_;
-  const std::unordered_set<const void*>* step_only_ = nullptr;
+  const StepOnlyStorages* step_only_ = nullptr;
   std::vector<StorageCopy>* copies_ = nullptr;
   size_t first_copy_ = 0;  // copies_->size() when the call began
 };

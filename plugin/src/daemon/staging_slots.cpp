@@ -48,8 +48,7 @@ void StagingSlots::release(int slot) {
   released_.notify_all();
 }
 
-c10::IValue StagingSlots::stage(int slot, const c10::IValue& live,
-                                const std::unordered_set<const void*>& step_only,
+c10::IValue StagingSlots::stage(int slot, const c10::IValue& live, const StepOnlyStorages& step_only,
                                 std::vector<StorageCopy>& copies) {
   std::lock_guard<std::mutex> lock(mutex_);  // bytes() may read the arena meanwhile
   auto& arena = slots_[static_cast<size_t>(slot)].arena;

@@ -12,7 +12,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <unordered_set>
 #include <vector>
 
 #include "autosnap/config.h"
@@ -35,7 +34,7 @@ class StagingSlots {
 
   /// Stages `live` into `slot`'s buffers (StagingArena::stage), dropping the
   /// buffers this snapshot did not use.
-  c10::IValue stage(int slot, const c10::IValue& live, const std::unordered_set<const void*>& step_only,
+  c10::IValue stage(int slot, const c10::IValue& live, const StepOnlyStorages& step_only,
                     std::vector<StorageCopy>& copies);
 
   uint64_t bytes() const;       ///< held by all slots now

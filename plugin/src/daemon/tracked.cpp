@@ -46,6 +46,7 @@ class ModuleState final : public TrackedState {
     // running stats) change during forward, so they are copied at once.
     captured_.parameter_storages(out);
   }
+  int64_t step_only_generation() const override { return captured_.rebuilds(); }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
     return state::prepare_tensor_copies(state::named_state(module_), saved, strict,
@@ -65,12 +66,16 @@ class ScriptModuleState final : public TrackedState {
     structure_.to(c10::Device(c10::kCPU));
   }
   std::string kind() const override { return "TorchScript module"; }
-  c10::IValue capture() override { return named_tensors_to_dict(state::named_state(module_)); }
+  c10::IValue capture() override {
+    ++captures_;
+    return named_tensors_to_dict(state::named_state(module_));
+  }
   void step_only_storages(const c10::IValue&, std::unordered_set<const void*>& out) const override {
     state::NamedTensors params;
     for (const auto& p : module_.named_parameters()) params.emplace_back(p.name, p.value);
     add_storages(params, out);
   }
+  int64_t step_only_generation() const override { return captures_; }  // not cached: each capture may differ
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
     return state::prepare_tensor_copies(state::named_state(module_), saved, strict,
@@ -87,6 +92,7 @@ class ScriptModuleState final : public TrackedState {
  private:
   torch::jit::Module& module_;
   torch::jit::Module structure_;
+  int64_t captures_ = 0;
 };
 
 class OptimizerState final : public TrackedState {
@@ -112,6 +118,7 @@ class OptimizerState final : public TrackedState {
       }
     }
   }
+  int64_t step_only_generation() const override { return captured_.rebuilds(); }
   state::Commit prepare_restore(const c10::IValue& saved, bool, const std::string& name) override {
     try {
       return state::prepare_optimizer_restore(optimizer_, saved, /*may_alias=*/true);

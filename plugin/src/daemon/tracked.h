@@ -31,6 +31,9 @@ class TrackedState {
   /// Storages in `captured` that only optimizer.step() modifies, so flush.overlap
   /// may copy them while the next forward/backward runs.
   virtual void step_only_storages(const c10::IValue& captured, std::unordered_set<const void*>& out) const {}
+  /// Changes whenever the last capture's step-only storages may differ from
+  /// the one before in more than tensors made anew in the same places.
+  virtual int64_t step_only_generation() const { return 0; }
   /// Checks a saved value against the live object (StateMismatch if it does
   /// not fit); the returned commit installs it. `saved` comes from a freshly
   /// read shard that no one else holds: its tensors may become live state.

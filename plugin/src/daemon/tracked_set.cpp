@@ -50,15 +50,23 @@ bool TrackedSet::tracks_data_position() const {
                      [](const auto& entry) { return entry.second->is_data_position(); });
 }
 
-c10::impl::GenericDict TrackedSet::capture(std::unordered_set<const void*>* step_only) const {
+c10::impl::GenericDict TrackedSet::capture() const {
   c10::impl::GenericDict shard(c10::StringType::get(), c10::AnyType::get());
-  for (const auto& [name, state] : entries_) {
-    c10::IValue value = state->capture();
-    if (step_only) state->step_only_storages(value, *step_only);
-    shard.insert(name, std::move(value));
-  }
+  for (const auto& [name, state] : entries_) shard.insert(name, state->capture());
   if (capture_rng_) shard.insert(kRngEntry, state::capture_rng_state());
   return shard;
+}
+
+void TrackedSet::step_only_storages(const c10::impl::GenericDict& shard,
+                                    std::unordered_set<const void*>& out) const {
+  for (const auto& [name, state] : entries_) state->step_only_storages(shard.at(name), out);
+}
+
+int64_t TrackedSet::step_only_generation() const {
+  // Each state's generation only grows, and entries are only added: the sum changes with any of them.
+  int64_t generation = static_cast<int64_t>(entries_.size());
+  for (const auto& [name, state] : entries_) generation += state->step_only_generation();
+  return generation;
 }
 
 std::vector<std::pair<std::string, std::string>> TrackedSet::manifest_entries() const {

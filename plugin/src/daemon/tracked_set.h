@@ -34,10 +34,13 @@ class TrackedSet {
   /// Error when the name is not a plain name, is reserved or already tracked.
   void add(const std::string& name, std::unique_ptr<TrackedState> state);
 
-  /// The shard dict of the current state (live tensors, no copies), RNG
-  /// included. With `step_only`, also collects the storages only
+  /// The shard dict of the current state (live tensors, no copies), RNG included.
+  c10::impl::GenericDict capture() const;
+  /// The storages in `shard` (this step's capture()) that only
   /// optimizer.step() modifies (flush.overlap may copy those later).
-  c10::impl::GenericDict capture(std::unordered_set<const void*>* step_only) const;
+  void step_only_storages(const c10::impl::GenericDict& shard, std::unordered_set<const void*>& out) const;
+  /// Changes whenever those storages may change in more than tensors made anew in the same places.
+  int64_t step_only_generation() const;
   /// (name, kind) of every entry capture() makes, for the manifest.
   std::vector<std::pair<std::string, std::string>> manifest_entries() const;
   /// Files beside the shard (TorchScript archives), from the staged shard.

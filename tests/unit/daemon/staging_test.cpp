@@ -247,6 +247,59 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
   EXPECT_EQ(modified.modified_since_staging(), "weight");
 }
 
+// flush.overlap with thousands of tensors: collecting the step-only storages
+// walks them all, so a reused result keeps its copies' flags while the
+// tracked objects say nothing changed (the same generation), and collects
+// them again when the generation or the layout changes.
+TEST(Staging, StepOnlyStoragesAreCollectedOnlyWhenTheirGenerationOrTheLayoutChanges) {
+  const auto weight = torch::zeros({10});
+  const auto buffer = torch::zeros({4});
+  auto live = new_dict();
+  live.insert("weight", weight);
+  live.insert("buffer", buffer);
+  StagingArena arena;
+  int collected = 0;
+  const auto collect = [&](std::unordered_set<const void*>& out) {
+    ++collected;
+    out.insert(storage_of(weight));
+  };
+  auto stage = [&](int64_t generation) {
+    std::vector<StorageCopy> copies;
+    arena.stage(live, daemon::StepOnlyStorages(collect, generation), copies);
+    return copies;
+  };
+  auto expect_flags = [&](const std::vector<StorageCopy>& copies, const std::string& when) {
+    for (const auto& copy : copies) {
+      const bool is_weight = copy.source.unsafeGetStorageImpl() == storage_of(weight);
+      EXPECT_EQ(copy.deferrable, is_weight) << when;
+      EXPECT_EQ(copy.watched.defined(), is_weight) << when;
+      if (is_weight) EXPECT_EQ(copy.version, weight._version()) << when;
+    }
+  };
+  expect_flags(stage(1), "first");
+  EXPECT_EQ(collected, 1);
+  for (int step = 0; step < 3; ++step) {
+    weight.add_(1);  // an optimizer step: the version watched is this step's
+    expect_flags(stage(1), "reused, step " + std::to_string(step));
+  }
+  EXPECT_EQ(collected, 1) << "the same generation and layout: the flags are kept, nothing collected";
+  EXPECT_EQ(arena.reuses(), 3);
+  expect_flags(stage(2), "a new generation");
+  EXPECT_EQ(collected, 2) << "a new generation collects them again";
+  live.insert("extra", torch::zeros({2}));
+  expect_flags(stage(2), "a new layout");
+  EXPECT_EQ(collected, 3) << "a layout built anew collects them, whatever the generation";
+  EXPECT_EQ(arena.reuses(), 4);
+  const auto unknown = [&] {
+    std::vector<StorageCopy> copies;
+    arena.stage(live, daemon::StepOnlyStorages(collect, daemon::StepOnlyStorages::kUnknown), copies);
+    return copies;
+  };
+  expect_flags(unknown(), "unknown generation");
+  expect_flags(unknown(), "unknown generation again");
+  EXPECT_EQ(collected, 5) << "an unknown generation collects at every stage()";
+}
+
 // More than 32 MiB is copied by several threads, in 4 MiB pieces.
 TEST(Staging, LargeCopiesSharedByThreadsCopyEveryByte) {
   auto live = new_dict();
