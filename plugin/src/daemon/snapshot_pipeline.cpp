@@ -195,12 +195,14 @@ void SnapshotPipeline::settle_overlap(bool commit) {
   overlap_job_.reset();
   const auto start = Clock::now();
   std::string why = "with flush.overlap, call before_optimizer_step() before optimizer.step()";
+  // Waited for even when the snapshot is dropped: the next capture may update
+  // in place what the copies read (the optimizer's step counts).
+  try {
+    job->deferred->run_or_wait();
+  } catch (const std::exception&) {
+    // The writer reports it as the snapshot's failure.
+  }
   if (commit) {
-    try {
-      job->deferred->run_or_wait();
-    } catch (const std::exception&) {
-      // The writer reports it as the snapshot's failure.
-    }
     const std::string torn = job->deferred->modified_since_staging();
     if (!torn.empty()) {
       // An optimizer step ran before before_optimizer_step(): the copy may mix two steps.

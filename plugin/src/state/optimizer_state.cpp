@@ -13,6 +13,7 @@
 #include <torch/optim/sgd.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <tuple>
 #include <type_traits>
@@ -177,6 +178,8 @@ struct Field {
   std::function<void(const Reader&, const at::Tensor& param, T&)> read;  // empty: not read back
   // Set for a per-parameter tensor: checked against the parameter's shape once every entry is read.
   std::function<const at::Tensor&(const T&)> tensor;
+  // Set for an entry always present that a capture may update in place: false when `existing` cannot take it.
+  std::function<bool(const IValue& existing, const T&)> refresh;
 };
 
 template <typename T>
@@ -278,12 +281,36 @@ at::Tensor float_scalar(double value) {
   return at::Tensor(std::move(impl));
 }
 
+// Writes `value` into a float_scalar() made by an earlier capture, so that a
+// capture of thousands of parameters makes no new tensors (and staging keeps
+// copying from the same storages). Its version moves on when the value does:
+// a deferred copy still reading it would see the change and name it.
+bool refresh_float_scalar(const IValue& existing, double value) {
+  if (!existing.isTensor()) return false;
+  const at::Tensor& t = existing.toTensor();
+  if (t.dim() != 0 || t.scalar_type() != at::kFloat || !t.device().is_cpu() || !t.has_storage()) return false;
+  float* data = t.data_ptr<float>();
+  const auto now = static_cast<float>(value);
+  if (std::memcmp(data, &now, sizeof(now)) != 0) {
+    *data = now;
+    if (!t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
+  }
+  return true;
+}
+
 template <typename Get>
 auto step_tensor(const char* key,
                  Get get) {  // Python 1.13 keeps Adam's and Adagrad's step as a float32 tensor
-  return field(
-      key, [=](const auto& s) { return IValue(float_scalar(static_cast<double>(get(s)))); },
-      [=](const Reader& r, const at::Tensor&, auto& s) { get(s) = r.integer(key); });
+  return [=](auto of) {
+    auto f = field(
+        key, [=](const auto& s) { return IValue(float_scalar(static_cast<double>(get(s)))); },
+        [=](const Reader& r, const at::Tensor&, auto& s) { get(s) = r.integer(key); })(of);
+    using T = typename decltype(of)::type;
+    f.refresh = [=](const IValue& existing, const T& s) {
+      return refresh_float_scalar(existing, static_cast<double>(get(s)));
+    };
+    return f;
+  };
 }
 template <typename Get>
 auto tensor(const char* key, Get get) {  // always present
@@ -402,6 +429,11 @@ template <typename T>
 bool refresh_entries(const std::vector<Field<T>>& fields, Entries& d, const T& x) {
   auto entry = d.begin();
   for (const auto& f : fields) {
+    if (f.refresh && entry != d.end() && entry->key().toStringRef() == f.key &&
+        f.refresh(entry->value(), x)) {
+      ++entry;
+      continue;
+    }
     auto value = f.write(x);
     if (!value) continue;
     if (entry == d.end() || entry->key().toStringRef() != f.key) return false;

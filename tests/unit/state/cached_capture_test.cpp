@@ -179,6 +179,35 @@ TEST(CachedCapture, AnOptimizerCaptureFollowsEveryStepAndScheduleChangeInPlace) 
   }
 }
 
+// The step counts (a float32 0-dim tensor per parameter, as Python 1.13
+// keeps them) are written into the last capture's tensors, not made anew: a
+// capture of thousands of parameters allocates nothing. Their version moves on
+// only when the count does, so a deferred copy still reading one sees the
+// change (flush.overlap names it), and a second capture of the same step (the
+// memory tier's) leaves it alone.
+TEST(CachedCapture, AnOptimizersStepCountsAreUpdatedInPlaceAndTheirVersionsFollow) {
+  testing::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
+  OptimizerCapture captured(optimizer);
+  lbfgs_aware_step(net, optimizer);
+  auto step_of = [](const c10::IValue& capture) {
+    return capture.toGenericDict().at("state").toGenericDict().at(0).toGenericDict().at("step").toTensor();
+  };
+  const at::Tensor first = step_of(captured.capture());
+  EXPECT_EQ(first.item<float>(), 1.0f);
+  const auto version = first._version();
+  const at::Tensor same_step = step_of(captured.capture());
+  EXPECT_TRUE(same_step.is_same(first));
+  EXPECT_EQ(same_step._version(), version) << "the same count: not written, its version unchanged";
+  lbfgs_aware_step(net, optimizer);
+  const at::Tensor next = step_of(captured.capture());
+  EXPECT_TRUE(next.is_same(first)) << "the tensor of the last capture, updated";
+  EXPECT_EQ(next.item<float>(), 2.0f);
+  EXPECT_GT(next._version(), version) << "a new count moves its version on";
+  expect_same_capture(captured.capture(), optimizer_state_dict(optimizer), "after in-place updates");
+  EXPECT_EQ(captured.rebuilds(), 1) << "built once, at the first capture";
+}
+
 TEST(CachedCapture, AnOptimizerCaptureIsBuiltAgainForNewParametersOrALoadedState) {
   testing::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
