@@ -129,37 +129,42 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
     return job;
   }
   try {
-    std::vector<StorageCopy> copies;
-    const StepOnlyStorages step_only =
-        overlap_ ? StepOnlyStorages([&](auto& out) { tracked_.step_only_storages(shard, out); },
-                                    tracked_.step_only_generation())
-                 : StepOnlyStorages();
-    job->value = slots_.stage(job->slot, shard, step_only, copies);
-    if (!bytes_first) {
-      for (const auto& copy : copies) job->bytes += copy.source.nbytes();
-    }
-    if (!overlap_) {
-      perform_copies(copies);
-      return job;
-    }
-    std::vector<StorageCopy> now, later;
-    for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
-    perform_copies(now);
-    job->deferred = std::make_shared<DeferredCopies>(std::move(later));
-    job->gate = std::make_shared<CommitGate>();
-    boost::asio::post(background_.io(), [deferred = job->deferred] {
-      try {
-        deferred->run_or_wait();
-      } catch (const std::exception&) {
-        // Reported by the writer.
-      }
-    });
-    overlap_job_ = job;
-    return job;
+    copy_into_slot(job, shard, /*count_bytes=*/!bytes_first);
   } catch (...) {
     slots_.release(job->slot);  // e.g. out of host memory for staging: the slot must not stay taken
     throw;
   }
+  return job;
+}
+
+void SnapshotPipeline::copy_into_slot(const std::shared_ptr<SnapshotJob>& job,
+                                      const c10::impl::GenericDict& shard, bool count_bytes) {
+  std::vector<StorageCopy> copies;
+  const StepOnlyStorages step_only =
+      overlap_ ? StepOnlyStorages([&](auto& out) { tracked_.step_only_storages(shard, out); },
+                                  tracked_.step_only_generation())
+               : StepOnlyStorages();
+  job->value = slots_.stage(job->slot, shard, step_only, copies);
+  if (count_bytes) {
+    for (const auto& copy : copies) job->bytes += copy.source.nbytes();
+  }
+  if (!overlap_) {
+    perform_copies(copies);
+    return;
+  }
+  std::vector<StorageCopy> now, later;
+  for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
+  perform_copies(now);
+  job->deferred = std::make_shared<DeferredCopies>(std::move(later));
+  job->gate = std::make_shared<CommitGate>();
+  boost::asio::post(background_.io(), [deferred = job->deferred] {
+    try {
+      deferred->run_or_wait();
+    } catch (const std::exception&) {
+      // Reported by the writer.
+    }
+  });
+  overlap_job_ = job;
 }
 
 void SnapshotPipeline::answer_after_pending_writes(int64_t step, std::vector<OutcomeCallback> waiters) {

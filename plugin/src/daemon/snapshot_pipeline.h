@@ -131,6 +131,11 @@ class SnapshotPipeline {
 
  private:
   std::shared_ptr<SnapshotJob> stage(int64_t step, const std::string& reason, Urgency urgency);
+  // Stages `shard` into the job's slot and copies it there: at once, or with
+  // flush.overlap what only optimizer.step() modifies later, while the next
+  // forward and backward run. `count_bytes`: the job's bytes from its copies.
+  void copy_into_slot(const std::shared_ptr<SnapshotJob>& job, const c10::impl::GenericDict& shard,
+                      bool count_bytes);
   void run(const std::shared_ptr<SnapshotJob>& job, std::vector<OutcomeCallback> waiters);  // strand
 
   // One write, in steps (strand).
