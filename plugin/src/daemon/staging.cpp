@@ -155,21 +155,21 @@ c10::IValue StagingArena::stage(const c10::IValue& live, const StepOnlyStorages&
                                 std::vector<StorageCopy>& copies) {
   step_only_ = &step_only;
   copies_ = &copies;
+  // Whether the reuse walk may keep the copies' flags; the result, reused or built, has this call's.
+  flags_current_ =
+      step_only.generation() != StepOnlyStorages::kUnknown && step_only.generation() == flags_generation_;
+  flags_generation_ = step_only.generation();
   if (!last_staged_.isNone()) {
     tensors_met_ = 0;
     sources_replaced_ = false;
-    flags_current_ =
-        step_only.generation() != StepOnlyStorages::kUnknown && step_only.generation() == flags_generation_;
     if (same_layout(live, last_staged_) && tensors_met_ == tensor_copies_.size() &&
         (!sources_replaced_ || sources_distinct())) {
       ++reuses_;
-      flags_generation_ = step_only.generation();
       copies.insert(copies.end(), last_copies_.begin(), last_copies_.end());
       return last_staged_;
     }
   }
   // A new layout: build it all again.
-  flags_generation_ = step_only.generation();
   last_staged_ = c10::IValue();
   tensor_copies_.clear();
   used_ = 0;
