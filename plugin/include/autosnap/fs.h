@@ -100,6 +100,13 @@ class AUTOSNAP_API FileSystem {
 /// The process-wide POSIX implementation.
 AUTOSNAP_API FileSystem& default_file_system();
 
+/// How the default file system writes big new files (over 1 MiB): kAuto times
+/// each device's first ones both ways, O_DIRECT and through the page cache
+/// (fsync included), and uses the faster from then on, trying the other every
+/// 16 files. Process-wide; a Snapshotter sets it from flush.direct_io.
+enum class DirectIo { kAuto, kAlways, kNever };
+AUTOSNAP_API void set_direct_io(DirectIo mode);
+
 /// Creates `path` and its missing parents. With `durable`, each new
 /// directory's entry is fsynced in its parent, so it survives a power loss.
 AUTOSNAP_API void create_directories(FileSystem& fs, const std::string& path, bool durable = false);

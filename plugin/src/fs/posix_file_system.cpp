@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -17,6 +18,7 @@
 
 #include "autosnap/errors.h"
 #include "autosnap/fs.h"
+#include "fs/write_mode.h"
 
 namespace autosnap {
 namespace {
@@ -36,7 +38,7 @@ class PosixWritableFile final : public WritableFile {
  public:
   // `may_write_direct`: a new file, written from offset 0.
   PosixWritableFile(std::string path, int fd, bool may_write_direct)
-      : path_(std::move(path)), fd_(fd), may_write_direct_(may_write_direct) {
+      : path_(std::move(path)), fd_(fd), may_write_direct_(may_write_direct), created_(Clock::now()) {
     buffer_.reserve(kWriteBufferSize);
   }
   ~PosixWritableFile() override {
@@ -72,6 +74,13 @@ class PosixWritableFile final : public WritableFile {
   void sync() override {
     flush();
     if (::fsync(fd_) != 0) throw IoError("fsync", path_, errno);
+    if (!timed_) return;
+    timed_ = false;
+    write_mode_chooser().record(device_, path_, wrote_direct_, offset_,
+                                std::chrono::duration<double>(Clock::now() - created_).count());
+    // Its pages are clean now: dropped, a checkpoint written through the page
+    // cache does not push the job's own data out of it either.
+    if (!wrote_direct_) ::posix_fadvise(fd_, 0, 0, POSIX_FADV_DONTNEED);
   }
 
   void close() override {
@@ -89,23 +98,32 @@ class PosixWritableFile final : public WritableFile {
     if (fd_ < 0) throw IoError(operation, path_, "file is already closed");
   }
 
-  // A file bigger than the buffer is written with O_DIRECT, from aligned
-  // blocks: on the virtual disks measured, the kernel's copy into the page
-  // cache, not the disk, limited how fast a checkpoint was written (direct:
-  // 1.6-2.5 GB/s, buffered + fsync: 0.3-1.5 GB/s), and a checkpoint no longer
-  // pushes the training job's own data out of the page cache. Blocks are
+  // A file bigger than the buffer may be written with O_DIRECT, from aligned
+  // blocks, or through the page cache: the WriteModeChooser says which is
+  // faster on its device, and the time to its fsync is told to it. Blocks are
   // written in the background while the caller fills the next one. Where
   // O_DIRECT is refused (tmpfs, some network file systems) writes stay buffered.
   void start_direct() {
     may_write_direct_ = false;
     if (offset_ % kDirectAlignment != 0) return;  // flushed by hand: blocks no longer line up
+    struct stat where;
+    if (::fstat(fd_, &where) != 0) return;
+    device_ = static_cast<uint64_t>(where.st_dev);
+    timed_ = true;
+    if (!write_mode_chooser().use_direct(device_)) return;
     const int flags = ::fcntl(fd_, F_GETFL);
-    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_DIRECT) != 0) return;
+    if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_DIRECT) != 0) {
+      write_mode_chooser().direct_refused(device_);
+      timed_ = false;
+      return;
+    }
     direct_ = true;
+    wrote_direct_ = true;
     for (auto& block : blocks_) {
       void* memory = nullptr;
       if (::posix_memalign(&memory, kDirectAlignment, kDirectBlockSize) != 0) {
         stop_direct();
+        wrote_direct_ = timed_ = false;
         blocks_[0].reset();
         return;
       }
@@ -197,9 +215,14 @@ class PosixWritableFile final : public WritableFile {
   std::string path_;
   int fd_;
   uint64_t offset_ = 0;
+  using Clock = std::chrono::steady_clock;
   std::vector<char> buffer_;
   bool may_write_direct_;
   std::atomic<bool> direct_{false};  // O_DIRECT is set on fd_
+  bool wrote_direct_ = false;        // its big blocks went with O_DIRECT
+  bool timed_ = false;               // a big new file: its time to the fsync is told to the chooser
+  uint64_t device_ = 0;
+  Clock::time_point created_;
   std::unique_ptr<char, FreeDeleter> blocks_[kDirectBlocks];
   int filling_ = 0;
   size_t direct_used_ = 0;                   // of blocks_[filling_]

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "autosnap/errors.h"
 #include "autosnap/fs.h"
 #include "fs/atomic_file.h"
+#include "fs/write_mode.h"
 #include "support/test_util.h"
 
 namespace autosnap {
@@ -134,15 +136,27 @@ TEST(PosixFileSystem, SeveralMegabytesRoundTripThroughOpenForReading) {
   EXPECT_EQ(fs().status(path).size, expected.size());
 }
 
+// The process's way of writing big files, set for one test.
+class DirectIoFor {
+ public:
+  explicit DirectIoFor(DirectIo mode) { write_mode_chooser().set_mode(mode); }
+  ~DirectIoFor() { write_mode_chooser().set_mode(DirectIo::kAuto); }
+};
+
 // Files bigger than the write buffer are written with O_DIRECT in 4 MiB
-// blocks, two in flight while a third is filled (buffered where the file
-// system refuses it, e.g. tmpfs). A flush in the middle, appends that straddle
-// the blocks and an unaligned tail all keep every byte in place.
+// blocks, two in flight while a third is filled, or through the page cache
+// (as the WriteModeChooser says; always where the file system refuses
+// O_DIRECT, e.g. tmpfs). A flush in the middle, appends that straddle the
+// blocks and an unaligned tail all keep every byte in place, either way.
 TEST(PosixFileSystem, BigFilesRoundTripWithAndWithoutDirectWrites) {
   TempDir dir;
   std::vector<std::string> directories = {dir.path()};
   if (access("/dev/shm", W_OK) == 0) directories.push_back("/dev/shm");
-  for (const auto& directory : directories) {
+  std::vector<std::pair<std::string, DirectIo>> cases;
+  for (const DirectIo mode : {DirectIo::kAlways, DirectIo::kNever})
+    for (const auto& directory : directories) cases.emplace_back(directory, mode);
+  for (const auto& [directory, mode] : cases) {
+    DirectIoFor way(mode);
     const std::string path = directory + "/direct-" + std::to_string(::getpid()) + ".bin";
     std::string expected;
     uint32_t x = 777;
@@ -166,7 +180,9 @@ TEST(PosixFileSystem, BigFilesRoundTripWithAndWithoutDirectWrites) {
     ASSERT_EQ(reader->size(), expected.size()) << directory;
     std::string actual(expected.size(), '\0');
     reader->read_exact(0, actual.data(), actual.size());
-    EXPECT_TRUE(actual == expected) << "the bytes read back differ from the bytes written in " << directory;
+    EXPECT_TRUE(actual == expected) << "the bytes read back differ from the bytes written in " << directory
+                                    << (mode == DirectIo::kAlways ? " with O_DIRECT"
+                                                                  : " through the page cache");
     fs().remove_file(path);
   }
 }
@@ -210,6 +226,50 @@ TEST(PosixFileSystem, BigReadsLeaveThePageCache) {
   file->read_exact(0, bytes.data(), size);
   EXPECT_EQ(bytes.find_first_not_of('x'), std::string::npos);
   EXPECT_LT(cached_pages(path, size), size / 4096 / 10) << "pages of a big read stayed in the page cache";
+}
+
+// A big new file's time to its fsync is told to the chooser, by the way it
+// was written; one written through the page cache leaves none of its pages
+// there (they are clean after the fsync and dropped), as O_DIRECT would.
+TEST(PosixFileSystem, BigFilesAreTimedForTheChooserAndLeaveThePageCache) {
+  TempDir dir;
+  struct statfs where;
+  ASSERT_EQ(::statfs(dir.path().c_str(), &where), 0);
+  if (where.f_type == TMPFS_MAGIC) GTEST_SKIP() << "tmpfs refuses O_DIRECT and keeps every page";
+  struct stat st;
+  ASSERT_EQ(::stat(dir.path().c_str(), &st), 0);
+  const uint64_t device = st.st_dev;
+  const size_t size = WriteModeChooser::kMinTimedBytes + (1 << 20);
+  const std::string chunk(1 << 20, 'x');
+  auto write_big = [&](const std::string& path) {
+    auto file = fs().create_exclusive(path);
+    for (size_t done = 0; done < size; done += chunk.size()) file->append(chunk.data(), chunk.size());
+    file->sync();
+    file->close();
+  };
+  write_mode_chooser().reset();
+  {
+    DirectIoFor way(DirectIo::kNever);
+    write_big(dir.file("buffered.bin"));
+  }
+  EXPECT_GT(write_mode_chooser().buffered_mb_per_s(device), 0);
+  EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device), 0);
+  EXPECT_LT(cached_pages(dir.file("buffered.bin"), size), size / 4096 / 10)
+      << "a big file written through the page cache stayed in it";
+  {
+    DirectIoFor way(DirectIo::kAlways);
+    write_big(dir.file("direct.bin"));
+  }
+  EXPECT_GT(write_mode_chooser().direct_mb_per_s(device), 0);
+  // A small one is not timed.
+  write_mode_chooser().reset();
+  auto small = fs().create_exclusive(dir.file("small.bin"));
+  small->append(chunk.data(), chunk.size());
+  small->append(chunk.data(), chunk.size());
+  small->sync();
+  small->close();
+  EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device) + write_mode_chooser().buffered_mb_per_s(device), 0);
+  write_mode_chooser().reset();
 }
 
 TEST(PosixFileSystem, WritingAfterCloseIsAnError) {
