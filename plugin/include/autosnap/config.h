@@ -15,11 +15,10 @@
 #include <vector>
 
 #include "autosnap/export.h"
+#include "autosnap/fs.h"  // DirectIo
 #include "autosnap/retention.h"
 
 namespace autosnap {
-
-class FileSystem;
 
 enum class ResumeMode { kAuto, kNever, kRequired };
 enum class FlushMode { kAsync, kSync };
@@ -51,6 +50,8 @@ struct FlushConfig {
   /// before_optimizer_step() waits for it (CheckFreq's pipelining).
   bool overlap = false;
   int threads = 2;  ///< background threads (writes, socket, signals)
+  /// Process-wide: the last Snapshotter constructed sets it for every write.
+  DirectIo direct_io = DirectIo::kAuto;
 };
 
 struct SignalConfig {

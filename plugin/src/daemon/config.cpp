@@ -122,6 +122,12 @@ void parse_flush(const Parser& p, Node n, Path path, FlushConfig& f) {
           {"staging_memory_limit", [&](Node m, Path key) { f.staging_memory_limit = p.byte_size(m, key); }},
           {"fsync", [&](Node m, Path key) { f.fsync = p.boolean(m, key); }},
           {"overlap", [&](Node m, Path key) { f.overlap = p.boolean(m, key); }},
+          {"direct_io",
+           [&](Node m, Path key) {
+             f.direct_io = p.choice<DirectIo>(
+                 m, key,
+                 {{"auto", DirectIo::kAuto}, {"always", DirectIo::kAlways}, {"never", DirectIo::kNever}});
+           }},
           {"threads",
            [&](Node m, Path key) {
              f.threads = static_cast<int>(p.integer(m, key, 1, "a positive thread count"));

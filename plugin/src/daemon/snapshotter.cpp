@@ -64,6 +64,7 @@ class ActiveSnapshotter final : public SnapshotterImpl {
                   replicas_.get()),
         requeue_(std::move(job.requeue)) {
     util::set_log_level(config_.log_level);
+    set_direct_io(config_.flush.direct_io);
     if (memory_) {
       PipelineTier tier;
       tier.memory = true;

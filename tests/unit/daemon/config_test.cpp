@@ -37,6 +37,7 @@ TEST(Config, DefaultsAndFullFile) {
   EXPECT_EQ(c.flush.mode, FlushMode::kAsync);
   EXPECT_EQ(c.flush.max_pending, 1);
   EXPECT_EQ(c.flush.when_busy, WhenBusy::kWait);
+  EXPECT_EQ(c.flush.direct_io, DirectIo::kAuto) << "the faster way, measured";
   EXPECT_TRUE(c.flush.fsync);
   EXPECT_EQ(c.signals.snapshot, std::vector<int>{SIGUSR1});
   EXPECT_EQ(c.signals.snapshot_and_stop, std::vector<int>{SIGTERM});
@@ -53,7 +54,7 @@ TEST(Config, DefaultsAndFullFile) {
           "triggers: {every_steps: 500, every_seconds: 900.5, on_epoch_end: true, on_train_end: false}\n"
           "retention: {keep_last: 5, keep_every_steps: 1000}\n"
           "flush: {mode: sync, max_pending: 2, when_busy: skip, staging_memory_limit: 2GiB, fsync: false, "
-          "overlap: true, threads: 3}\n"
+          "overlap: true, threads: 3, direct_io: never}\n"
           "signals: {snapshot: [USR2], snapshot_and_stop: [SIGTERM, SIGINT], after_stop: requeue, exit_code: "
           "3}\n"
           "control: {socket: false, socket_path: /tmp/x.sock}\n"
@@ -74,6 +75,7 @@ TEST(Config, DefaultsAndFullFile) {
   EXPECT_EQ(full.flush.staging_memory_limit, 2ull << 30);
   EXPECT_EQ(full.flush.when_busy, WhenBusy::kSkip);
   EXPECT_TRUE(full.flush.overlap);
+  EXPECT_EQ(full.flush.direct_io, DirectIo::kNever);
   EXPECT_EQ(full.signals.snapshot, std::vector<int>{SIGUSR2});
   EXPECT_EQ(full.signals.snapshot_and_stop, (std::vector<int>{SIGTERM, SIGINT}));
   EXPECT_EQ(full.signals.after_stop, AfterStop::kRequeue);
@@ -184,6 +186,7 @@ TEST(Config, EveryKindOfBadInputHasAClearError) {
        {"test.yaml:2:9: resume: expected auto | never | required, got 'sometimes'"}},
       {d + "flush: {mode: lazy}\n", {"flush.mode: expected async | sync, got 'lazy'"}},
       {d + "flush: {when_busy: panic}\n", {"flush.when_busy: expected wait | skip, got 'panic'"}},
+      {d + "flush: {direct_io: yes}\n", {"flush.direct_io: expected auto | always | never, got 'yes'"}},
       {d + "flush: {max_pending: 0}\n", {"flush.max_pending: expected a positive count, got '0'"}},
       {d + "flush: {staging_memory_limit: 2 parsecs}\n",
        {"flush.staging_memory_limit: expected a byte count"}},

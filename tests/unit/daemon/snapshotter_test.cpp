@@ -4,6 +4,7 @@
 // (staging, overlap, backpressure), snapshot_requests_test, snapshot_errors_test,
 // restore_test.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -15,6 +16,7 @@
 #include "autosnap/snapshotter.h"
 #include "autosnap/tools.h"
 #include "autosnap/torchscript.h"
+#include "fs/write_mode.h"
 #include "support/fault_fs.h"
 #include "support/snapshotter_fixtures.h"
 #include "support/test_util.h"
@@ -135,6 +137,32 @@ TEST(Snapshotter, RetentionKeepsTheNewestAndEveryKth) {
   snap.wait_until_finished();
   EXPECT_EQ(snap.all_steps(), (std::vector<int64_t>{0, 10, 20, 24, 25}));
   EXPECT_EQ(count_events(dir.path(), "retention-deleted"), 26 - 5);
+}
+
+// flush.direct_io decides how the snapshot's big files are written, for the
+// whole process, until another Snapshotter says otherwise.
+TEST(Snapshotter, FlushDirectIoSetsHowBigFilesAreWritten) {
+  TempDir dir;
+  struct stat where;
+  ASSERT_EQ(::stat(dir.path().c_str(), &where), 0);
+  auto weights = torch::randn({static_cast<int64_t>(WriteModeChooser::kMinTimedBytes / 4) + 1000});
+  write_mode_chooser().reset();
+  {
+    Snapshotter snap(make_config(dir.file("never"), "flush: {direct_io: never}\n"));
+    EXPECT_EQ(write_mode_chooser().mode(), DirectIo::kNever);
+    snap.track("weights", weights);
+    snap.on_step_end(0);
+    snap.snapshot_now("test");
+    snap.close();
+  }
+  EXPECT_GT(write_mode_chooser().buffered_mb_per_s(where.st_dev), 0)
+      << "the shard went through the page cache";
+  EXPECT_EQ(write_mode_chooser().direct_mb_per_s(where.st_dev), 0);
+  {
+    Snapshotter snap(make_config(dir.file("auto")));
+    EXPECT_EQ(write_mode_chooser().mode(), DirectIo::kAuto);
+  }
+  write_mode_chooser().reset();
 }
 
 TEST(Snapshotter, TrackNamesAreChecked) {
