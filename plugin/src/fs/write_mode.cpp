@@ -1,7 +1,6 @@
 #include "fs/write_mode.h"
 
 #include <algorithm>
-#include <cstdio>
 
 #include "util/log.h"
 
@@ -53,14 +52,12 @@ void WriteModeChooser::record(uint64_t device, const std::string& path, bool dir
   if (faster == d.faster) return;
   d.faster = faster;
   // Said when the choice is first made and whenever it turns.
-  char figures[160];
-  std::snprintf(figures, sizeof figures, "O_DIRECT %.0f MB/s, through the page cache %.0f MB/s", direct_mb_s,
-                buffered_mb_s);
   util::log()->info(
-      "big files on the device of {} are written {} from now on ({}, each the median of its last {} files, "
-      "fsync included; the other way is tried every {} files; flush.direct_io: always | never fixes it)",
-      path.substr(0, path.find_last_of('/')), faster ? "with O_DIRECT" : "through the page cache", figures,
-      timed.size(), kRetryEvery);
+      "big files on the device of {} are written {} from now on (O_DIRECT {:.0f} MB/s, through the page "
+      "cache {:.0f} MB/s: medians of the last {} files or fewer each way, fsync included; the other way is "
+      "tried every {} files; flush.direct_io: always | never fixes it)",
+      path.substr(0, path.find_last_of('/')), faster ? "with O_DIRECT" : "through the page cache",
+      direct_mb_s, buffered_mb_s, kTimedFiles, kRetryEvery);
 }
 
 void WriteModeChooser::direct_refused(uint64_t device) {
