@@ -102,7 +102,8 @@ class PosixWritableFile final : public WritableFile {
   // blocks, or through the page cache: the WriteModeChooser says which is
   // faster on its device, and the time to its fsync is told to it. Blocks are
   // written in the background while the caller fills the next one. Where
-  // O_DIRECT is refused (tmpfs, some network file systems) writes stay buffered.
+  // O_DIRECT is refused (tmpfs before Linux 6.6, some network file systems)
+  // writes stay buffered.
   void start_direct() {
     may_write_direct_ = false;
     if (offset_ % kDirectAlignment != 0) return;  // flushed by hand: blocks no longer line up

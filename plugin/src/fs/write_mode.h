@@ -35,7 +35,7 @@ class WriteModeChooser {
   /// A file of `bytes` on `device` was written (`direct` or buffered) and
   /// fsynced `seconds` after its creation. Files under kMinTimedBytes are left out.
   void record(uint64_t device, const std::string& path, bool direct, uint64_t bytes, double seconds);
-  /// `device` refused O_DIRECT (e.g. tmpfs): its files stay buffered.
+  /// `device` refused O_DIRECT (e.g. tmpfs before Linux 6.6): its files stay buffered.
   void direct_refused(uint64_t device);
   /// Median MB/s of the files timed on `device` each way (0: none timed).
   double direct_mb_per_s(uint64_t device) const;

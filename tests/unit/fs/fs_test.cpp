@@ -146,7 +146,7 @@ class DirectIoFor {
 // Files bigger than the write buffer are written with O_DIRECT in 4 MiB
 // blocks, two in flight while a third is filled, or through the page cache
 // (as the WriteModeChooser says; always where the file system refuses
-// O_DIRECT, e.g. tmpfs). A flush in the middle, appends that straddle the
+// O_DIRECT, e.g. tmpfs before Linux 6.6). A flush in the middle, appends that straddle the
 // blocks and an unaligned tail all keep every byte in place, either way.
 TEST(PosixFileSystem, BigFilesRoundTripWithAndWithoutDirectWrites) {
   TempDir dir;
@@ -230,45 +230,63 @@ TEST(PosixFileSystem, BigReadsLeaveThePageCache) {
 
 // A big new file's time to its fsync is told to the chooser, by the way it
 // was written; one written through the page cache leaves none of its pages
-// there (they are clean after the fsync and dropped), as O_DIRECT would.
+// there (they are clean after the fsync and dropped), as O_DIRECT would. A
+// file system that refuses O_DIRECT (tmpfs before Linux 6.6) is marked as
+// refusing, and its files stay buffered.
 TEST(PosixFileSystem, BigFilesAreTimedForTheChooserAndLeaveThePageCache) {
   TempDir dir;
-  struct statfs where;
-  ASSERT_EQ(::statfs(dir.path().c_str(), &where), 0);
-  if (where.f_type == TMPFS_MAGIC) GTEST_SKIP() << "tmpfs refuses O_DIRECT and keeps every page";
-  struct stat st;
-  ASSERT_EQ(::stat(dir.path().c_str(), &st), 0);
-  const uint64_t device = st.st_dev;
+  std::vector<std::string> directories = {dir.path()};
+  if (access("/dev/shm", W_OK) == 0) directories.push_back("/dev/shm");
   const size_t size = WriteModeChooser::kMinTimedBytes + (1 << 20);
   const std::string chunk(1 << 20, 'x');
-  auto write_big = [&](const std::string& path) {
+  auto write = [&](const std::string& path, size_t bytes) {
     auto file = fs().create_exclusive(path);
-    for (size_t done = 0; done < size; done += chunk.size()) file->append(chunk.data(), chunk.size());
+    for (size_t done = 0; done < bytes; done += chunk.size()) file->append(chunk.data(), chunk.size());
     file->sync();
     file->close();
   };
-  write_mode_chooser().reset();
-  {
-    DirectIoFor way(DirectIo::kNever);
-    write_big(dir.file("buffered.bin"));
+  for (const auto& directory : directories) {
+    struct statfs kind;
+    ASSERT_EQ(::statfs(directory.c_str(), &kind), 0);
+    const bool tmpfs = kind.f_type == TMPFS_MAGIC;  // keeps every page
+    const std::string stem = directory + "/timed-" + std::to_string(::getpid());
+    const int probe = ::open((stem + "-probe").c_str(), O_WRONLY | O_CREAT, 0644);
+    ASSERT_GE(probe, 0) << directory;
+    const bool accepts_direct = ::fcntl(probe, F_SETFL, ::fcntl(probe, F_GETFL) | O_DIRECT) == 0;
+    ::close(probe);
+    ::unlink((stem + "-probe").c_str());
+    struct stat where;
+    ASSERT_EQ(::stat(directory.c_str(), &where), 0);
+    const uint64_t device = where.st_dev;
+    write_mode_chooser().reset();
+    {
+      DirectIoFor way(DirectIo::kNever);
+      write(stem + "-buffered.bin", size);
+    }
+    EXPECT_GT(write_mode_chooser().buffered_mb_per_s(device), 0) << directory;
+    EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device), 0) << directory;
+    if (!tmpfs) {
+      EXPECT_LT(cached_pages(stem + "-buffered.bin", size), size / 4096 / 10)
+          << "a big file written through the page cache stayed in it";
+    }
+    {
+      DirectIoFor way(DirectIo::kAlways);
+      write(stem + "-direct.bin", size);
+    }
+    if (accepts_direct) {
+      EXPECT_GT(write_mode_chooser().direct_mb_per_s(device), 0) << directory;
+    } else {
+      EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device), 0) << directory << " refused O_DIRECT";
+      EXPECT_FALSE(write_mode_chooser().use_direct(device)) << directory << ": its files stay buffered";
+    }
+    // A small one is not timed.
+    write_mode_chooser().reset();
+    write(stem + "-small.bin", 2 << 20);
+    EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device) + write_mode_chooser().buffered_mb_per_s(device),
+              0)
+        << directory;
+    for (const char* name : {"-buffered.bin", "-direct.bin", "-small.bin"}) fs().remove_file(stem + name);
   }
-  EXPECT_GT(write_mode_chooser().buffered_mb_per_s(device), 0);
-  EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device), 0);
-  EXPECT_LT(cached_pages(dir.file("buffered.bin"), size), size / 4096 / 10)
-      << "a big file written through the page cache stayed in it";
-  {
-    DirectIoFor way(DirectIo::kAlways);
-    write_big(dir.file("direct.bin"));
-  }
-  EXPECT_GT(write_mode_chooser().direct_mb_per_s(device), 0);
-  // A small one is not timed.
-  write_mode_chooser().reset();
-  auto small = fs().create_exclusive(dir.file("small.bin"));
-  small->append(chunk.data(), chunk.size());
-  small->append(chunk.data(), chunk.size());
-  small->sync();
-  small->close();
-  EXPECT_EQ(write_mode_chooser().direct_mb_per_s(device) + write_mode_chooser().buffered_mb_per_s(device), 0);
   write_mode_chooser().reset();
 }
 
