@@ -1,9 +1,9 @@
 #include <ATen/ops/empty.h>
-#include <c10/core/CPUAllocator.h>
 
 #include <functional>
 
 #include "autosnap/errors.h"
+#include "format/read_storage.h"
 #include "format/shard.h"
 #include "format/unpickler.h"
 #include "format/zip_reader.h"
@@ -68,8 +68,7 @@ c10::IValue parse_shard(ReadableFile& file, const c10::Device& device, bool chec
                             std::to_string(request.numel) + " elements of " + std::to_string(element_size) +
                             " bytes but the record is " + std::to_string(entry->size) + " bytes");
     }
-    c10::Storage storage(c10::Storage::use_byte_size_t(), static_cast<size_t>(entry->size),
-                         c10::GetCPUAllocator(), /*resizable=*/false);
+    c10::Storage storage = allocate_read_storage(static_cast<size_t>(entry->size));
     if (entry->size > 0) zip.read(*entry, storage.data(), check_crc);
     if (device.is_cpu()) return storage;
     // One copy per storage, so views that shared it on disk share it on the device.
