@@ -5,6 +5,7 @@
 #include <ATen/core/ivalue.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autosnap/export.h"
@@ -44,10 +45,22 @@ struct AUTOSNAP_API LoadStateDictResult {
 /// fits is copied, the rest is reported in the result.
 AUTOSNAP_API LoadStateDictResult load_state_dict(torch::nn::Module& module, const c10::IValue& state,
                                                  bool strict = true);
+/// The same for a value given up (`load_state_dict(m, load(path))`): where no
+/// one else holds it, a tensor alone on its storage becomes the storage of a
+/// parameter or buffer alone on its own, without a copy (as torch::load does);
+/// the rest is copied. A parameter that shares its storage (a view, a tied
+/// weight, a detached alias) is always copied into, so those stay in step.
+AUTOSNAP_API LoadStateDictResult load_state_dict(torch::nn::Module& module, c10::IValue&& state,
+                                                 bool strict = true);
 template <typename M>
 LoadStateDictResult load_state_dict(torch::nn::ModuleHolder<M>& module, const c10::IValue& state,
                                     bool strict = true) {
   return load_state_dict(static_cast<torch::nn::Module&>(*module), state, strict);
+}
+template <typename M>
+LoadStateDictResult load_state_dict(torch::nn::ModuleHolder<M>& module, c10::IValue&& state,
+                                    bool strict = true) {
+  return load_state_dict(static_cast<torch::nn::Module&>(*module), std::move(state), strict);
 }
 
 }  // namespace autosnap

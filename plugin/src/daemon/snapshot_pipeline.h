@@ -103,6 +103,9 @@ class SnapshotPipeline {
   /// After the writer stopped: removes the tmp dirs of snapshots abandoned
   /// because a rank stopped answering.
   void remove_abandoned();
+  /// Before a restore (nothing queued): the staging memory lets go of the live
+  /// storages, so the restore may install the storages it read in their place.
+  void forget_sources() { slots_.forget_sources(); }
   /// A restore installed `step` from `path`: it counts as the last committed.
   void resumed_from(int64_t step, const std::string& path);
 

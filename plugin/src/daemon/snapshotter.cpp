@@ -216,6 +216,8 @@ class ActiveSnapshotter final : public SnapshotterImpl {
     pipeline_.settle_overlap(/*commit=*/false);
     if (memory_pipeline_) memory_pipeline_->settle_overlap(/*commit=*/false);
     wait_until_finished();
+    pipeline_.forget_sources();
+    if (memory_pipeline_) memory_pipeline_->forget_sources();
     auto point = restorer_.restore_latest();
     drop_memory_snapshots_newer_than(point ? point->step : -1);
     if (!point) return std::nullopt;

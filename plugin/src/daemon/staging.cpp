@@ -376,6 +376,12 @@ void StagingArena::trim() {
   buffers_.resize(used_);
 }
 
+void StagingArena::forget_sources() {
+  last_staged_ = c10::IValue();
+  last_copies_.clear();
+  tensor_copies_.clear();
+}
+
 void StagingArena::release() {
   last_staged_ = c10::IValue();
   last_copies_.clear();

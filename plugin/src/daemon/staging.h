@@ -91,6 +91,10 @@ class StagingArena {
                     std::vector<StorageCopy>& copies);
   /// Frees buffers the last stage() did not use.
   void trim();
+  /// Lets go of the live storages the last result was copied from (its
+  /// buffers stay; the next stage() builds the result again in them), so a
+  /// restore may install new storages in their place.
+  void forget_sources();
   /// Frees every buffer.
   void release();
 

@@ -57,6 +57,11 @@ c10::IValue StagingSlots::stage(int slot, const c10::IValue& live, const StepOnl
   return staged;
 }
 
+void StagingSlots::forget_sources() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& slot : slots_) slot.arena.forget_sources();
+}
+
 uint64_t StagingSlots::bytes() const {
   std::lock_guard<std::mutex> lock(mutex_);
   uint64_t total = 0;

@@ -37,6 +37,9 @@ class StagingSlots {
   c10::IValue stage(int slot, const c10::IValue& live, const StepOnlyStorages& step_only,
                     std::vector<StorageCopy>& copies);
 
+  /// StagingArena::forget_sources() for every slot (none may be busy).
+  void forget_sources();
+
   uint64_t bytes() const;       ///< held by all slots now
   int64_t allocations() const;  ///< buffers allocated since the start
 

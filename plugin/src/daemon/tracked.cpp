@@ -49,8 +49,14 @@ class ModuleState final : public TrackedState {
   int64_t step_only_generation() const override { return captured_.rebuilds(); }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
-    return state::prepare_tensor_copies(state::named_state(module_), saved, strict,
-                                        "'" + name + "' (" + kind() + ")", result);
+    state::Commit install = state::prepare_tensor_copies(state::live_state(module_), saved, strict,
+                                                         "'" + name + "' (" + kind() + ")", result,
+                                                         /*may_alias=*/true);
+    // The capture's aliases of the live storages would keep the read ones from being installed.
+    return [this, install] {
+      captured_.forget();
+      install();
+    };
   }
 
  private:

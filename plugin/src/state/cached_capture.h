@@ -35,6 +35,8 @@ class ModuleCapture {
   int64_t rebuilds() const { return rebuilds_; }
   /// The storages of the parameters (not buffers) met by the last capture().
   void parameter_storages(std::unordered_set<const void*>& out) const;
+  /// Drops the last capture (and its aliases of the live storages).
+  void forget();
 
  private:
   bool unchanged() const;

@@ -26,11 +26,16 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 /// parameters, own buffers, then each child), detached, without copies.
 NamedTensors named_state(const torch::nn::Module& module);
 
+/// The same tensors themselves (not detached), for restores into them.
+NamedTensors live_state(const torch::nn::Module& module);
+
 /// Checks `saved` (name -> tensor dict) against `live`. Fills `result`; with
 /// `strict` any problem throws StateMismatch whose text is
-/// result.message(owner). The commit copies every entry that fits.
+/// result.message(owner). The commit copies every entry that fits; with
+/// `may_alias` (no one else holds `saved`) a saved tensor alone on its storage
+/// becomes the storage of a live tensor alone on its own instead (no copy).
 Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict,
-                             const std::string& owner, LoadStateDictResult& result);
+                             const std::string& owner, LoadStateDictResult& result, bool may_alias = false);
 
 /// Converts and checks a Python-layout optimizer state; the commit installs it.
 /// With `may_alias` (`saved` is a freshly read shard no one else holds) its

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <sstream>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -37,13 +38,44 @@ void walk(const torch::nn::Module& module, OnTensor&& on_tensor, OnChild&& on_ch
   for (const auto& child : module.named_children()) on_child(child.key(), *child.value());
 }
 
-void collect(const torch::nn::Module& module, const std::string& prefix, NamedTensors& out) {
+void collect(const torch::nn::Module& module, const std::string& prefix, bool detach, NamedTensors& out) {
   walk(
       module,
-      [&](const std::string& key, const at::Tensor& t, bool) { out.emplace_back(prefix + key, t.detach()); },
+      [&](const std::string& key, const at::Tensor& t, bool) {
+        out.emplace_back(prefix + key, detach ? t.detach() : t);
+      },
       [&](const std::string& name, const torch::nn::Module& child) {
-        collect(child, prefix + name + ".", out);
+        collect(child, prefix + name + ".", detach, out);
       });
+}
+
+// A tensor that is its storage: contiguous from the storage's first byte to
+// its last, so installing another storage changes no other view of it.
+bool fills_its_storage(const at::Tensor& t) {
+  return t.has_storage() && t.storage_offset() == 0 && t.is_contiguous() &&
+         t.storage().nbytes() == t.nbytes();
+}
+
+// Whether a freshly read `source` may become `destination`'s storage without a
+// copy, as torch::load does: `source` is the only tensor on its storage and is
+// held by nothing but the value being restored (checked when prepared), and
+// no other tensor shares `destination`'s storage (a view, a tied weight, an
+// alias someone detached), so nothing but `destination` sees the swap.
+bool may_install(const at::Tensor& destination, const at::Tensor& source) {
+  return fills_its_storage(destination) && destination.storage().use_count() == 1 &&
+         destination.device() == source.device() && destination.strides() == source.strides() &&
+         !destination.is_conj() && !destination.is_neg();
+}
+
+// Holders that reading a dict entry adds: none where c10::Dict hands out its
+// values by reference (LibTorch 1.13), one where it copies them.
+constexpr size_t kReaderHolders =
+    std::is_reference_v<decltype(std::declval<c10::impl::GenericDict&>().begin()->value())> ? 0 : 1;
+
+// `source` is read from a dict entry (as prepare_tensor_copies reads it).
+bool may_lend(const at::Tensor& source) {
+  return source.use_count() == 1 + kReaderHolders && fills_its_storage(source) &&
+         source.storage().use_count() == 1 && !source.is_conj() && !source.is_neg();
 }
 
 // Whether `alias` (detached from `live` earlier) still shows what a new
@@ -94,8 +126,22 @@ std::string shape_text(at::IntArrayRef sizes) {
 
 NamedTensors named_state(const torch::nn::Module& module) {
   NamedTensors out;
-  collect(module, "", out);
+  collect(module, "", /*detach=*/true, out);
   return out;
+}
+
+NamedTensors live_state(const torch::nn::Module& module) {
+  NamedTensors out;
+  collect(module, "", /*detach=*/false, out);
+  return out;
+}
+
+void ModuleCapture::forget() {
+  live_.clear();
+  detached_.clear();
+  parameter_.clear();
+  children_.clear();
+  dict_ = c10::IValue();
 }
 
 bool ModuleCapture::unchanged() const {
@@ -106,10 +152,7 @@ bool ModuleCapture::unchanged() const {
 c10::IValue ModuleCapture::capture() {
   if (!dict_.isNone() && unchanged()) return dict_;
   ++rebuilds_;
-  live_.clear();
-  detached_.clear();
-  parameter_.clear();
-  children_.clear();
+  forget();
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
   std::function<void(const torch::nn::Module&, const std::string&)> add = [&](const torch::nn::Module& module,
                                                                               const std::string& prefix) {
@@ -138,14 +181,19 @@ void ModuleCapture::parameter_storages(std::unordered_set<const void*>& out) con
 }
 
 Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved, bool strict,
-                             const std::string& owner, LoadStateDictResult& result) {
+                             const std::string& owner, LoadStateDictResult& result, bool may_alias) {
   if (!saved.isGenericDict()) {
     throw StateMismatch("state for " + owner + " should be a dict of name -> tensor, got a " +
                         saved.tagKind());
   }
   std::unordered_map<std::string, const at::Tensor*> by_name;
   for (const auto& [name, tensor] : live) by_name.emplace(name, &tensor);
-  auto copies = std::make_shared<std::vector<std::pair<at::Tensor, at::Tensor>>>();  // (destination, source)
+  struct TensorCopy {
+    at::Tensor destination;
+    at::Tensor source;
+    bool lent;  // the source may become the destination's storage
+  };
+  auto copies = std::make_shared<std::vector<TensorCopy>>();
   std::unordered_set<std::string> seen;
 
   for (const auto& entry : saved.toGenericDict()) {
@@ -182,7 +230,8 @@ Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved,
                                   std::string(c10::toString(destination.scalar_type())) + ".");
       continue;
     }
-    copies->emplace_back(destination, source);
+    const bool lent = may_alias && may_lend(source);  // before the copy below holds it too
+    copies->push_back({destination, source, lent});
   }
   for (const auto& [name, tensor] : live) {
     if (!seen.count(name)) result.missing_keys.push_back(name);
@@ -190,7 +239,13 @@ Commit prepare_tensor_copies(const NamedTensors& live, const c10::IValue& saved,
   if (strict && !result.ok()) throw StateMismatch(result.message(owner));
   return [copies] {
     torch::NoGradGuard no_grad;
-    for (auto& [destination, source] : *copies) destination.copy_(source);
+    for (auto& copy : *copies) {
+      if (copy.lent && may_install(copy.destination, copy.source)) {
+        copy.destination.set_(copy.source);
+      } else {
+        copy.destination.copy_(copy.source);
+      }
+    }
   };
 }
 
@@ -224,7 +279,16 @@ std::string LoadStateDictResult::message(const std::string& module_name) const {
 
 LoadStateDictResult load_state_dict(torch::nn::Module& module, const c10::IValue& state, bool strict) {
   LoadStateDictResult result;
-  state::prepare_tensor_copies(state::named_state(module), state, strict, module.name(), result)();
+  state::prepare_tensor_copies(state::live_state(module), state, strict, module.name(), result)();
+  return result;
+}
+
+LoadStateDictResult load_state_dict(torch::nn::Module& module, c10::IValue&& state, bool strict) {
+  const c10::IValue owned = std::move(state);
+  // A dict someone else still holds keeps its tensors to itself.
+  const bool may_alias = owned.use_count() == 1;
+  LoadStateDictResult result;
+  state::prepare_tensor_copies(state::live_state(module), owned, strict, module.name(), result, may_alias)();
   return result;
 }
 

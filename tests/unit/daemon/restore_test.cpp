@@ -94,6 +94,42 @@ TEST(Snapshotter, RestoreBringsBackEverythingTracked) {
   EXPECT_EQ(count_events(dir.path(), "restored"), 1);
 }
 
+// As torch::load does, a restore installs the storages it read instead of
+// copying them, unless another tensor shares the live one's storage: then it
+// copies, so that tensor sees the restored values too.
+TEST(Snapshotter, RestoreInstallsTheReadStoragesWhereNothingElseSharesTheLiveOnes) {
+  TempDir dir;
+  Model model;
+  torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(0.5));
+  model.set_all(2);
+  Snapshotter snap(make_config(dir.path(), "triggers: {every_steps: 1, on_train_end: false}\n"));
+  snap.track("model", model);
+  snap.track("optimizer", optimizer);
+  snap.on_step_end(0);  // the capture now holds aliases of the live storages
+  snap.wait_until_finished();
+  model.set_all(7);
+  const at::Tensor bias_alias = model.bias.detach();  // the user's own alias
+  const void* weight_before = model.weight.data_ptr();
+  const void* bias_before = model.bias.data_ptr();
+
+  ASSERT_TRUE(snap.restore_latest());
+  EXPECT_NE(model.weight.data_ptr(), weight_before) << "the weight's read storage should have been installed";
+  EXPECT_EQ(model.bias.data_ptr(), bias_before) << "the bias is shared with an alias: copied into";
+  EXPECT_TRUE(torch::all(model.weight == 2).item<bool>());
+  EXPECT_TRUE(torch::all(bias_alias == 2).item<bool>());
+  EXPECT_TRUE(model.weight.requires_grad());
+
+  // The optimizer steps the installed storage, and the next snapshot holds what it did.
+  model.weight.mutable_grad() = torch::ones_like(model.weight);
+  model.bias.mutable_grad() = torch::ones_like(model.bias);
+  optimizer.step();
+  EXPECT_TRUE(torch::all(model.weight == 1.5).item<bool>());
+  snap.on_step_end(1);
+  snap.wait_until_finished();
+  const auto saved = testing::read_entry(dir.path(), 1, "model").toGenericDict();
+  EXPECT_TRUE(torch::all(saved.at("weight").toTensor() == 1.5).item<bool>());
+}
+
 TEST(Snapshotter, RestoreFallsBackPastACorruptSnapshot) {
   TempDir dir;
   int64_t value = 0;

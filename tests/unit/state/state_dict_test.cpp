@@ -52,6 +52,94 @@ TEST(StateDict, RoundTripThroughAFile) {
   EXPECT_EQ(testing::describe_difference(state_dict(*other), state_dict(*net)), "");
 }
 
+// A Net whose parameters all differ from testing::Net's.
+testing::Net filled_net() {
+  testing::Net net;
+  torch::NoGradGuard no_grad;
+  for (auto& p : net->parameters()) p.fill_(-1);
+  return net;
+}
+
+TEST(StateDict, AValueGivenUpBecomesTheModulesStorageWithoutACopy) {
+  testing::TempDir dir;
+  testing::Net net;
+  save(state_dict(*net), dir.file("model.pt"));
+  testing::Net other = filled_net();
+  const at::Tensor held = other->fc1->weight;  // as an optimizer holds it
+  const void* before = other->fc1->weight.data_ptr();
+
+  EXPECT_TRUE(load_state_dict(*other, load(dir.file("model.pt"))).ok());
+  EXPECT_NE(other->fc1->weight.data_ptr(), before) << "the loaded storage should have been installed";
+  EXPECT_EQ(held.data_ptr(), other->fc1->weight.data_ptr()) << "the same tensor, now on the loaded storage";
+  EXPECT_TRUE(other->fc1->weight.requires_grad());
+  EXPECT_TRUE(other->fc1->weight.is_leaf());
+  EXPECT_EQ(testing::describe_difference(state_dict(*other), state_dict(*net)), "");
+}
+
+TEST(StateDict, AValueStillHeldIsCopiedSoItDoesNotAliasTheModule) {
+  testing::TempDir dir;
+  testing::Net net;
+  save(state_dict(*net), dir.file("model.pt"));
+  testing::Net other = filled_net();
+  const void* before = other->fc1->weight.data_ptr();
+  const c10::IValue loaded = load(dir.file("model.pt"));
+
+  EXPECT_TRUE(load_state_dict(*other, loaded).ok());
+  EXPECT_EQ(other->fc1->weight.data_ptr(), before);
+  // Given up, but still held elsewhere: copied too.
+  c10::IValue also_held = loaded;
+  testing::Net third = filled_net();
+  const void* third_before = third->fc1->weight.data_ptr();
+  EXPECT_TRUE(load_state_dict(*third, std::move(also_held)).ok());
+  EXPECT_EQ(third->fc1->weight.data_ptr(), third_before);
+  {
+    torch::NoGradGuard no_grad;
+    other->fc1->weight.add_(1);
+    third->fc1->weight.add_(1);
+  }
+  EXPECT_TRUE(torch::equal(loaded.toGenericDict().at("fc1.weight").toTensor(), net->fc1->weight));
+}
+
+TEST(StateDict, ATensorHeldOutOfAGivenUpValueIsCopied) {
+  testing::TempDir dir;
+  testing::Net net;
+  save(state_dict(*net), dir.file("model.pt"));
+  c10::IValue loaded = load(dir.file("model.pt"));
+  const at::Tensor kept = loaded.toGenericDict().at("fc2.weight").toTensor();
+  testing::Net other = filled_net();
+  const void* fc2_before = other->fc2->weight.data_ptr();
+  const void* fc1_before = other->fc1->weight.data_ptr();
+
+  EXPECT_TRUE(load_state_dict(*other, std::move(loaded)).ok());
+  EXPECT_EQ(other->fc2->weight.data_ptr(), fc2_before) << "fc2.weight is still held: it must be copied";
+  EXPECT_NE(other->fc1->weight.data_ptr(), fc1_before);
+  EXPECT_TRUE(torch::equal(other->fc2->weight, kept));
+}
+
+TEST(StateDict, ParametersSharingTheirStorageAreCopiedIntoSoTheirAliasesStayInStep) {
+  testing::TempDir dir;
+  testing::Net net;
+  save(state_dict(*net), dir.file("model.pt"));
+  testing::Net other = filled_net();
+  const at::Tensor alias = other->fc1->weight.detach();  // e.g. a user's view or a tied weight
+  {
+    // fc2.weight becomes a view into a bigger buffer (a flat parameter buffer).
+    torch::NoGradGuard no_grad;
+    at::Tensor flat = torch::full({100}, -1.0);
+    other->fc2->weight.set_(flat.storage(), 10, other->fc2->weight.sizes(), other->fc2->weight.strides());
+  }
+
+  EXPECT_TRUE(load_state_dict(*other, load(dir.file("model.pt"))).ok());
+  EXPECT_EQ(alias.data_ptr(), other->fc1->weight.data_ptr());
+  EXPECT_TRUE(torch::equal(alias, net->fc1->weight));
+  // Nothing else holds the flat buffer here: its offset alone keeps it.
+  EXPECT_EQ(other->fc2->weight.storage_offset(), 10);
+  EXPECT_EQ(other->fc2->weight.storage().nbytes(), 100 * sizeof(float));
+  for (const auto& item : state_dict(*net)) {
+    EXPECT_TRUE(torch::equal(state_dict(*other).at(item.key()), item.value())) << item.key();
+  }
+}
+
 TEST(StateDict, StrictListsEveryProblemAndCopiesNothing) {
   testing::Net net;
   auto saved = dict();
