@@ -33,6 +33,10 @@ AUTOSNAP_API c10::impl::GenericDict optimizer_state_dict(const torch::optim::Opt
 /// missing keys, options LibTorch lacks such as maximize=True) throws
 /// StateMismatch naming the entry.
 AUTOSNAP_API void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, const c10::IValue& state);
+/// The same for a value given up (`load_optimizer_state_dict(opt, take(loaded,
+/// "optimizer_state_dict"))`): where no one else holds it, its state tensors
+/// that fit (device, dtype) become the optimizer's without a copy.
+AUTOSNAP_API void load_optimizer_state_dict(torch::optim::Optimizer& optimizer, c10::IValue&& state);
 
 /// "SGD", "Adam", ... for a supported optimizer; throws otherwise.
 AUTOSNAP_API std::string optimizer_type_name(const torch::optim::Optimizer& optimizer);

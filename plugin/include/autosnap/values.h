@@ -30,5 +30,10 @@ AUTOSNAP_API c10::IValue tuple(std::initializer_list<c10::IValue> items);
 /// `value[key]` of a str-keyed dict; throws autosnap::Error naming the key
 /// (and the keys present) when it is missing or `value` is not a dict.
 AUTOSNAP_API const c10::IValue& dict_at(const c10::IValue& value, const std::string& key);
+/// Removes `key` from a str-keyed dict and returns its value (errors as
+/// dict_at). Gives up part of a loaded checkpoint, so that its tensors are
+/// installed instead of copied:
+///   autosnap::load_state_dict(model, autosnap::take(loaded, "model_state_dict"));
+AUTOSNAP_API c10::IValue take(c10::IValue& value, const std::string& key);
 
 }  // namespace autosnap

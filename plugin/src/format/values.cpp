@@ -35,4 +35,10 @@ const c10::IValue& dict_at(const c10::IValue& value, const std::string& key) {
   return it->value();
 }
 
+c10::IValue take(c10::IValue& value, const std::string& key) {
+  c10::IValue taken = dict_at(value, key);
+  static_cast<void>(value.toGenericDict().erase(key));
+  return taken;
+}
+
 }  // namespace autosnap

@@ -83,11 +83,13 @@ class Reader {
   at::Tensor cast_like(const at::Tensor& t, const at::Tensor& param, const std::string& key = "") const {
     const auto dtype =
         t.is_floating_point() && param.is_floating_point() ? param.scalar_type() : t.scalar_type();
-    if (!targets_.may_alias) {
+    // Only a tensor the saved dict alone holds (read in place from it) may become live state.
+    const bool alias = targets_.may_alias && t.use_count() == 1;
+    if (!alias) {
       at::Tensor reused = reusable(key, t, param.device(), dtype);
       if (reused.defined()) return reused;
     }
-    return t.to(param.device(), dtype, /*non_blocking=*/false, /*copy=*/!targets_.may_alias);
+    return t.to(param.device(), dtype, /*non_blocking=*/false, /*copy=*/!alias);
   }
   at::Tensor tensor(const std::string& key, const at::Tensor& param, bool optional = false) const {
     if (optional && (!has(key) || get(key).isNone())) return {};
@@ -741,6 +743,12 @@ Commit prepare_optimizer_restore(Optimizer& optimizer, const IValue& value, bool
 void load_optimizer_state_dict(Optimizer& optimizer, const IValue& value) {
   // Python's load_state_dict copies too: the caller's dict stays its own.
   state::prepare_optimizer_restore(optimizer, value, /*may_alias=*/false)();
+}
+
+void load_optimizer_state_dict(Optimizer& optimizer, IValue&& value) {
+  const IValue owned = std::move(value);
+  // A dict someone else still holds keeps its tensors to itself.
+  state::prepare_optimizer_restore(optimizer, owned, /*may_alias=*/owned.use_count() == 1)();
 }
 
 }  // namespace autosnap

@@ -282,6 +282,51 @@ TEST(OptimizerState, LoadFillsTheLiveStateMemoryAndKeepsTheDictItsOwn) {
       << "the optimizer does not alias the loaded dict";
 }
 
+TEST(OptimizerState, AValueGivenUpLendsItsStateTensorsUnlessOneIsHeld) {
+  TempDir dir;
+  MLP source;
+  auto trained = make_optimizer("Adam", source->parameters());
+  train(source, *trained, 3);
+  save(dict({{"optimizer", optimizer_state_dict(*trained)}}), dir.file("checkpoint.pt"));
+
+  MLP model;
+  auto adam = make_optimizer("Adam", model->parameters());
+  auto state_tensor = [&](const c10::IValue& optimizer_state, int64_t id, const std::string& key) {
+    return dict_at(dict_at(optimizer_state, "state").toGenericDict().at(id), key).toTensor();
+  };
+  c10::IValue loaded = load(dir.file("checkpoint.pt"));
+  const void* read_memory = state_tensor(dict_at(loaded, "optimizer"), 0, "exp_avg").data_ptr();
+  const at::Tensor kept =
+      state_tensor(dict_at(loaded, "optimizer"), 1, "exp_avg");  // the user keeps this one
+
+  load_optimizer_state_dict(*adam, take(loaded, "optimizer"));
+  EXPECT_FALSE(loaded.toGenericDict().contains("optimizer"));
+  const auto live = optimizer_state_dict(*adam);
+  EXPECT_EQ(state_tensor(live, 0, "exp_avg").data_ptr(), read_memory) << "given up: no copy";
+  EXPECT_NE(state_tensor(live, 1, "exp_avg").data_ptr(), kept.data_ptr()) << "still held: copied";
+  const auto expected = optimizer_state_dict(*trained);
+  for (int64_t id = 0; id < 4; ++id) {
+    for (const std::string key : {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}) {
+      EXPECT_TRUE(torch::equal(state_tensor(live, id, key), state_tensor(expected, id, key)))
+          << id << " " << key;
+    }
+  }
+  train(model, *adam, 1);  // the lent tensors are the optimizer's to update
+  EXPECT_FALSE(torch::equal(state_tensor(optimizer_state_dict(*adam), 0, "exp_avg"),
+                            state_tensor(expected, 0, "exp_avg")));
+}
+
+TEST(OptimizerState, TakeNamesAMissingKey) {
+  c10::IValue value = dict({{"model", 1}});
+  EXPECT_EQ(take(value, "model").toInt(), 1);
+  try {
+    take(value, "model");
+    FAIL() << "no error for a key already taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("key 'model' is missing"), std::string::npos) << e.what();
+  }
+}
+
 TEST(OptimizerState, MismatchesAreExplainedAndChangeNothing) {
   MLP model;
   auto adam = make_optimizer("Adam", model->parameters());
