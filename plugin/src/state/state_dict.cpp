@@ -50,10 +50,11 @@ void collect(const torch::nn::Module& module, const std::string& prefix, bool de
 }
 
 // A tensor that is its storage: contiguous from the storage's first byte to
-// its last, so installing another storage changes no other view of it.
+// its last, with no lazy conjugate or negation, so installing another storage
+// changes no other view of it and the bytes mean the same on either side.
 bool fills_its_storage(const at::Tensor& t) {
   return t.has_storage() && t.storage_offset() == 0 && t.is_contiguous() &&
-         t.storage().nbytes() == t.nbytes();
+         t.storage().nbytes() == t.nbytes() && !t.is_conj() && !t.is_neg();
 }
 
 // Whether a freshly read `source` may become `destination`'s storage without a
@@ -63,19 +64,17 @@ bool fills_its_storage(const at::Tensor& t) {
 // alias someone detached), so nothing but `destination` sees the swap.
 bool may_install(const at::Tensor& destination, const at::Tensor& source) {
   return fills_its_storage(destination) && destination.storage().use_count() == 1 &&
-         destination.device() == source.device() && destination.strides() == source.strides() &&
-         !destination.is_conj() && !destination.is_neg();
+         destination.device() == source.device() && destination.strides() == source.strides();
 }
 
-// Holders that reading a dict entry adds: none where c10::Dict hands out its
-// values by reference (LibTorch 1.13), one where it copies them.
-constexpr size_t kReaderHolders =
-    std::is_reference_v<decltype(std::declval<c10::impl::GenericDict&>().begin()->value())> ? 0 : 1;
+// may_lend counts the holders of a tensor read in place from a dict entry: a
+// c10::Dict that handed out copies would add one.
+static_assert(std::is_reference_v<decltype(std::declval<c10::impl::GenericDict&>().begin()->value())>,
+              "c10::Dict entries are expected to be read by reference");
 
-// `source` is read from a dict entry (as prepare_tensor_copies reads it).
+// `source`, read in place from a dict entry, is held by that entry alone.
 bool may_lend(const at::Tensor& source) {
-  return source.use_count() == 1 + kReaderHolders && fills_its_storage(source) &&
-         source.storage().use_count() == 1 && !source.is_conj() && !source.is_neg();
+  return source.use_count() == 1 && fills_its_storage(source) && source.storage().use_count() == 1;
 }
 
 // Whether `alias` (detached from `live` earlier) still shows what a new
