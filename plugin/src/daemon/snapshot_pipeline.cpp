@@ -139,23 +139,25 @@ std::shared_ptr<SnapshotJob> SnapshotPipeline::stage(int64_t step, const std::st
 
 void SnapshotPipeline::copy_into_slot(const std::shared_ptr<SnapshotJob>& job,
                                       const c10::impl::GenericDict& shard, bool count_bytes) {
-  std::vector<StorageCopy> copies;
   const StepOnlyStorages step_only =
       overlap_ ? StepOnlyStorages([&](auto& out) { tracked_.step_only_storages(shard, out); },
                                   tracked_.step_only_generation())
                : StepOnlyStorages();
-  job->value = slots_.stage(job->slot, shard, step_only, copies);
+  StableContainers stable;
+  tracked_.stable_containers(shard, stable);
+  job->value = slots_.stage(job->slot, shard, step_only, stable);
+  // The slot's own list: the job holds the slot until it is written, and the
+  // copies are run from it without a copy of thousands of entries.
+  const std::vector<StorageCopy>& copies = slots_.copies(job->slot);
   if (count_bytes) {
-    for (const auto& copy : copies) job->bytes += copy.source.nbytes();
+    for (const auto& copy : copies) job->bytes += copy.bytes;
   }
   if (!overlap_) {
     perform_copies(copies);
     return;
   }
-  std::vector<StorageCopy> now, later;
-  for (auto& copy : copies) (copy.deferrable ? later : now).push_back(std::move(copy));
-  perform_copies(now);
-  job->deferred = std::make_shared<DeferredCopies>(std::move(later));
+  perform_copies(copies, CopySelection::kNotDeferrable);
+  job->deferred = std::make_shared<DeferredCopies>(copies);
   job->gate = std::make_shared<CommitGate>();
   boost::asio::post(background_.io(), [deferred = job->deferred] {
     try {

@@ -55,61 +55,85 @@ void for_each_tensor(const c10::IValue& v, const F& f) {
 
 }  // namespace
 
-void perform_copies(const std::vector<StorageCopy>& copies) {
-  // Host copies, cut into pieces that the threads share: one core's memcpy is
-  // well below what the memory can do, and the training thread waits for it.
-  struct Piece {
-    char* destination;
-    const char* source;
-    size_t size;
+void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which) {
+  auto selected = [which](const StorageCopy& copy) {
+    return copy.bytes > 0 &&
+           (which == CopySelection::kAll || copy.deferrable == (which == CopySelection::kDeferrable));
   };
-  constexpr size_t kPiece = 4 << 20;
-  std::vector<Piece> pieces;
-  size_t total = 0;
+  // Host copies are cut into runs of about kRun bytes that the threads share
+  // (one core's memcpy is well below what the memory can do, and the training
+  // thread waits for it): whole small copies [first, last), or one part of a
+  // big one. Listing them reads only the copies themselves.
+  constexpr size_t kRun = 4 << 20;
+  struct Run {
+    size_t first, last;
+    size_t offset = 0, size = 0;  // size 0: the whole copies
+  };
+  std::vector<Run> runs;
+  size_t total = 0, open_bytes = 0;
   std::exception_ptr error;  // the copies before a failing one are still made
-  try {
-    for (const auto& copy : copies) {
-      const size_t size = copy.source.nbytes();
-      if (size == 0) continue;
-      if (!copy.source.device().is_cpu()) {
+  for (size_t i = 0; i < copies.size(); ++i) {
+    const StorageCopy& copy = copies[i];
+    if (!selected(copy)) continue;
+    if (!copy.host) {
+      try {
         copy.destination.copy_(bytes_of(copy.source));  // device -> pinned host
-        continue;
+      } catch (...) {
+        if (!error) error = std::current_exception();
       }
-      auto* destination = static_cast<char*>(copy.destination.data_ptr());
-      const auto* source = static_cast<const char*>(copy.source.data());
-      for (size_t done = 0; done < size; done += kPiece) {
-        pieces.push_back({destination + done, source + done, std::min(kPiece, size - done)});
-      }
-      total += size;
+      continue;
     }
-  } catch (...) {
-    error = std::current_exception();
-  }
-  const size_t threads = std::min<size_t>({kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()),
-                                           total / kMinBytesPerCopyThread + 1});
-  // The threads take runs of pieces of about kPiece bytes: one atomic step per
-  // run, not per small tensor.
-  std::vector<size_t> runs{0};
-  size_t run_bytes = 0;
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    run_bytes += pieces[i].size;
-    if (run_bytes >= kPiece || i + 1 == pieces.size()) {
-      runs.push_back(i + 1);
-      run_bytes = 0;
+    total += copy.bytes;
+    if (copy.bytes >= kRun) {
+      for (size_t offset = 0; offset < copy.bytes; offset += kRun)
+        runs.push_back({i, i + 1, offset, std::min(kRun, copy.bytes - offset)});
+      open_bytes = 0;
+      continue;
     }
+    if (open_bytes == 0) runs.push_back({i, i + 1});
+    runs.back().last = i + 1;
+    open_bytes += copy.bytes;
+    if (open_bytes >= kRun) open_bytes = 0;
   }
+  // The source is read now, not when listed: a storage's bytes may have moved
+  // since it was staged (resized); at most the staged size is copied.
+  auto copy_part = [](const StorageCopy& copy, size_t offset, size_t size) {
+    const size_t now = copy.source.nbytes();
+    if (offset >= now) return;
+    std::memcpy(static_cast<char*>(copy.into) + offset, static_cast<const char*>(copy.source.data()) + offset,
+                std::min(size, now - offset));
+  };
   std::atomic<size_t> next{0};
   auto work = [&] {
-    for (size_t run = next++; run + 1 < runs.size(); run = next++) {
-      for (size_t i = runs[run]; i < runs[run + 1]; ++i)
-        std::memcpy(pieces[i].destination, pieces[i].source, pieces[i].size);
+    for (size_t r = next++; r < runs.size(); r = next++) {
+      const Run& run = runs[r];
+      if (run.size > 0) {
+        copy_part(copies[run.first], run.offset, run.size);
+        continue;
+      }
+      for (size_t i = run.first; i < run.last; ++i) {
+        if (selected(copies[i]) && copies[i].host) copy_part(copies[i], 0, copies[i].bytes);
+      }
     }
   };
+  const size_t threads = std::min<size_t>({kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()),
+                                           total / kMinBytesPerCopyThread + 1, runs.size()});
   std::vector<std::thread> helpers;
   for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
   work();
   for (auto& helper : helpers) helper.join();
   if (error) std::rethrow_exception(error);
+}
+
+void StableContainers::add(const c10::IValue& container, int64_t generation) {
+  containers_.emplace_back(container.internalToPointer(), generation);
+}
+
+const int64_t* StableContainers::generation_of(const c10::IValue& container) const {
+  for (const auto& [pointer, generation] : containers_) {
+    if (pointer == container.internalToPointer()) return &generation;
+  }
+  return nullptr;
 }
 
 bool StepOnlyStorages::contains(const void* storage) const {
@@ -152,9 +176,9 @@ struct StagingArena::PathLink {
 };
 
 c10::IValue StagingArena::stage(const c10::IValue& live, const StepOnlyStorages& step_only,
-                                std::vector<StorageCopy>& copies) {
+                                const StableContainers& stable) {
   step_only_ = &step_only;
-  copies_ = &copies;
+  stable_ = &stable;
   // Whether the reuse walk may keep the copies' flags; the result, reused or built, has this call's.
   flags_current_ =
       step_only.generation() != StepOnlyStorages::kUnknown && step_only.generation() == flags_generation_;
@@ -165,20 +189,19 @@ c10::IValue StagingArena::stage(const c10::IValue& live, const StepOnlyStorages&
     if (same_layout(live, last_staged_) && tensors_met_ == tensor_copies_.size() &&
         (!sources_replaced_ || sources_distinct())) {
       ++reuses_;
-      copies.insert(copies.end(), last_copies_.begin(), last_copies_.end());
       return last_staged_;
     }
   }
   // A new layout: build it all again.
   last_staged_ = c10::IValue();
+  copies_.clear();
   tensor_copies_.clear();
+  stable_records_.clear();
   used_ = 0;
   staged_storages_.clear();
   staged_storages_.reserve(buffers_.size());
-  first_copy_ = copies.size();
   c10::IValue staged = stage_value(live, nullptr);
   staged_storages_.clear();
-  last_copies_.assign(copies.begin() + static_cast<std::ptrdiff_t>(first_copy_), copies.end());
   last_staged_ = staged;
   return staged;
 }
@@ -207,8 +230,8 @@ bool same_plain(const c10::IValue& a, const c10::IValue& b) {
 bool StagingArena::sources_distinct() const {
   // Storages shared where they were not (two copies from one storage) change what torch.save records.
   std::vector<const void*> sources;
-  sources.reserve(last_copies_.size());
-  for (const auto& copy : last_copies_) sources.push_back(copy.source.unsafeGetStorageImpl());
+  sources.reserve(copies_.size());
+  for (const auto& copy : copies_) sources.push_back(copy.source.unsafeGetStorageImpl());
   std::sort(sources.begin(), sources.end());
   return std::adjacent_find(sources.begin(), sources.end()) == sources.end();
 }
@@ -218,11 +241,10 @@ bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged)
   if (tensors_met_ >= tensor_copies_.size() || !live.has_storage() || live.layout() != at::kStrided)
     return false;
   const auto [index, first] = tensor_copies_[tensors_met_++];
-  StorageCopy& copy = last_copies_[index];
+  StorageCopy& copy = copies_[index];
   const c10::Storage& storage = live.storage();
-  if (storage.nbytes() != static_cast<size_t>(copy.destination.numel()) || live.dtype() != staged.dtype() ||
-      live.sizes() != staged.sizes() || live.strides() != staged.strides() ||
-      live.storage_offset() != staged.storage_offset()) {
+  if (storage.nbytes() != copy.bytes || live.dtype() != staged.dtype() || live.sizes() != staged.sizes() ||
+      live.strides() != staged.strides() || live.storage_offset() != staged.storage_offset()) {
     return false;
   }
   if (storage.unsafeGetStorageImpl() != copy.source.unsafeGetStorageImpl()) {
@@ -243,26 +265,58 @@ bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged)
 }
 
 // `staged` is const as an IValue only: its dicts and lists are handles that are updated in place.
+bool StagingArena::same_dict(const c10::IValue& live, const c10::IValue& staged) {
+  if (!staged.isGenericDict()) return false;
+  const int64_t* generation = stable_->generation_of(live);
+  if (generation) {
+    for (const auto& record : stable_records_) {
+      if (record.staged != staged.internalToPointer()) continue;
+      if (record.live.isSameIdentity(live) && record.generation == *generation &&
+          record.first_tensor == tensors_met_) {
+        for (size_t i = 0; i < record.live_tensors.size(); ++i) {
+          if (!same_tensor(record.live_tensors[i], record.staged_tensors[i])) return false;
+        }
+        ++stable_skips_;
+        return true;
+      }
+      break;
+    }
+  }
+  const size_t first_tensor = tensors_met_;
+  const auto from = live.toGenericDict();
+  auto to = staged.toGenericDict();
+  if (from.size() != to.size()) return false;
+  auto it = to.begin();
+  for (const auto& entry : from) {
+    if (!same_plain(entry.key(), it->key())) return false;
+    if (format::is_plain_value(entry.value())) {
+      if (!format::is_plain_value(it->value())) return false;
+      if (!same_plain(entry.value(), it->value())) it->setValue(entry.value());
+    } else if (!same_layout(entry.value(), it->value())) {
+      return false;
+    }
+    ++it;
+  }
+  if (generation) record_stable(live, staged, first_tensor);
+  return true;
+}
+
+void StagingArena::record_stable(const c10::IValue& live, const c10::IValue& staged, size_t first_tensor) {
+  StableRecord record{staged.internalToPointer(), live, *stable_->generation_of(live), first_tensor, {}, {}};
+  for_each_tensor(live, [&](const at::Tensor& t) { record.live_tensors.push_back(t); });
+  for_each_tensor(staged, [&](const at::Tensor& t) { record.staged_tensors.push_back(t); });
+  for (auto& existing : stable_records_) {
+    if (existing.staged == record.staged) {
+      existing = std::move(record);
+      return;
+    }
+  }
+  stable_records_.push_back(std::move(record));
+}
+
 bool StagingArena::same_layout(const c10::IValue& live, const c10::IValue& staged) {
   if (live.isTensor()) return staged.isTensor() && same_tensor(live.toTensor(), staged.toTensor());
-  if (live.isGenericDict()) {
-    if (!staged.isGenericDict()) return false;
-    const auto from = live.toGenericDict();
-    auto to = staged.toGenericDict();
-    if (from.size() != to.size()) return false;
-    auto it = to.begin();
-    for (const auto& entry : from) {
-      if (!same_plain(entry.key(), it->key())) return false;
-      if (format::is_plain_value(entry.value())) {
-        if (!format::is_plain_value(it->value())) return false;
-        if (!same_plain(entry.value(), it->value())) it->setValue(entry.value());
-      } else if (!same_layout(entry.value(), it->value())) {
-        return false;
-      }
-      ++it;
-    }
-    return true;
-  }
+  if (live.isGenericDict()) return same_dict(live, staged);
   if (live.isList()) {
     if (!staged.isList()) return false;
     const auto from = live.toList();
@@ -320,14 +374,17 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
     StorageCopy copy;
     copy.source = storage;
     copy.destination = buffer.bytes;
+    copy.into = buffer.bytes.data_ptr();
+    copy.bytes = storage.nbytes();
+    copy.host = storage.device().is_cpu();
     copy.deferrable = step_only_->contains(key);
     if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
       copy.watched = t;
       copy.version = version_of(t);
       copy.name = std::make_shared<const std::string>(path ? path->spelt() : "");
     }
-    copies_->push_back(std::move(copy));
-    const size_t index = copies_->size() - 1 - first_copy_;
+    copies_.push_back(std::move(copy));
+    const size_t index = copies_.size() - 1;
     staged = staged_storages_.emplace(key, std::make_pair(buffer.bytes.storage(), index)).first;
   }
   tensor_copies_.emplace_back(staged->second.second, first);
@@ -337,6 +394,7 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
 c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path) {
   if (v.isTensor()) return stage_tensor(v.toTensor(), path);
   if (v.isGenericDict()) {
+    const size_t first_tensor = tensor_copies_.size();
     const auto live = v.toGenericDict();
     c10::impl::GenericDict out(live.keyType(), live.valueType());
     out.reserve(live.size());
@@ -344,6 +402,7 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path
       const PathLink link{path, &entry.key(), 0};
       out.insert(entry.key(), stage_value(entry.value(), &link));
     }
+    if (stable_->generation_of(v)) record_stable(v, out, first_tensor);
     return out;
   }
   if (v.isList()) {
@@ -378,14 +437,13 @@ void StagingArena::trim() {
 
 void StagingArena::forget_sources() {
   last_staged_ = c10::IValue();
-  last_copies_.clear();
+  copies_.clear();
   tensor_copies_.clear();
+  stable_records_.clear();
 }
 
 void StagingArena::release() {
-  last_staged_ = c10::IValue();
-  last_copies_.clear();
-  tensor_copies_.clear();
+  forget_sources();
   buffers_.clear();
   used_ = 0;
   bytes_ = 0;
@@ -398,7 +456,7 @@ void DeferredCopies::run_or_wait() {
     lock.unlock();
     std::exception_ptr error;
     try {
-      perform_copies(copies_);
+      perform_copies(copies_, CopySelection::kDeferrable);
     } catch (...) {
       error = std::current_exception();
     }
@@ -413,7 +471,8 @@ void DeferredCopies::run_or_wait() {
 
 std::string DeferredCopies::modified_since_staging() const {
   for (const auto& copy : copies_) {
-    if (copy.watched.defined() && version_of(copy.watched) != copy.version) return *copy.name;
+    if (copy.deferrable && copy.watched.defined() && version_of(copy.watched) != copy.version)
+      return *copy.name;
   }
   return "";
 }

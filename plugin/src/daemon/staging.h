@@ -30,7 +30,12 @@ namespace daemon {
 /// One storage to copy into its staging buffer.
 struct StorageCopy {
   c10::Storage source;
-  at::Tensor destination;   ///< uint8 host buffer of source.nbytes() bytes
+  at::Tensor destination;  ///< uint8 host buffer of source.nbytes() bytes
+  // The buffer's bytes, size and whether the source is in host memory, kept
+  // here so that listing thousands of copies reads no tensor or storage.
+  void* into = nullptr;
+  size_t bytes = 0;
+  bool host = true;
   bool deferrable = false;  ///< only optimizer.step() modifies the source
   // Deferrable copies only: a tensor on the source and its version counter
   // when staged. A newer version once the copy is done means it was modified
@@ -71,8 +76,25 @@ class StepOnlyStorages {
   int64_t generation_ = 0;
 };
 
-/// Performs the copies; host ones of more than 32 MiB on up to 4 threads.
-void perform_copies(const std::vector<StorageCopy>& copies);
+/// Containers of a capture that their maker keeps the same object with the
+/// same keys, plain values and tensor objects for as long as their generation
+/// stays the same (a module's captured state dict, an optimizer's per-parameter
+/// state). Staging then checks only their tensors (shape, storage, ...), not
+/// the containers again: with thousands of tensors, walking the dicts was most
+/// of the reuse walk.
+class StableContainers {
+ public:
+  void add(const c10::IValue& container, int64_t generation);
+  /// The generation `container` was added with; nullptr when it was not.
+  const int64_t* generation_of(const c10::IValue& container) const;
+
+ private:
+  std::vector<std::pair<const void*, int64_t>> containers_;  // a few: one or two per tracked object
+};
+
+enum class CopySelection { kAll, kDeferrable, kNotDeferrable };
+/// Performs the selected copies; host ones of more than 32 MiB on up to 4 threads.
+void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which = CopySelection::kAll);
 
 /// Distinct storage bytes of every tensor in `value`.
 uint64_t storage_bytes(const c10::IValue& value);
@@ -80,7 +102,7 @@ uint64_t storage_bytes(const c10::IValue& value);
 class StagingArena {
  public:
   /// Mirrors `live` with every tensor replaced by a view into a staging
-  /// buffer; the copies to perform are appended to `copies`. When `live` has
+  /// buffer; the copies to perform are then copies(). When `live` has
   /// the last call's layout (the same containers and keys; tensors of the same
   /// dtype, shape, strides and offset, on the same storages or on new ones of
   /// the same size, sharing storages exactly as before) the last
@@ -88,7 +110,10 @@ class StagingArena {
   /// brought up to date: a state of thousands of tensors is not rebuilt at
   /// every snapshot. The last result must no longer be in use (its slot released).
   c10::IValue stage(const c10::IValue& live, const StepOnlyStorages& step_only,
-                    std::vector<StorageCopy>& copies);
+                    const StableContainers& stable = {});
+  /// The copies the last stage() listed, one per storage; they stay as they
+  /// are until the next stage(), forget_sources() or release().
+  const std::vector<StorageCopy>& copies() const { return copies_; }
   /// Frees buffers the last stage() did not use.
   void trim();
   /// Lets go of the live storages the last result was copied from (its
@@ -102,6 +127,8 @@ class StagingArena {
   int64_t allocations() const { return allocations_; }
   /// stage() calls that reused the last result.
   int64_t reuses() const { return reuses_; }
+  /// Stable containers checked by their tensors alone, not walked again.
+  int64_t stable_skips() const { return stable_skips_; }
 
  private:
   struct Buffer {
@@ -114,6 +141,16 @@ class StagingArena {
   // Walks `live` beside the last result; false at the first difference in layout.
   bool same_layout(const c10::IValue& live, const c10::IValue& staged);
   bool same_tensor(const at::Tensor& live, const at::Tensor& staged);
+  bool same_dict(const c10::IValue& live, const c10::IValue& staged);
+  // A stable container as last met, for the next walk to check only its tensors.
+  struct StableRecord {
+    const void* staged;  // where in the result
+    c10::IValue live;    // held, so that no other container can take its address
+    int64_t generation;
+    size_t first_tensor;                                   // tensors_met_ when the walk reached it
+    std::vector<at::Tensor> live_tensors, staged_tensors;  // in walk order
+  };
+  void record_stable(const c10::IValue& live, const c10::IValue& staged, size_t first_tensor);
   bool sources_distinct() const;
 
   std::vector<Buffer> buffers_;
@@ -121,28 +158,31 @@ class StagingArena {
   uint64_t bytes_ = 0;
   int64_t allocations_ = 0;
   int64_t reuses_ = 0;
+  int64_t stable_skips_ = 0;
   // The last result, its copies, and for each tensor met (in walk order) the copy
   // of its storage; whether it is the first tensor met on that storage.
   c10::IValue last_staged_;
-  std::vector<StorageCopy> last_copies_;
+  std::vector<StorageCopy> copies_;
   std::vector<std::pair<size_t, bool>> tensor_copies_;
   size_t tensors_met_ = 0;
   bool sources_replaced_ = false;
   // The StepOnlyStorages generation the last result's deferrable flags were set at.
   int64_t flags_generation_ = StepOnlyStorages::kUnknown;
   bool flags_current_ = false;  // this call: keep the reused copies' flags
+  std::vector<StableRecord> stable_records_;
   // Per stage() call:
   std::unordered_map<const void*, std::pair<c10::Storage, size_t>> staged_storages_;
   const StepOnlyStorages* step_only_ = nullptr;
-  std::vector<StorageCopy>* copies_ = nullptr;
-  size_t first_copy_ = 0;  // copies_->size() when the call began
+  const StableContainers* stable_ = nullptr;
 };
 
-/// Copies deferred to a background thread (flush.overlap). Whoever needs the
-/// result first runs it; everyone else waits for it.
+/// The deferrable ones of `copies`, run on a background thread
+/// (flush.overlap). Whoever needs the result first runs it; everyone else
+/// waits for it. `copies` (a staging slot's) must stay as they are until
+/// run_or_wait() and modified_since_staging() are done with them.
 class DeferredCopies {
  public:
-  explicit DeferredCopies(std::vector<StorageCopy> copies) : copies_(std::move(copies)) {}
+  explicit DeferredCopies(const std::vector<StorageCopy>& copies) : copies_(copies) {}
   /// Runs the copies unless already run or running; then waits; rethrows their error.
   void run_or_wait();
   /// Marks the result unusable (the training loop moved on without waiting).
@@ -154,7 +194,7 @@ class DeferredCopies {
 
  private:
   enum class State { kPending, kRunning, kDone };
-  std::vector<StorageCopy> copies_;
+  const std::vector<StorageCopy>& copies_;
   std::mutex mutex_;
   std::condition_variable done_;
   State state_ = State::kPending;

@@ -49,10 +49,10 @@ void StagingSlots::release(int slot) {
 }
 
 c10::IValue StagingSlots::stage(int slot, const c10::IValue& live, const StepOnlyStorages& step_only,
-                                std::vector<StorageCopy>& copies) {
+                                const StableContainers& stable) {
   std::lock_guard<std::mutex> lock(mutex_);  // bytes() may read the arena meanwhile
   auto& arena = slots_[static_cast<size_t>(slot)].arena;
-  c10::IValue staged = arena.stage(live, step_only, copies);
+  c10::IValue staged = arena.stage(live, step_only, stable);
   arena.trim();
   return staged;
 }

@@ -35,7 +35,11 @@ class StagingSlots {
   /// Stages `live` into `slot`'s buffers (StagingArena::stage), dropping the
   /// buffers this snapshot did not use.
   c10::IValue stage(int slot, const c10::IValue& live, const StepOnlyStorages& step_only,
-                    std::vector<StorageCopy>& copies);
+                    const StableContainers& stable = {});
+  /// The copies the last stage() into `slot` listed; by whoever holds the slot.
+  const std::vector<StorageCopy>& copies(int slot) const {
+    return slots_[static_cast<size_t>(slot)].arena.copies();
+  }
 
   /// StagingArena::forget_sources() for every slot (none may be busy).
   void forget_sources();

@@ -9,6 +9,7 @@
 #include "autosnap/errors.h"
 #include "autosnap/optimizer_state.h"
 #include "autosnap/samplers.h"
+#include "daemon/staging.h"
 #include "state/cached_capture.h"
 #include "state/torchscript_state.h"
 #include "store/snapshot_writer.h"
@@ -47,6 +48,10 @@ class ModuleState final : public TrackedState {
     captured_.parameter_storages(out);
   }
   int64_t step_only_generation() const override { return captured_.rebuilds(); }
+  void stable_containers(const c10::IValue& captured, StableContainers& out) const override {
+    out.add(captured,
+            captured_.rebuilds());  // a capture that did not rebuild returns the last dict untouched
+  }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
     state::Commit install = state::prepare_tensor_copies(state::live_state(module_), saved, strict,
@@ -125,6 +130,9 @@ class OptimizerState final : public TrackedState {
     }
   }
   int64_t step_only_generation() const override { return captured_.rebuilds(); }
+  void stable_containers(const c10::IValue& captured, StableContainers& out) const override {
+    out.add(captured.toGenericDict().at("state"), captured_.state_generation());
+  }
   state::Commit prepare_restore(const c10::IValue& saved, bool, const std::string& name) override {
     try {
       return state::prepare_optimizer_restore(optimizer_, saved, /*may_alias=*/true);

@@ -21,6 +21,8 @@ class SnapshotWriter;
 
 namespace daemon {
 
+class StableContainers;
+
 class TrackedState {
  public:
   virtual ~TrackedState() = default;
@@ -34,6 +36,9 @@ class TrackedState {
   /// Changes whenever the last capture's step-only storages may differ from
   /// the one before in more than tensors made anew in the same places.
   virtual int64_t step_only_generation() const { return 0; }
+  /// The containers in `captured` (this step's capture()) that stay unchanged
+  /// while their generation does (see StableContainers).
+  virtual void stable_containers(const c10::IValue& captured, StableContainers& out) const {}
   /// Checks a saved value against the live object (StateMismatch if it does
   /// not fit); the returned commit installs it. `saved` comes from a freshly
   /// read shard that no one else holds: its tensors may become live state.

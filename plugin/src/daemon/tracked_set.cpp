@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "autosnap/errors.h"
+#include "daemon/staging.h"
 #include "state/rng_state.h"
 #include "util/log.h"
 
@@ -67,6 +68,10 @@ int64_t TrackedSet::step_only_generation() const {
   int64_t generation = static_cast<int64_t>(entries_.size());
   for (const auto& [name, state] : entries_) generation += state->step_only_generation();
   return generation;
+}
+
+void TrackedSet::stable_containers(const c10::impl::GenericDict& shard, StableContainers& out) const {
+  for (const auto& [name, state] : entries_) state->stable_containers(shard.at(name), out);
 }
 
 std::vector<std::pair<std::string, std::string>> TrackedSet::manifest_entries() const {

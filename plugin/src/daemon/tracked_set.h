@@ -41,6 +41,8 @@ class TrackedSet {
   void step_only_storages(const c10::impl::GenericDict& shard, std::unordered_set<const void*>& out) const;
   /// Changes whenever those storages may change in more than tensors made anew in the same places.
   int64_t step_only_generation() const;
+  /// TrackedState::stable_containers of every entry in `shard` (this step's capture()).
+  void stable_containers(const c10::impl::GenericDict& shard, StableContainers& out) const;
   /// (name, kind) of every entry capture() makes, for the manifest.
   std::vector<std::pair<std::string, std::string>> manifest_entries() const;
   /// Files beside the shard (TorchScript archives), from the staged shard.

@@ -58,6 +58,10 @@ class OptimizerCapture {
   explicit OptimizerCapture(const torch::optim::Optimizer& optimizer) : optimizer_(optimizer) {}
   c10::IValue capture();
   int64_t rebuilds() const { return rebuilds_; }
+  /// Changes whenever the "state" dict of the last capture differs from the
+  /// one before in more than its tensors' data: a rebuild, a parameter's state
+  /// made anew, a value replaced (another tensor object, another number).
+  int64_t state_generation() const { return state_generation_; }
 
  private:
   struct Parameter {
@@ -75,6 +79,7 @@ class OptimizerCapture {
   std::vector<c10::List<int64_t>> group_ids_;
   c10::impl::GenericDict state_{c10::IntType::get(), c10::AnyType::get()};
   int64_t rebuilds_ = 0;
+  int64_t state_generation_ = 0;
 };
 
 }  // namespace state

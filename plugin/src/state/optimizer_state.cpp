@@ -405,7 +405,9 @@ struct OptimizerKind {
   std::function<Entries(const OptimizerParamState&)> state_to_dict;
   // Writes the state's values over those of a dict state_to_dict() made
   // earlier; false (the dict half written) when the state now has other keys.
-  std::function<bool(Entries&, const OptimizerParamState&)> refresh_state_dict;
+  // False when the entries cannot be refreshed in place; `replaced`: a value was
+  // replaced (another tensor object, another number), not only written into.
+  std::function<bool(Entries&, const OptimizerParamState&, bool& replaced)> refresh_state_dict;
   // nullptr: the saved entry carries no state LibTorch keeps (e.g. SGD's None buffer).
   std::function<std::unique_ptr<OptimizerParamState>(const Reader&, const at::Tensor&)> state_from_dict;
 };
@@ -428,7 +430,7 @@ Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
 // The entries are in field order (write_entries), so the dict is walked beside
 // the fields: no key is hashed or allocated.
 template <typename T>
-bool refresh_entries(const std::vector<Field<T>>& fields, Entries& d, const T& x) {
+bool refresh_entries(const std::vector<Field<T>>& fields, Entries& d, const T& x, bool& replaced) {
   auto entry = d.begin();
   for (const auto& f : fields) {
     if (f.refresh && entry != d.end() && entry->key().toStringRef() == f.key &&
@@ -439,7 +441,10 @@ bool refresh_entries(const std::vector<Field<T>>& fields, Entries& d, const T& x
     auto value = f.write(x);
     if (!value) continue;
     if (entry == d.end() || entry->key().toStringRef() != f.key) return false;
-    entry->setValue(std::move(*value));
+    if (!entry->value().isSameIdentity(*value)) {
+      entry->setValue(std::move(*value));
+      replaced = true;
+    }
     ++entry;
   }
   return entry == d.end();
@@ -467,8 +472,8 @@ OptimizerKind kind(std::string python_name, const Group& group, const PerParamet
   k.state_to_dict = [state_fields](const OptimizerParamState& s) {
     return write_entries(*state_fields, static_cast<const State&>(s));
   };
-  k.refresh_state_dict = [state_fields](Entries& d, const OptimizerParamState& s) {
-    return refresh_entries(*state_fields, d, static_cast<const State&>(s));
+  k.refresh_state_dict = [state_fields](Entries& d, const OptimizerParamState& s, bool& replaced) {
+    return refresh_entries(*state_fields, d, static_cast<const State&>(s), replaced);
   };
   k.state_from_dict = [state_fields, shape, keep](const Reader& r, const at::Tensor& param) {
     auto s = std::make_unique<State>();
@@ -606,6 +611,7 @@ bool OptimizerCapture::same_parameters() const {
 
 void OptimizerCapture::rebuild() {
   ++rebuilds_;
+  ++state_generation_;
   kind_ = &kind_of(optimizer_);
   parameters_.clear();
   group_ids_.clear();
@@ -645,9 +651,14 @@ c10::IValue OptimizerCapture::capture() {
     if (has_state != p.has_state) {
       rebuild();  // keeps Python's order: state entries by parameter index
       fresh = true;
-    } else if (has_state && !kind_->refresh_state_dict(p.entries, *found->second)) {
-      p.entries = kind_->state_to_dict(*found->second);
-      state_.insert_or_assign(static_cast<int64_t>(i), p.entries);
+    } else if (has_state) {
+      bool replaced = false;
+      if (!kind_->refresh_state_dict(p.entries, *found->second, replaced)) {
+        p.entries = kind_->state_to_dict(*found->second);
+        state_.insert_or_assign(static_cast<int64_t>(i), p.entries);
+        replaced = true;
+      }
+      if (replaced) ++state_generation_;
     }
   }
   // Hyper-parameters may change at every step (a learning-rate schedule); groups are few.

@@ -36,10 +36,9 @@ at::Tensor tensor_at(const c10::IValue& dict, const std::string& key) {
 // Stages `live` and performs every copy at once.
 c10::IValue stage_now(StagingArena& arena, const c10::IValue& live,
                       std::vector<StorageCopy>* copies_out = nullptr) {
-  std::vector<StorageCopy> copies;
-  c10::IValue staged = arena.stage(live, {}, copies);
-  daemon::perform_copies(copies);
-  if (copies_out) *copies_out = copies;
+  c10::IValue staged = arena.stage(live, {});
+  daemon::perform_copies(arena.copies());
+  if (copies_out) *copies_out = arena.copies();
   return staged;
 }
 
@@ -215,8 +214,8 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
   const std::unordered_set<const void*> step_only = {storage_of(weight)};
   StagingArena arena;
   for (int step = 0; step < 3; ++step) {
-    std::vector<StorageCopy> copies;
-    arena.stage(live, step_only, copies);
+    arena.stage(live, step_only);
+    const auto& copies = arena.copies();
     ASSERT_EQ(copies.size(), 1u);
     EXPECT_TRUE(copies[0].deferrable);
     EXPECT_EQ(copies[0].version, weight._version()) << "step " << step;
@@ -229,17 +228,16 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
     EXPECT_EQ(late.modified_since_staging(), "weight") << "step " << step;
   }
   EXPECT_EQ(arena.reuses(), 2);
-  std::vector<StorageCopy> copies;
-  arena.stage(live, {}, copies);
+  arena.stage(live, {});
+  const auto& copies = arena.copies();
   EXPECT_FALSE(copies[0].deferrable) << "not deferrable when this step says so";
   EXPECT_FALSE(copies[0].watched.defined());
 
   // Staged first when not deferrable, watched later: the warning still names it.
   StagingArena fresh;
-  std::vector<StorageCopy> unwatched;
-  fresh.stage(live, {}, unwatched);
-  std::vector<StorageCopy> watched;
-  fresh.stage(live, step_only, watched);
+  fresh.stage(live, {});
+  fresh.stage(live, step_only);
+  const auto& watched = fresh.copies();
   ASSERT_TRUE(watched[0].watched.defined());
   weight.add_(1);
   DeferredCopies modified(watched);
@@ -264,9 +262,8 @@ TEST(Staging, StepOnlyStoragesAreCollectedOnlyWhenTheirGenerationOrTheLayoutChan
     out.insert(storage_of(weight));
   };
   auto stage = [&](int64_t generation) {
-    std::vector<StorageCopy> copies;
-    arena.stage(live, daemon::StepOnlyStorages(collect, generation), copies);
-    return copies;
+    arena.stage(live, daemon::StepOnlyStorages(collect, generation));
+    return arena.copies();
   };
   auto expect_flags = [&](const std::vector<StorageCopy>& copies, const std::string& when) {
     for (const auto& copy : copies) {
@@ -291,9 +288,8 @@ TEST(Staging, StepOnlyStoragesAreCollectedOnlyWhenTheirGenerationOrTheLayoutChan
   EXPECT_EQ(collected, 3) << "a layout built anew collects them, whatever the generation";
   EXPECT_EQ(arena.reuses(), 4);
   const auto unknown = [&] {
-    std::vector<StorageCopy> copies;
-    arena.stage(live, daemon::StepOnlyStorages(collect, daemon::StepOnlyStorages::kUnknown), copies);
-    return copies;
+    arena.stage(live, daemon::StepOnlyStorages(collect, daemon::StepOnlyStorages::kUnknown));
+    return arena.copies();
   };
   expect_flags(unknown(), "unknown generation");
   expect_flags(unknown(), "unknown generation again");
@@ -368,15 +364,99 @@ TEST(Staging, ReleaseFreesEveryBuffer) {
   EXPECT_EQ(arena.bytes(), 52u);
 }
 
+// A container its maker vouches for (StableContainers: a module's captured
+// state dict, an optimizer's per-parameter state) is not walked again while
+// its generation stays: only its tensors are checked, so a tensor resized in
+// place still builds the result anew, and a new generation walks it again
+// (bringing its plain values up to date).
+TEST(Staging, AStableContainerIsCheckedByItsTensorsWhileItsGenerationStays) {
+  auto inner = new_dict();
+  const auto weight = torch::ones({4});
+  inner.insert("weight", weight);
+  inner.insert("lr", 0.1);
+  auto live = new_dict();
+  live.insert("model", inner);
+  live.insert("epoch", int64_t{3});
+  StagingArena arena;
+  daemon::StableContainers stable;
+  stable.add(inner, 1);
+  auto stage = [&](const daemon::StableContainers& containers) {
+    const c10::IValue staged = arena.stage(live, {}, containers);
+    daemon::perform_copies(arena.copies());
+    return dict_at(staged, "model");
+  };
+  stage(stable);
+  EXPECT_EQ(arena.stable_skips(), 0) << "built: nothing to skip yet";
+  weight.fill_(3);
+  live.insert_or_assign("epoch", int64_t{4});
+  c10::IValue model = stage(stable);
+  EXPECT_EQ(arena.reuses(), 1);
+  EXPECT_EQ(arena.stable_skips(), 1) << "the stable dict was checked by its tensors alone";
+  EXPECT_TRUE(torch::all(tensor_at(model, "weight") == 3).item<bool>()) << "its tensors are copied as ever";
+
+  inner.insert_or_assign("lr", 0.2);  // its maker moves the generation on with any such change
+  daemon::StableContainers next;
+  next.add(inner, 2);
+  model = stage(next);
+  EXPECT_EQ(arena.reuses(), 2);
+  EXPECT_EQ(arena.stable_skips(), 1) << "a new generation: walked again";
+  EXPECT_EQ(model.toGenericDict().at("lr").toDouble(), 0.2);
+  stage(next);
+  EXPECT_EQ(arena.stable_skips(), 2) << "and recorded for the next one";
+
+  weight.resize_({8});
+  weight.fill_(5);
+  model = stage(next);
+  EXPECT_EQ(arena.reuses(), 3) << "a tensor of another size builds it anew, generation or not";
+  EXPECT_EQ(tensor_at(model, "weight").sizes(), weight.sizes());
+  EXPECT_TRUE(torch::all(tensor_at(model, "weight") == 5).item<bool>());
+}
+
+// An optimizer's per-parameter state stays a stable container while steps
+// only write into its tensors; replacing a state tensor with another object
+// moves its generation on, so the next snapshot copies the new tensor, not
+// the one the last walk met.
+TEST(Staging, AnOptimizersStateIsWalkedAgainWhenAStateTensorIsReplaced) {
+  auto weight = torch::ones({3}, torch::requires_grad());
+  torch::optim::Adam optimizer({weight}, torch::optim::AdamOptions(0.1));
+  auto step = [&] {
+    optimizer.zero_grad();
+    (weight * weight).sum().backward();
+    optimizer.step();
+  };
+  step();
+  auto tracked = daemon::track_optimizer(optimizer);
+  StagingArena arena;
+  auto snapshot = [&] {
+    const c10::IValue live = tracked->capture();
+    daemon::StableContainers stable;
+    tracked->stable_containers(live, stable);
+    const c10::IValue staged = arena.stage(live, {}, stable);
+    daemon::perform_copies(arena.copies());
+    return staged.toGenericDict().at("state").toGenericDict().at(0).toGenericDict().at("exp_avg").toTensor();
+  };
+  snapshot();
+  step();
+  auto& state = static_cast<torch::optim::AdamParamState&>(*optimizer.state().begin()->second);
+  EXPECT_TRUE(torch::equal(snapshot(), state.exp_avg()));
+  EXPECT_EQ(arena.stable_skips(), 1) << "a step only wrote into the state's tensors";
+
+  state.exp_avg(torch::full({3}, 7.0f));
+  EXPECT_TRUE(torch::equal(snapshot(), torch::full({3}, 7.0f))) << "the replacing tensor is the one copied";
+  EXPECT_EQ(arena.stable_skips(), 1) << "walked again";
+  step();
+  EXPECT_TRUE(torch::equal(snapshot(), state.exp_avg()));
+  EXPECT_EQ(arena.stable_skips(), 2);
+}
+
 TEST(Staging, OnlyDenseTensorsCanBeStaged) {
   auto live = new_dict();
   auto inner = new_dict();
   inner.insert("embedding", torch::eye(3).to_sparse());
   live.insert("model", inner);
   StagingArena arena;
-  std::vector<StorageCopy> copies;
   try {
-    arena.stage(live, {}, copies);
+    arena.stage(live, {});
     ADD_FAILURE() << "a sparse tensor was staged";
   } catch (const std::exception& e) {
     EXPECT_NE(
@@ -387,7 +467,7 @@ TEST(Staging, OnlyDenseTensorsCanBeStaged) {
   auto in_list = new_dict();
   in_list.insert("layers", c10::List<at::Tensor>({torch::ones({2}), torch::eye(2).to_sparse()}));
   try {
-    arena.stage(in_list, {}, copies);
+    arena.stage(in_list, {});
     ADD_FAILURE() << "a sparse tensor in a list was staged";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("cannot snapshot 'layers/1'"), std::string::npos) << e.what();
@@ -429,13 +509,20 @@ TEST(Staging, StorageBytesCountsEachStorageOnce) {
 
 StorageCopy copy_of(const at::Tensor& source, at::Tensor& destination) {
   destination = torch::zeros({static_cast<int64_t>(source.storage().nbytes())}, torch::kUInt8);
-  return {source.storage(), destination, /*deferrable=*/true};
+  StorageCopy copy;
+  copy.source = source.storage();
+  copy.destination = destination;
+  copy.into = destination.data_ptr();
+  copy.bytes = source.storage().nbytes();
+  copy.deferrable = true;
+  return copy;
 }
 
 TEST(DeferredCopies, RunsOnceWhoeverAsksFirst) {
   const auto source = torch::full({256}, 1.0f);
   at::Tensor destination;
-  DeferredCopies deferred({copy_of(source, destination)});
+  const std::vector<StorageCopy> copies = {copy_of(source, destination)};
+  DeferredCopies deferred(copies);
   std::vector<std::thread> waiters;
   std::atomic<int> returned{0};
   for (int i = 0; i < 4; ++i) {
@@ -461,7 +548,12 @@ TEST(DeferredCopies, TheCopyErrorReachesEveryWaiter) {
   const auto source = torch::full({64}, 1.0f);
   at::Tensor destination;
   std::vector<StorageCopy> copies = {copy_of(source, destination)};
-  copies.push_back({torch::ones({8}).storage(), at::Tensor(), true});  // no destination: the copy throws
+  StorageCopy failing;  // a device copy with no destination: it throws
+  failing.source = torch::ones({8}).storage();
+  failing.bytes = failing.source.nbytes();
+  failing.host = false;
+  failing.deferrable = true;
+  copies.push_back(failing);
   DeferredCopies deferred(copies);
 
   std::vector<std::string> errors(3);
@@ -497,8 +589,8 @@ TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
   std::unordered_set<const void*> step_only;
   tracked->step_only_storages(live, step_only);
   daemon::StagingArena arena;
-  std::vector<daemon::StorageCopy> copies;
-  const c10::IValue staged = arena.stage(live, step_only, copies);
+  const c10::IValue staged = arena.stage(live, step_only);
+  const auto& copies = arena.copies();
   ASSERT_EQ(copies.size(), 3u);
   // Fresh staging buffers hold whatever the allocator gave back (once, a freed
   // tensor of ones): zeroed, so that "not copied yet" shows.

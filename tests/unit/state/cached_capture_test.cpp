@@ -208,6 +208,47 @@ TEST(CachedCapture, AnOptimizersStepCountsAreUpdatedInPlaceAndTheirVersionsFollo
   EXPECT_EQ(captured.rebuilds(), 1) << "built once, at the first capture";
 }
 
+// Staging walks an optimizer's "state" dict again only when its generation
+// moves on: steps that only write into its tensors (SGD's momentum, Adam's
+// moments and step counts) leave it; a state tensor replaced by another
+// object, a number that changed (LBFGS's counters) or a loaded state move it on.
+TEST(CachedCapture, AnOptimizersStateGenerationMovesOnWhenAValueIsReplaced) {
+  for (const std::string kind : {"SGD", "Adam", "AdamW", "Adagrad", "LBFGS"}) {
+    testing::Net net;
+    auto optimizer = make_optimizer(kind, net->parameters());
+    OptimizerCapture captured(*optimizer);
+    lbfgs_aware_step(net, *optimizer);
+    captured.capture();
+    const int64_t generation = captured.state_generation();
+    lbfgs_aware_step(net, *optimizer);
+    const c10::IValue after_step = captured.capture();
+    expect_same_capture(after_step, optimizer_state_dict(*optimizer), kind);
+    if (kind == "LBFGS") {
+      EXPECT_GT(captured.state_generation(), generation) << "its counters are numbers in the state";
+    } else {
+      EXPECT_EQ(captured.state_generation(), generation) << kind << ": a step writes into the same tensors";
+    }
+  }
+  testing::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
+  OptimizerCapture captured(optimizer);
+  lbfgs_aware_step(net, optimizer);
+  captured.capture();
+  int64_t generation = captured.state_generation();
+  auto& state = static_cast<torch::optim::AdamParamState&>(*optimizer.state().begin()->second);
+  state.exp_avg(state.exp_avg().clone());
+  expect_same_capture(captured.capture(), optimizer_state_dict(optimizer), "a moment replaced");
+  EXPECT_GT(captured.state_generation(), generation) << "a tensor replaced by another object";
+  generation = captured.state_generation();
+  captured.capture();
+  EXPECT_EQ(captured.state_generation(), generation) << "nothing changed since";
+  testing::TempDir dir;
+  save(optimizer_state_dict(optimizer), dir.file("state.pt"));
+  load_optimizer_state_dict(optimizer, load(dir.file("state.pt")));
+  captured.capture();
+  EXPECT_GT(captured.state_generation(), generation) << "a loaded state";
+}
+
 TEST(CachedCapture, AnOptimizerCaptureIsBuiltAgainForNewParametersOrALoadedState) {
   testing::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
