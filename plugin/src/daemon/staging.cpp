@@ -71,7 +71,7 @@ void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which)
   };
   std::vector<Run> runs;
   size_t total = 0, open_bytes = 0;
-  std::exception_ptr error;  // the copies before a failing one are still made
+  std::exception_ptr error;  // a failing copy stops no other; the first error is rethrown
   for (size_t i = 0; i < copies.size(); ++i) {
     const StorageCopy& copy = copies[i];
     if (!selected(copy)) continue;

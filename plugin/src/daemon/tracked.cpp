@@ -49,8 +49,8 @@ class ModuleState final : public TrackedState {
   }
   int64_t step_only_generation() const override { return captured_.rebuilds(); }
   void stable_containers(const c10::IValue& captured, StableContainers& out) const override {
-    out.add(captured,
-            captured_.rebuilds());  // a capture that did not rebuild returns the last dict untouched
+    // A capture that did not rebuild returns the last dict untouched.
+    out.add(captured, captured_.rebuilds());
   }
   state::Commit prepare_restore(const c10::IValue& saved, bool strict, const std::string& name) override {
     LoadStateDictResult result;
