@@ -269,13 +269,14 @@ bool StagingArena::same_dict(const c10::IValue& live, const c10::IValue& staged)
   if (!staged.isGenericDict()) return false;
   const int64_t* generation = stable_->generation_of(live);
   if (generation) {
-    for (const auto& record : stable_records_) {
+    for (auto& record : stable_records_) {
       if (record.staged != staged.internalToPointer()) continue;
-      if (record.live.isSameIdentity(live) && record.generation == *generation &&
+      if (record.listed && record.live.isSameIdentity(live) && record.generation == *generation &&
           record.first_tensor == tensors_met_) {
         for (size_t i = 0; i < record.live_tensors.size(); ++i) {
           if (!same_tensor(record.live_tensors[i], record.staged_tensors[i])) return false;
         }
+        record.moved = false;
         ++stable_skips_;
         return true;
       }
@@ -297,21 +298,34 @@ bool StagingArena::same_dict(const c10::IValue& live, const c10::IValue& staged)
     }
     ++it;
   }
-  if (generation) record_stable(live, staged, first_tensor);
+  if (generation) record_stable(live, staged, *generation, first_tensor);
   return true;
 }
 
-void StagingArena::record_stable(const c10::IValue& live, const c10::IValue& staged, size_t first_tensor) {
-  StableRecord record{staged.internalToPointer(), live, *stable_->generation_of(live), first_tensor, {}, {}};
-  for_each_tensor(live, [&](const at::Tensor& t) { record.live_tensors.push_back(t); });
-  for_each_tensor(staged, [&](const at::Tensor& t) { record.staged_tensors.push_back(t); });
-  for (auto& existing : stable_records_) {
-    if (existing.staged == record.staged) {
-      existing = std::move(record);
-      return;
-    }
+void StagingArena::record_stable(const c10::IValue& live, const c10::IValue& staged, int64_t generation,
+                                 size_t first_tensor) {
+  auto record = std::find_if(stable_records_.begin(), stable_records_.end(),
+                             [&](const StableRecord& r) { return r.staged == staged.internalToPointer(); });
+  bool moved = false, moved_before = false;
+  if (record == stable_records_.end()) {
+    record = stable_records_.insert(stable_records_.end(), StableRecord{staged.internalToPointer()});
+  } else {
+    moved = !record->live.isSameIdentity(live) || record->generation != generation;
+    moved_before = record->moved;
   }
-  stable_records_.push_back(std::move(record));
+  record->live = live;
+  record->generation = generation;
+  record->first_tensor = first_tensor;
+  record->moved = moved;
+  if (moved) {
+    record->listed = false;
+    record->live_tensors.clear();
+    record->staged_tensors.clear();
+  }
+  if (record->listed || (moved && moved_before)) return;
+  for_each_tensor(live, [&](const at::Tensor& t) { record->live_tensors.push_back(t); });
+  for_each_tensor(staged, [&](const at::Tensor& t) { record->staged_tensors.push_back(t); });
+  record->listed = true;
 }
 
 bool StagingArena::same_layout(const c10::IValue& live, const c10::IValue& staged) {
@@ -402,7 +416,8 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path
       const PathLink link{path, &entry.key(), 0};
       out.insert(entry.key(), stage_value(entry.value(), &link));
     }
-    if (stable_->generation_of(v)) record_stable(v, out, first_tensor);
+    if (const int64_t* generation = stable_->generation_of(v))
+      record_stable(v, out, *generation, first_tensor);
     return out;
   }
   if (v.isList()) {

@@ -147,10 +147,16 @@ class StagingArena {
     const void* staged;  // where in the result
     c10::IValue live;    // held, so that no other container can take its address
     int64_t generation;
-    size_t first_tensor;                                   // tensors_met_ when the walk reached it
-    std::vector<at::Tensor> live_tensors, staged_tensors;  // in walk order
+    size_t first_tensor;  // tensors_met_ when the walk reached it
+    // Its tensors in walk order; not listed once its generation moved at two
+    // walks in a row (an RMSprop state's step counts are numbers): listing
+    // them at every snapshot would be work for nothing.
+    bool listed = false;
+    bool moved = false;  // at the last walk
+    std::vector<at::Tensor> live_tensors, staged_tensors;
   };
-  void record_stable(const c10::IValue& live, const c10::IValue& staged, size_t first_tensor);
+  void record_stable(const c10::IValue& live, const c10::IValue& staged, int64_t generation,
+                     size_t first_tensor);
   bool sources_distinct() const;
 
   std::vector<Buffer> buffers_;

@@ -412,6 +412,36 @@ TEST(Staging, AStableContainerIsCheckedByItsTensorsWhileItsGenerationStays) {
   EXPECT_TRUE(torch::all(tensor_at(model, "weight") == 5).item<bool>());
 }
 
+// A container whose generation moves at every snapshot (RMSprop's
+// per-parameter state holds its step count as a number) is walked every
+// time, its plain values up to date, and not listed for a check it never
+// gets; once its generation stays, it is checked by its tensors again.
+TEST(Staging, AContainerWhoseGenerationMovesAtEverySnapshotIsWalkedEveryTime) {
+  auto inner = new_dict();
+  inner.insert("square_avg", torch::ones({4}));
+  inner.insert("step", int64_t{0});
+  auto live = new_dict();
+  live.insert("state", inner);
+  StagingArena arena;
+  auto stage = [&](int64_t generation) {
+    daemon::StableContainers stable;
+    stable.add(inner, generation);
+    const c10::IValue staged = arena.stage(live, {}, stable);
+    daemon::perform_copies(arena.copies());
+    return dict_at(staged, "state").toGenericDict().at("step").toInt();
+  };
+  for (int64_t step = 1; step <= 4; ++step) {
+    inner.insert_or_assign("step", step);
+    EXPECT_EQ(stage(step), step);
+  }
+  EXPECT_EQ(arena.reuses(), 3);
+  EXPECT_EQ(arena.stable_skips(), 0) << "walked at every snapshot";
+  EXPECT_EQ(stage(4), 4);
+  EXPECT_EQ(arena.stable_skips(), 0) << "its generation stayed once: walked, and listed for the next";
+  EXPECT_EQ(stage(4), 4);
+  EXPECT_EQ(arena.stable_skips(), 1);
+}
+
 // An optimizer's per-parameter state stays a stable container while steps
 // only write into its tensors; replacing a state tensor with another object
 // moves its generation on, so the next snapshot copies the new tensor, not
