@@ -53,6 +53,35 @@ void for_each_tensor(const c10::IValue& v, const F& f) {
   }
 }
 
+// A tensor's dtype, offset, sizes and strides as a few numbers in a flat
+// array: [dim (-1: undefined), dtype, offset, sizes..., strides...].
+void append_shape(const at::Tensor& t, std::vector<int64_t>& out) {
+  if (!t.defined()) {
+    out.push_back(-1);
+    return;
+  }
+  out.push_back(t.dim());
+  out.push_back(static_cast<int64_t>(t.scalar_type()));
+  out.push_back(t.storage_offset());
+  out.insert(out.end(), t.sizes().begin(), t.sizes().end());
+  out.insert(out.end(), t.strides().begin(), t.strides().end());
+}
+
+// Whether dense `live` is shaped as recorded at `*shape`, which moves past the record.
+bool same_shape(const at::Tensor& live, const int64_t*& shape) {
+  const int64_t dim = *shape++;
+  if (dim != live.dim()) return false;
+  const auto sizes = live.sizes();
+  const auto strides = live.strides();
+  const bool same = shape[0] == static_cast<int64_t>(live.scalar_type()) &&
+                    shape[1] == live.storage_offset() && std::equal(sizes.begin(), sizes.end(), shape + 2) &&
+                    std::equal(strides.begin(), strides.end(), shape + 2 + dim);
+  shape += 2 + 2 * dim;
+  return same;
+}
+
+bool dense(const at::Tensor& t) { return t.has_storage() && t.layout() == at::kStrided; }
+
 }  // namespace
 
 void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which) {
@@ -238,15 +267,17 @@ bool StagingArena::sources_distinct() const {
 
 bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged) {
   if (!live.defined() || !staged.defined()) return !live.defined() && !staged.defined();
-  if (tensors_met_ >= tensor_copies_.size() || !live.has_storage() || live.layout() != at::kStrided)
-    return false;
+  return dense(live) && live.dtype() == staged.dtype() && live.sizes() == staged.sizes() &&
+         live.strides() == staged.strides() && live.storage_offset() == staged.storage_offset() &&
+         same_source(live);
+}
+
+bool StagingArena::same_source(const at::Tensor& live) {
+  if (tensors_met_ >= tensor_copies_.size()) return false;
   const auto [index, first] = tensor_copies_[tensors_met_++];
   StorageCopy& copy = copies_[index];
   const c10::Storage& storage = live.storage();
-  if (storage.nbytes() != copy.bytes || live.dtype() != staged.dtype() || live.sizes() != staged.sizes() ||
-      live.strides() != staged.strides() || live.storage_offset() != staged.storage_offset()) {
-    return false;
-  }
+  if (storage.nbytes() != copy.bytes) return false;
   if (storage.unsafeGetStorageImpl() != copy.source.unsafeGetStorageImpl()) {
     // A tensor made anew at each capture (an optimizer's step count, a generator's
     // state) keeps its buffer; a view must stay on the storage of the first tensor met.
@@ -256,7 +287,11 @@ bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged)
   }
   if (first) {  // what is deferrable, and the version counter to watch, are this step's
     if (!flags_current_) copy.deferrable = step_only_->contains(storage.unsafeGetStorageImpl());
-    copy.watched = copy.deferrable && !live.is_inference() ? live : at::Tensor();
+    if (!copy.deferrable || live.is_inference()) {
+      copy.watched.reset();
+    } else if (!copy.watched.is_same(live)) {  // mostly the same: no reference counting then
+      copy.watched = live;
+    }
     // Watched now but not when staged: its name, for the warning, is spelt by a new staging.
     if (copy.watched.defined() && !copy.name) return false;
     copy.version = copy.watched.defined() ? version_of(live) : 0;
@@ -273,8 +308,15 @@ bool StagingArena::same_dict(const c10::IValue& live, const c10::IValue& staged)
       if (record.staged != staged.internalToPointer()) continue;
       if (record.listed && record.live.isSameIdentity(live) && record.generation == *generation &&
           record.first_tensor == tensors_met_) {
-        for (size_t i = 0; i < record.live_tensors.size(); ++i) {
-          if (!same_tensor(record.live_tensors[i], record.staged_tensors[i])) return false;
+        const size_t n = record.live_tensors.size();
+        const int64_t* shape = record.staged_shapes.data();
+        for (size_t i = 0; i < n; ++i) {
+          const at::Tensor& tensor = record.live_tensors[i];
+          if (!tensor.defined()) {
+            if (*shape++ != -1) return false;
+          } else if (!dense(tensor) || !same_shape(tensor, shape) || !same_source(tensor)) {
+            return false;
+          }
         }
         record.moved = false;
         ++stable_skips_;
@@ -308,7 +350,8 @@ void StagingArena::record_stable(const c10::IValue& live, const c10::IValue& sta
                              [&](const StableRecord& r) { return r.staged == staged.internalToPointer(); });
   bool moved = false, moved_before = false;
   if (record == stable_records_.end()) {
-    record = stable_records_.insert(stable_records_.end(), StableRecord{staged.internalToPointer()});
+    record = stable_records_.insert(stable_records_.end(), StableRecord());
+    record->staged = staged.internalToPointer();
   } else {
     moved = !record->live.isSameIdentity(live) || record->generation != generation;
     moved_before = record->moved;
@@ -320,11 +363,11 @@ void StagingArena::record_stable(const c10::IValue& live, const c10::IValue& sta
   if (moved) {
     record->listed = false;
     record->live_tensors.clear();
-    record->staged_tensors.clear();
+    record->staged_shapes.clear();
   }
   if (record->listed || (moved && moved_before)) return;
   for_each_tensor(live, [&](const at::Tensor& t) { record->live_tensors.push_back(t); });
-  for_each_tensor(staged, [&](const at::Tensor& t) { record->staged_tensors.push_back(t); });
+  for_each_tensor(staged, [&](const at::Tensor& t) { append_shape(t, record->staged_shapes); });
   record->listed = true;
 }
 

@@ -141,19 +141,24 @@ class StagingArena {
   // Walks `live` beside the last result; false at the first difference in layout.
   bool same_layout(const c10::IValue& live, const c10::IValue& staged);
   bool same_tensor(const at::Tensor& live, const at::Tensor& staged);
+  // The part of same_tensor() past the metadata: the storage and its copy.
+  bool same_source(const at::Tensor& live);
   bool same_dict(const c10::IValue& live, const c10::IValue& staged);
   // A stable container as last met, for the next walk to check only its tensors.
   struct StableRecord {
-    const void* staged;  // where in the result
-    c10::IValue live;    // held, so that no other container can take its address
-    int64_t generation;
-    size_t first_tensor;  // tensors_met_ when the walk reached it
+    const void* staged = nullptr;  // where in the result
+    c10::IValue live;              // held, so that no other container can take its address
+    int64_t generation = 0;
+    size_t first_tensor = 0;  // tensors_met_ when the walk reached it
     // Its tensors in walk order; not listed once its generation moved at two
     // walks in a row (an RMSprop state's step counts are numbers): listing
     // them at every snapshot would be work for nothing.
     bool listed = false;
     bool moved = false;  // at the last walk
-    std::vector<at::Tensor> live_tensors, staged_tensors;
+    std::vector<at::Tensor> live_tensors;
+    // What each staged tensor was made like (append_shape()): compared
+    // from one flat array, not from thousands of scattered TensorImpls.
+    std::vector<int64_t> staged_shapes;
   };
   void record_stable(const c10::IValue& live, const c10::IValue& staged, int64_t generation,
                      size_t first_tensor);

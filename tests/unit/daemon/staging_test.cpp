@@ -412,6 +412,57 @@ TEST(Staging, AStableContainerIsCheckedByItsTensorsWhileItsGenerationStays) {
   EXPECT_TRUE(torch::all(tensor_at(model, "weight") == 5).item<bool>());
 }
 
+// The check of a stable container compares each tensor with a record of how
+// its staged view was made: a tensor reshaped in place on the same storage
+// (same bytes, another size, stride or offset) is staged anew.
+TEST(Staging, AStableContainersTensorReshapedInPlaceIsStagedAnew) {
+  const auto matrix = torch::arange(9, torch::kFloat32).view({3, 3}).clone();
+  const auto flat = torch::arange(8, torch::kFloat32);
+  const auto bytes = torch::arange(8, torch::kFloat32);
+  auto inner = new_dict();
+  inner.insert("matrix", matrix);
+  inner.insert("flat", flat);
+  inner.insert("bytes", bytes);
+  auto live = new_dict();
+  live.insert("model", inner);
+  StagingArena arena;
+  daemon::StableContainers stable;
+  stable.add(inner, 1);
+  auto stage = [&] {
+    const c10::IValue staged = arena.stage(live, {}, stable);
+    daemon::perform_copies(arena.copies());
+    return dict_at(staged, "model");
+  };
+  stage();
+  stage();
+  ASSERT_EQ(arena.stable_skips(), 1) << "checked by its tensors alone while nothing changed";
+  auto expect_staged_like_live = [&](const c10::IValue& model, const std::string& what) {
+    for (const std::string key : {"matrix", "flat", "bytes"}) {
+      const at::Tensor live_tensor = inner.at(key).toTensor(), staged = tensor_at(model, key);
+      EXPECT_EQ(staged.dtype(), live_tensor.dtype()) << what << ": " << key;
+      EXPECT_EQ(staged.sizes(), live_tensor.sizes()) << what << ": " << key;
+      EXPECT_EQ(staged.strides(), live_tensor.strides()) << what << ": " << key;
+      EXPECT_EQ(staged.storage_offset(), live_tensor.storage_offset()) << what << ": " << key;
+      EXPECT_TRUE(torch::equal(staged, live_tensor)) << what << ": " << key;
+    }
+  };
+  const int64_t reuses = arena.reuses();
+
+  matrix.t_();  // only the strides change
+  expect_staged_like_live(stage(), "transposed");
+  EXPECT_EQ(arena.reuses(), reuses) << "transposed: built anew";
+  stage();
+  flat.as_strided_({3}, {2}, 1);  // another size, stride and offset on the same 32 bytes
+  expect_staged_like_live(stage(), "restrided");
+  EXPECT_EQ(arena.reuses(), reuses + 1) << "restrided: built anew";
+  stage();
+  bytes.set_(bytes.storage(), 2, {3}, {1});  // only the offset moves
+  expect_staged_like_live(stage(), "offset");
+  EXPECT_EQ(arena.reuses(), reuses + 2) << "another offset: built anew";
+  stage();
+  EXPECT_EQ(arena.reuses(), reuses + 3) << "and reused again once it stays";
+}
+
 // A container whose generation moves at every snapshot (RMSprop's
 // per-parameter state holds its step count as a number) is walked every
 // time, its plain values up to date, and not listed for a check it never
