@@ -196,7 +196,7 @@ template <typename Write, typename Read, typename Get = std::nullptr_t>
 auto field(const char* key, Write write, Read read, Get tensor = nullptr) {
   return [=](auto of) {
     using T = typename decltype(of)::type;
-    Field<T> f{key, [=](const T& x) -> c10::optional<IValue> { return write(x); }, nullptr, nullptr};
+    Field<T> f{key, [=](const T& x) -> c10::optional<IValue> { return write(x); }, nullptr, nullptr, nullptr};
     if constexpr (!std::is_null_pointer_v<Read>) {
       f.read = [=](const Reader& r, const at::Tensor& param, T& x) { read(r, param, x); };
     }
@@ -316,9 +316,17 @@ auto step_tensor(const char* key,
 }
 template <typename Get>
 auto tensor(const char* key, Get get) {  // always present
-  return field(
-      key, [=](const auto& s) { return IValue(get(s)); },
-      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p); }, get);
+  return [=](auto of) {
+    auto f = field(
+        key, [=](const auto& s) { return IValue(get(s)); },
+        [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p); }, get)(of);
+    using T = typename decltype(of)::type;
+    // Mostly the tensor captured before: recognised without making an IValue of it.
+    f.refresh = [=](const IValue& existing, const T& s) {
+      return existing.isTensor() && existing.toTensor().is_same(get(s));
+    };
+    return f;
+  };
 }
 template <typename Get>
 auto optional_tensor(const char* key, Get get) {  // left out while LibTorch has none
