@@ -157,7 +157,7 @@ void SnapshotPipeline::copy_into_slot(const std::shared_ptr<SnapshotJob>& job,
     return;
   }
   perform_copies(copies, CopySelection::kNotDeferrable);
-  job->deferred = std::make_shared<DeferredCopies>(copies);
+  job->deferred = std::make_shared<DeferredCopies>(copies, job->value);
   job->gate = std::make_shared<CommitGate>();
   boost::asio::post(background_.io(), [deferred = job->deferred] {
     try {

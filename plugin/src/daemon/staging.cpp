@@ -1,6 +1,7 @@
 #include "daemon/staging.h"
 
 #include <ATen/ops/empty.h>
+#include <c10/core/CPUAllocator.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +23,14 @@ at::Tensor bytes_of(const c10::Storage& storage) {
   at::Tensor t = at::empty({0}, at::TensorOptions().dtype(at::kByte).device(storage.device()));
   t.set_(storage, 0, {static_cast<int64_t>(storage.nbytes())}, {1});
   return t;
+}
+
+// A host buffer of `nbytes` as a storage alone: a tensor object for each
+// buffer would be thousands more objects for a state of many small tensors.
+c10::Storage staging_buffer(int64_t nbytes, bool pinned) {
+  if (pinned) return at::empty({nbytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true)).storage();
+  return c10::Storage(c10::Storage::use_byte_size_t(), static_cast<size_t>(nbytes), c10::GetCPUAllocator(),
+                      /*resizable=*/true);
 }
 
 // A tensor like `like` (dtype, offset, sizes, strides) on `storage`, built
@@ -106,7 +115,8 @@ void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which)
     if (!selected(copy)) continue;
     if (!copy.host) {
       try {
-        copy.destination.copy_(bytes_of(copy.source));  // device -> pinned host
+        if (!copy.destination) throw Error("a device storage to stage has no host buffer");
+        bytes_of(copy.destination).copy_(bytes_of(copy.source));  // device -> pinned host
       } catch (...) {
         if (!error) error = std::current_exception();
       }
@@ -191,7 +201,7 @@ uint64_t storage_bytes(const c10::IValue& value) {
 
 // A dict key or a list index, linked to its parent's: the path of a value
 // costs nothing until a message asks for it.
-struct StagingArena::PathLink {
+struct PathLink {
   const PathLink* parent;
   const c10::IValue* key;  // nullptr for a list or tuple element
   size_t index;
@@ -292,8 +302,6 @@ bool StagingArena::same_source(const at::Tensor& live) {
     } else if (!copy.watched.is_same(live)) {  // mostly the same: no reference counting then
       copy.watched = live;
     }
-    // Watched now but not when staged: its name, for the warning, is spelt by a new staging.
-    if (copy.watched.defined() && !copy.name) return false;
     copy.version = copy.watched.defined() ? version_of(live) : 0;
   }
   return true;
@@ -421,28 +429,28 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
     const auto nbytes = static_cast<int64_t>(storage.nbytes());
     // Pinned host memory makes device-to-host copies fast (CUDA builds only).
     const bool pinned = storage.device().is_cuda();
-    if (!buffer.bytes.defined() || buffer.bytes.numel() != nbytes || buffer.pinned != pinned) {
-      if (buffer.bytes.defined()) bytes_ -= static_cast<uint64_t>(buffer.bytes.numel());
-      buffer.bytes = at::empty({nbytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(pinned));
+    if (!buffer.storage || buffer.storage.nbytes() != static_cast<size_t>(nbytes) ||
+        buffer.pinned != pinned) {
+      if (buffer.storage) bytes_ -= buffer.storage.nbytes();
+      buffer.storage = staging_buffer(nbytes, pinned);
       buffer.pinned = pinned;
       bytes_ += static_cast<uint64_t>(nbytes);
       ++allocations_;
     }
     StorageCopy copy;
     copy.source = storage;
-    copy.destination = buffer.bytes;
-    copy.into = buffer.bytes.data_ptr();
+    copy.destination = buffer.storage;
+    copy.into = buffer.storage.data();
     copy.bytes = storage.nbytes();
     copy.host = storage.device().is_cpu();
     copy.deferrable = step_only_->contains(key);
     if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
       copy.watched = t;
       copy.version = version_of(t);
-      copy.name = std::make_shared<const std::string>(path ? path->spelt() : "");
     }
     copies_.push_back(std::move(copy));
     const size_t index = copies_.size() - 1;
-    staged = staged_storages_.emplace(key, std::make_pair(buffer.bytes.storage(), index)).first;
+    staged = staged_storages_.emplace(key, std::make_pair(buffer.storage, index)).first;
   }
   tensor_copies_.emplace_back(staged->second.second, first);
   return view_into(staged->second.first, t);
@@ -488,7 +496,7 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path
 
 void StagingArena::trim() {
   for (size_t i = used_; i < buffers_.size(); ++i) {
-    if (buffers_[i].bytes.defined()) bytes_ -= static_cast<uint64_t>(buffers_[i].bytes.numel());
+    if (buffers_[i].storage) bytes_ -= buffers_[i].storage.nbytes();
   }
   buffers_.resize(used_);
 }
@@ -527,10 +535,44 @@ void DeferredCopies::run_or_wait() {
   if (error_) std::rethrow_exception(error_);
 }
 
+namespace {
+
+// The path of the first tensor in `value` on `storage`, spelt into `path_found`.
+bool find_storage(const c10::IValue& value, const void* storage, const PathLink* path,
+                  std::string& path_found) {
+  if (value.isTensor()) {
+    const at::Tensor& t = value.toTensor();
+    if (!t.defined() || !t.has_storage() || t.storage().unsafeGetStorageImpl() != storage) return false;
+    path_found = path ? path->spelt() : "";
+    return true;
+  }
+  if (value.isGenericDict()) {
+    for (const auto& entry : value.toGenericDict()) {
+      const PathLink link{path, &entry.key(), 0};
+      if (find_storage(entry.value(), storage, &link, path_found)) return true;
+    }
+    return false;
+  }
+  const bool list = value.isList();
+  if (!list && !value.isTuple()) return false;
+  const auto elements = list ? value.toListRef() : c10::ArrayRef<c10::IValue>(value.toTupleRef().elements());
+  for (size_t i = 0; i < elements.size(); ++i) {
+    const PathLink link{path, nullptr, i};
+    if (find_storage(elements[i], storage, &link, path_found)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::string DeferredCopies::modified_since_staging() const {
   for (const auto& copy : copies_) {
-    if (copy.deferrable && copy.watched.defined() && version_of(copy.watched) != copy.version)
-      return *copy.name;
+    if (copy.deferrable && copy.watched.defined() && version_of(copy.watched) != copy.version) {
+      // Named only now (a rare warning): a name kept for each of thousands of copies cost memory.
+      std::string path;
+      find_storage(staged_, copy.destination.unsafeGetStorageImpl(), nullptr, path);
+      return path;
+    }
   }
   return "";
 }

@@ -30,7 +30,7 @@ namespace daemon {
 /// One storage to copy into its staging buffer.
 struct StorageCopy {
   c10::Storage source;
-  at::Tensor destination;  ///< uint8 host buffer of source.nbytes() bytes
+  c10::Storage destination;  ///< host buffer of source.nbytes() bytes
   // The buffer's bytes, size and whether the source is in host memory, kept
   // here so that listing thousands of copies reads no tensor or storage.
   void* into = nullptr;
@@ -42,10 +42,10 @@ struct StorageCopy {
   // before (or while) it was copied: the staged value may be torn.
   at::Tensor watched;
   uint32_t version = 0;
-  /// Where it is in the shard, for the warning ("model/fc.weight"); shared, so
-  /// that the copies of a reused result are made without allocating.
-  std::shared_ptr<const std::string> name;
 };
+
+/// Where a value sits in a staged state ("model/fc.weight"), spelt only when a message needs it.
+struct PathLink;
 
 /// The storages that only optimizer.step() modifies: flush.overlap defers
 /// their copies. Collecting them walks every tensor, so it is done only when
@@ -132,10 +132,9 @@ class StagingArena {
 
  private:
   struct Buffer {
-    at::Tensor bytes;
+    c10::Storage storage;
     bool pinned = false;
   };
-  struct PathLink;  // where a value sits, spelt out only when needed
   c10::IValue stage_value(const c10::IValue& v, const PathLink* path);
   c10::IValue stage_tensor(const at::Tensor& t, const PathLink* path);
   // Walks `live` beside the last result; false at the first difference in layout.
@@ -190,10 +189,12 @@ class StagingArena {
 /// The deferrable ones of `copies`, run on a background thread
 /// (flush.overlap). Whoever needs the result first runs it; everyone else
 /// waits for it. `copies` (a staging slot's) must stay as they are until
-/// run_or_wait() and modified_since_staging() are done with them.
+/// run_or_wait() and modified_since_staging() are done with them; `staged` is
+/// the state they were staged for, where a modified source's name is found.
 class DeferredCopies {
  public:
-  explicit DeferredCopies(const std::vector<StorageCopy>& copies) : copies_(copies) {}
+  DeferredCopies(const std::vector<StorageCopy>& copies, c10::IValue staged)
+      : copies_(copies), staged_(std::move(staged)) {}
   /// Runs the copies unless already run or running; then waits; rethrows their error.
   void run_or_wait();
   /// Marks the result unusable (the training loop moved on without waiting).
@@ -206,6 +207,7 @@ class DeferredCopies {
  private:
   enum class State { kPending, kRunning, kDone };
   const std::vector<StorageCopy>& copies_;
+  const c10::IValue staged_;
   std::mutex mutex_;
   std::condition_variable done_;
   State state_ = State::kPending;

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 #include <unordered_set>
@@ -214,16 +215,16 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
   const std::unordered_set<const void*> step_only = {storage_of(weight)};
   StagingArena arena;
   for (int step = 0; step < 3; ++step) {
-    arena.stage(live, step_only);
+    const c10::IValue staged = arena.stage(live, step_only);
     const auto& copies = arena.copies();
     ASSERT_EQ(copies.size(), 1u);
     EXPECT_TRUE(copies[0].deferrable);
     EXPECT_EQ(copies[0].version, weight._version()) << "step " << step;
-    DeferredCopies deferred(copies);
+    DeferredCopies deferred(copies, staged);
     deferred.run_or_wait();
     EXPECT_EQ(deferred.modified_since_staging(), "") << "step " << step;
     weight.add_(1);  // the optimizer step, after the copy
-    DeferredCopies late(copies);
+    DeferredCopies late(copies, staged);
     late.run_or_wait();
     EXPECT_EQ(late.modified_since_staging(), "weight") << "step " << step;
   }
@@ -236,11 +237,11 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
   // Staged first when not deferrable, watched later: the warning still names it.
   StagingArena fresh;
   fresh.stage(live, {});
-  fresh.stage(live, step_only);
+  const c10::IValue staged = fresh.stage(live, step_only);
   const auto& watched = fresh.copies();
   ASSERT_TRUE(watched[0].watched.defined());
   weight.add_(1);
-  DeferredCopies modified(watched);
+  DeferredCopies modified(watched, staged);
   modified.run_or_wait();
   EXPECT_EQ(modified.modified_since_staging(), "weight");
 }
@@ -592,7 +593,7 @@ StorageCopy copy_of(const at::Tensor& source, at::Tensor& destination) {
   destination = torch::zeros({static_cast<int64_t>(source.storage().nbytes())}, torch::kUInt8);
   StorageCopy copy;
   copy.source = source.storage();
-  copy.destination = destination;
+  copy.destination = destination.storage();
   copy.into = destination.data_ptr();
   copy.bytes = source.storage().nbytes();
   copy.deferrable = true;
@@ -603,7 +604,7 @@ TEST(DeferredCopies, RunsOnceWhoeverAsksFirst) {
   const auto source = torch::full({256}, 1.0f);
   at::Tensor destination;
   const std::vector<StorageCopy> copies = {copy_of(source, destination)};
-  DeferredCopies deferred(copies);
+  DeferredCopies deferred(copies, c10::IValue());
   std::vector<std::thread> waiters;
   std::atomic<int> returned{0};
   for (int i = 0; i < 4; ++i) {
@@ -635,7 +636,7 @@ TEST(DeferredCopies, TheCopyErrorReachesEveryWaiter) {
   failing.host = false;
   failing.deferrable = true;
   copies.push_back(failing);
-  DeferredCopies deferred(copies);
+  DeferredCopies deferred(copies, c10::IValue());
 
   std::vector<std::string> errors(3);
   std::vector<std::thread> waiters;
@@ -675,7 +676,7 @@ TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
   ASSERT_EQ(copies.size(), 3u);
   // Fresh staging buffers hold whatever the allocator gave back (once, a freed
   // tensor of ones): zeroed, so that "not copied yet" shows.
-  for (auto& copy : copies) copy.destination.zero_();
+  for (auto& copy : copies) std::memset(copy.into, 0, copy.bytes);
   std::vector<daemon::StorageCopy> now, later;
   for (auto& copy : copies) (copy.deferrable ? later : now).push_back(copy);
   EXPECT_EQ(now.size(), 1u) << "the buffer 'running'";
@@ -690,7 +691,7 @@ TEST(Staging, OverlapDefersParameterCopiesAndCopiesBuffersAtOnce) {
     torch::NoGradGuard no_grad;
     model.running.fill_(2);  // the next forward pass
   }
-  daemon::DeferredCopies deferred(later);
+  daemon::DeferredCopies deferred(later, staged);
   deferred.run_or_wait();  // before_optimizer_step()
   EXPECT_TRUE(torch::all(staged_weight == 1).item<bool>());
   EXPECT_TRUE(torch::all(staged_running == 1).item<bool>())
