@@ -176,6 +176,9 @@ std::tuple<double, double> read_betas(const Reader& r) {
 template <typename T>
 struct Field {
   std::string key;
+  // The key as one string object that every captured dict shares: thousands
+  // of per-parameter dicts hold no copies of it.
+  IValue key_value;
   std::function<c10::optional<IValue>(const T&)> write;                  // nullopt: Python leaves the key out
   std::function<void(const Reader&, const at::Tensor& param, T&)> read;  // empty: not read back
   // Set for a per-parameter tensor: checked against the parameter's shape once every entry is read.
@@ -196,7 +199,8 @@ template <typename Write, typename Read, typename Get = std::nullptr_t>
 auto field(const char* key, Write write, Read read, Get tensor = nullptr) {
   return [=](auto of) {
     using T = typename decltype(of)::type;
-    Field<T> f{key, [=](const T& x) -> c10::optional<IValue> { return write(x); }, nullptr, nullptr, nullptr};
+    Field<T> f{key,     IValue(key), [=](const T& x) -> c10::optional<IValue> { return write(x); },
+               nullptr, nullptr,     nullptr};
     if constexpr (!std::is_null_pointer_v<Read>) {
       f.read = [=](const Reader& r, const at::Tensor& param, T& x) { read(r, param, x); };
     }
@@ -430,9 +434,14 @@ template <typename T>
 Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
   Entries d = new_entries();
   for (const auto& f : fields) {
-    if (auto value = f.write(x)) d.insert(f.key, std::move(*value));
+    if (auto value = f.write(x)) d.insert(f.key_value, std::move(*value));
   }
   return d;
+}
+
+template <typename T>
+bool same_key(const IValue& key, const Field<T>& f) {
+  return key.isSameIdentity(f.key_value) || key.toStringRef() == f.key;
 }
 
 // The entries are in field order (write_entries), so the dict is walked beside
@@ -441,14 +450,13 @@ template <typename T>
 bool refresh_entries(const std::vector<Field<T>>& fields, Entries& d, const T& x, bool& replaced) {
   auto entry = d.begin();
   for (const auto& f : fields) {
-    if (f.refresh && entry != d.end() && entry->key().toStringRef() == f.key &&
-        f.refresh(entry->value(), x)) {
+    if (f.refresh && entry != d.end() && same_key(entry->key(), f) && f.refresh(entry->value(), x)) {
       ++entry;
       continue;
     }
     auto value = f.write(x);
     if (!value) continue;
-    if (entry == d.end() || entry->key().toStringRef() != f.key) return false;
+    if (entry == d.end() || !same_key(entry->key(), f)) return false;
     if (!entry->value().isSameIdentity(*value)) {
       entry->setValue(std::move(*value));
       replaced = true;
