@@ -111,19 +111,32 @@ void write_shard(const c10::IValue& value, WritableFile& out) {
   check_saveable(value);
 
   // The pickle holds only structure (tensor data goes to separate records),
-  // so it is small and built in memory.
-  std::string pickle;
-  torch::jit::Pickler pickler([&](const char* data, size_t size) { pickle.append(data, size); },
-                              /*tensor_table=*/nullptr, /*type_renamer=*/nullptr,
-                              /*memoized_class_types=*/nullptr, /*get_tensor_id=*/nullptr,
-                              /*tag_aggregates=*/false);
+  // but with thousands of tensors that is megabytes: it goes into its record
+  // as it is made, in pieces of up to kPiece bytes, not kept whole in memory.
+  constexpr size_t kPiece = 64 << 10;
+  ZipWriter zip(out);
+  zip.begin_record("data.pkl");
+  std::string piece;
+  piece.reserve(kPiece);
+  torch::jit::Pickler pickler(
+      [&](const char* data, size_t size) {
+        if (piece.size() + size > kPiece) {
+          zip.append_to_record(piece.data(), piece.size());
+          piece.clear();
+        }
+        piece.append(data, size);
+      },
+      /*tensor_table=*/nullptr, /*type_renamer=*/nullptr,
+      /*memoized_class_types=*/nullptr, /*get_tensor_id=*/nullptr,
+      /*tag_aggregates=*/false);
   pickler.protocol();
   pickler.pushIValue(with_plain_lists(value));
   pickler.stop();
+  zip.append_to_record(piece.data(), piece.size());
+  zip.end_record();
 
-  ZipWriter zip(out);
-  zip.add_record("data.pkl", pickle.data(), pickle.size());
   const auto& tensors = pickler.tensorData();
+  zip.expect_records(tensors.size() + 2);  // and data.pkl, version
   for (size_t i = 0; i < tensors.size(); ++i) {
     // Copies to host only for non-CPU tensors; CPU storages are written in place.
     auto data = torch::jit::getWriteableTensorData(tensors[i]);

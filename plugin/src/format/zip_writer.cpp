@@ -62,7 +62,31 @@ void ZipWriter::put(const void* data, size_t size) {
 }
 
 void ZipWriter::add_record(const std::string& name, const void* data, uint64_t size) {
+  write_local_header(name, size);
+  append_data(data, size);
+  end_record();
+}
+
+void ZipWriter::begin_record(const std::string& name) {
+  write_local_header(name, 1);
+  record_.streamed = true;
+}
+
+void ZipWriter::append_to_record(const void* data, size_t size) {
+  if (!open_ || !record_.streamed)
+    throw Error("zip of '" + out_.path() + "': append_to_record() without begin_record()");
+  append_data(data, size);
+}
+
+void ZipWriter::expect_records(uint64_t records) {
+  // A central header and a name of about "archive/data/12345".
+  central_directory_.reserve(central_directory_.size() + records * (kCentralHeaderSize + 24));
+}
+
+void ZipWriter::write_local_header(const std::string& name, uint64_t size) {
   if (finished_) throw Error("zip of '" + out_.path() + "': record '" + name + "' added after finish()");
+  if (open_)
+    throw Error("zip of '" + out_.path() + "': record '" + name + "' begun before the last one ended");
   const std::string full_name = kArchivePrefix + name;
   if (full_name.size() > 0xFFFF) throw Error("zip of '" + out_.path() + "': record name too long");
   const uint64_t header_offset = offset_;
@@ -91,26 +115,41 @@ void ZipWriter::add_record(const std::string& name, const void* data, uint64_t s
   le16(header, padding);
   header.append(padding, 'Z');
   put(header.data(), header.size());
+  record_ = OpenRecord{full_name, header_offset};
+  open_ = true;
+}
 
-  uint32_t crc = 0;
+void ZipWriter::append_data(const void* data, uint64_t size) {
   const char* bytes = static_cast<const char*>(data);
   for (uint64_t done = 0; done < size;) {
     const size_t n = static_cast<size_t>(std::min(kChunk, size - done));
-    crc = libdeflate_crc32(crc, bytes + done, n);
+    record_.crc = libdeflate_crc32(record_.crc, bytes + done, n);
     put(bytes + done, n);
     done += n;
   }
+  record_.size += size;
+}
 
+void ZipWriter::end_record() {
+  if (!open_) throw Error("zip of '" + out_.path() + "': end_record() without begin_record()");
+  open_ = false;
+  const OpenRecord& r = record_;
+  if (r.streamed && (r.size == 0 || r.size >= kZip32Limit)) {
+    throw Error("zip of '" + out_.path() + "': streamed record '" + r.full_name + "' holds " +
+                std::to_string(r.size) + " bytes; a streamed record holds 1 byte to 4 GiB - 1");
+  }
+  const std::string zip64 = zip64_extra(r.size, r.header_offset, /*local=*/true);
+  const uint16_t flags = r.size == 0 ? kUtf8Name : kUtf8Name | kHasDataDescriptor;
   if (flags & kHasDataDescriptor) {
     std::string descriptor;
     le32(descriptor, kDataDescriptorSignature);
-    le32(descriptor, crc);
+    le32(descriptor, r.crc);
     if (zip64.empty()) {
-      le32(descriptor, size);
-      le32(descriptor, size);
+      le32(descriptor, r.size);
+      le32(descriptor, r.size);
     } else {
-      le64(descriptor, size);
-      le64(descriptor, size);
+      le64(descriptor, r.size);
+      le64(descriptor, r.size);
     }
     put(descriptor.data(), descriptor.size());
   }
@@ -123,22 +162,23 @@ void ZipWriter::add_record(const std::string& name, const void* data, uint64_t s
   le16(cd, 0);  // stored
   le16(cd, 0);  // time
   le16(cd, 0);  // date
-  le32(cd, crc);
-  le32(cd, std::min(size, kZip32Limit));
-  le32(cd, std::min(size, kZip32Limit));
-  le16(cd, full_name.size());
+  le32(cd, r.crc);
+  le32(cd, std::min(r.size, kZip32Limit));
+  le32(cd, std::min(r.size, kZip32Limit));
+  le16(cd, r.full_name.size());
   le16(cd, zip64.size());
   le16(cd, 0);  // comment
   le16(cd, 0);  // disk
   le16(cd, 0);  // internal attributes
   le32(cd, 0);  // external attributes
-  le32(cd, std::min(header_offset, kZip32Limit));
-  cd += full_name;
-  cd += zip64_extra(size, header_offset, /*local=*/false);
+  le32(cd, std::min(r.header_offset, kZip32Limit));
+  cd += r.full_name;
+  cd += zip64_extra(r.size, r.header_offset, /*local=*/false);
   ++records_;
 }
 
 void ZipWriter::finish() {
+  if (open_) throw Error("zip of '" + out_.path() + "': finish() before the last record ended");
   add_record("version", kFileFormatVersion, sizeof(kFileFormatVersion) - 1);
   finished_ = true;
   const uint64_t cd_offset = offset_;

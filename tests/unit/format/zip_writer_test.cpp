@@ -191,6 +191,47 @@ TEST(ZipWriter, WritesTheBytesPyTorchStreamWriterWritesPastFourGiB) {
   EXPECT_EQ(ours.digest().xxh3, theirs.digest().xxh3);
 }
 
+// A record written as its bytes come (the pickle, as it is made) is the same
+// bytes as one written whole: PyTorchStreamWriter's.
+TEST(ZipWriter, AStreamedRecordIsTheBytesOfTheWholeOne) {
+  std::string data(300000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13 + i / 97);
+  const std::vector<Record> records = {{"data.pkl", data.data(), 299999}, {"data/0", data.data() + 3, 4096}};
+  StringFile ours, theirs;
+  {
+    ZipWriter zip(ours);
+    zip.begin_record("data.pkl");
+    // Pieces of every size, crossing the writer's 256 KiB CRC chunks.
+    size_t done = 0;
+    for (size_t piece = 1; done < 299999; piece = piece * 3 + 1) {
+      const size_t n = std::min<size_t>(piece, 299999 - done);
+      zip.append_to_record(data.data() + done, n);
+      done += n;
+    }
+    zip.end_record();
+    zip.expect_records(2);
+    zip.add_record("data/0", data.data() + 3, 4096);
+    zip.finish();
+  }
+  write_with_libtorch(records, theirs);
+  EXPECT_EQ(first_difference(ours.bytes, theirs.bytes), "identical");
+}
+
+TEST(ZipWriter, AStreamedRecordMustHoldSomeBytesAndEndBeforeTheNext) {
+  StringFile out;
+  ZipWriter zip(out);
+  EXPECT_THROW(zip.append_to_record("x", 1), Error) << "nothing begun";
+  zip.begin_record("data.pkl");
+  EXPECT_THROW(zip.add_record("data/0", "x", 1), Error) << "data.pkl is still open";
+  EXPECT_THROW(zip.finish(), Error) << "data.pkl is still open";
+  try {
+    zip.end_record();
+    ADD_FAILURE() << "an empty streamed record was accepted (its header promised a data descriptor)";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'archive/data.pkl' holds 0 bytes"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ZipWriter, RefusesRecordsAfterFinish) {
   StringFile out;
   ZipWriter zip(out);
