@@ -199,8 +199,10 @@ template <typename Write, typename Read, typename Get = std::nullptr_t>
 auto field(const char* key, Write write, Read read, Get tensor = nullptr) {
   return [=](auto of) {
     using T = typename decltype(of)::type;
-    Field<T> f{key,     IValue(key), [=](const T& x) -> c10::optional<IValue> { return write(x); },
-               nullptr, nullptr,     nullptr};
+    Field<T> f;
+    f.key = key;
+    f.key_value = IValue(key);
+    f.write = [=](const T& x) -> c10::optional<IValue> { return write(x); };
     if constexpr (!std::is_null_pointer_v<Read>) {
       f.read = [=](const Reader& r, const at::Tensor& param, T& x) { read(r, param, x); };
     }
