@@ -419,11 +419,11 @@ TEST(Staging, AStableContainerIsCheckedByItsTensorsWhileItsGenerationStays) {
 TEST(Staging, AStableContainersTensorReshapedInPlaceIsStagedAnew) {
   const auto matrix = torch::arange(9, torch::kFloat32).view({3, 3}).clone();
   const auto flat = torch::arange(8, torch::kFloat32);
-  const auto bytes = torch::arange(8, torch::kFloat32);
+  const auto shifted = torch::arange(8, torch::kFloat32);
   auto inner = new_dict();
   inner.insert("matrix", matrix);
   inner.insert("flat", flat);
-  inner.insert("bytes", bytes);
+  inner.insert("shifted", shifted);
   auto live = new_dict();
   live.insert("model", inner);
   StagingArena arena;
@@ -438,7 +438,7 @@ TEST(Staging, AStableContainersTensorReshapedInPlaceIsStagedAnew) {
   stage();
   ASSERT_EQ(arena.stable_skips(), 1) << "checked by its tensors alone while nothing changed";
   auto expect_staged_like_live = [&](const c10::IValue& model, const std::string& what) {
-    for (const std::string key : {"matrix", "flat", "bytes"}) {
+    for (const std::string key : {"matrix", "flat", "shifted"}) {
       const at::Tensor live_tensor = inner.at(key).toTensor(), staged = tensor_at(model, key);
       EXPECT_EQ(staged.dtype(), live_tensor.dtype()) << what << ": " << key;
       EXPECT_EQ(staged.sizes(), live_tensor.sizes()) << what << ": " << key;
@@ -457,7 +457,7 @@ TEST(Staging, AStableContainersTensorReshapedInPlaceIsStagedAnew) {
   expect_staged_like_live(stage(), "restrided");
   EXPECT_EQ(arena.reuses(), reuses + 1) << "restrided: built anew";
   stage();
-  bytes.set_(bytes.storage(), 2, {3}, {1});  // only the offset moves
+  shifted.set_(shifted.storage(), 2, {3}, {1});  // only the offset moves
   expect_staged_like_live(stage(), "offset");
   EXPECT_EQ(arena.reuses(), reuses + 2) << "another offset: built anew";
   stage();
