@@ -21,6 +21,12 @@
 
 #include "autosnap/torch_fwd.h"
 
+namespace torch {
+namespace optim {
+class OptimizerParamState;
+}  // namespace optim
+}  // namespace torch
+
 namespace autosnap {
 namespace state {
 
@@ -70,14 +76,30 @@ class OptimizerCapture {
     bool has_state = false;
     c10::impl::GenericDict entries{c10::StringType::get(), c10::AnyType::get()};
   };
+  // A float of a captured dict's tensor of ours (a step), written in place when its value moves on.
+  struct ScalarSlot {
+    float* data = nullptr;  // nullptr: not one float_scalar() can take; a change rebuilds the entries
+    c10::VariableVersion version;
+  };
   bool same_parameters() const;
   void rebuild();
+  // Notes what parameter i's state object shows (OptimizerKind::observe_state) and where its step floats are.
+  void remember(size_t i, const torch::optim::OptimizerParamState& state);
+  // Brings parameter i's entries up to date from what `state` shows: true where
+  // that took no more than writing steps (nothing else changed since remember()).
+  bool update_from_seen(size_t i, const torch::optim::OptimizerParamState& state);
 
   const torch::optim::Optimizer& optimizer_;
   const OptimizerKind* kind_ = nullptr;
   std::vector<Parameter> parameters_;  // in param group order
   std::vector<c10::List<int64_t>> group_ids_;
   c10::impl::GenericDict state_{c10::IntType::get(), c10::AnyType::get()};
+  // Per parameter with state, flat: kind_->state_fields observed numbers, and
+  // the kind's scalar fields' slots. A capture reads the state objects and these,
+  // not the captured dicts (thousands of scattered objects).
+  std::vector<int64_t> seen_;
+  std::vector<ScalarSlot> scalar_slots_;
+  std::vector<int64_t> now_;  // scratch: what a capture sees
   int64_t rebuilds_ = 0;
   int64_t state_generation_ = 0;
 };

@@ -12,6 +12,7 @@
 #include <torch/optim/rmsprop.h>
 #include <torch/optim/sgd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -185,6 +186,13 @@ struct Field {
   std::function<const at::Tensor&(const T&)> tensor;
   // Set for an entry always present that a capture may update in place: false when `existing` cannot take it.
   std::function<bool(const IValue& existing, const T&)> refresh;
+  // Set where one number tells whether the entry changed: a tensor's identity
+  // (0: none), a step's value. A capture compares these with what it saw last
+  // instead of walking the captured dict.
+  std::function<int64_t(const T&)> observe;
+  // The observed number is a float's bits, kept in a float_scalar() of ours:
+  // a change is written into that tensor, not into the dict.
+  bool scalar = false;
 };
 
 template <typename T>
@@ -219,6 +227,28 @@ auto field(const char* key, Write write, Read read, Get tensor = nullptr) {
 #define KEY(name) \
 #name, [](auto& x) -> auto& { return x.name(); }
 
+int64_t float_bits(float value) {
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits;
+}
+
+// A captured dict holds its tensors: another tensor cannot have the same address.
+int64_t identity(const at::Tensor& t) {
+  return t.defined() ? reinterpret_cast<intptr_t>(t.unsafeGetTensorImpl()) : 0;
+}
+
+// `binder`'s Field, observed by observe(state).
+template <typename Binder, typename Observe>
+auto observed(Binder binder, Observe observe) {
+  return [=](auto of) {
+    auto f = binder(of);
+    using T = typename decltype(of)::type;
+    f.observe = [=](const T& s) -> int64_t { return observe(s); };
+    return f;
+  };
+}
+
 // ---- param_group entries (hyper-parameters) ----
 
 template <typename Get>
@@ -229,9 +259,10 @@ auto number(const char* key, Get get) {  // a Python float
 }
 template <typename Get>
 auto integer(const char* key, Get get) {  // a Python int
-  return field(
-      key, [=](const auto& o) { return IValue(get(o)); },
-      [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.integer(key); });
+  return observed(field(
+                      key, [=](const auto& o) { return IValue(get(o)); },
+                      [=](const Reader& r, const at::Tensor&, auto& o) { get(o) = r.integer(key); }),
+                  [=](const auto& o) { return static_cast<int64_t>(get(o)); });
 }
 template <typename Get>
 auto flag(const char* key, Get get) {  // a Python bool; False when absent
@@ -317,6 +348,8 @@ auto step_tensor(const char* key,
     f.refresh = [=](const IValue& existing, const T& s) {
       return refresh_float_scalar(existing, static_cast<double>(get(s)));
     };
+    f.observe = [=](const T& s) { return float_bits(static_cast<float>(get(s))); };
+    f.scalar = true;
     return f;
   };
 }
@@ -331,22 +364,30 @@ auto tensor(const char* key, Get get) {  // always present
     f.refresh = [=](const IValue& existing, const T& s) {
       return existing.isTensor() && existing.toTensor().is_same(get(s));
     };
+    f.observe = [=](const T& s) { return identity(get(s)); };
     return f;
   };
 }
 template <typename Get>
 auto optional_tensor(const char* key, Get get) {  // left out while LibTorch has none
-  return field(
-      key, [=](const auto& s) { return get(s).defined() ? c10::optional<IValue>(get(s)) : c10::nullopt; },
-      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
-      get);
+  return observed(
+      field(
+          key, [=](const auto& s) { return get(s).defined() ? c10::optional<IValue>(get(s)) : c10::nullopt; },
+          [=](const Reader& r, const at::Tensor& p, auto& s) {
+            get(s) = r.tensor(key, p, /*optional=*/true);
+          },
+          get),
+      [=](const auto& s) { return identity(get(s)); });
 }
 template <typename Get>
 auto nullable_tensor(const char* key, Get get) {  // None while LibTorch has none
-  return field(
-      key, [=](const auto& s) { return tensor_or_none(get(s)); },
-      [=](const Reader& r, const at::Tensor& p, auto& s) { get(s) = r.tensor(key, p, /*optional=*/true); },
-      get);
+  return observed(field(
+                      key, [=](const auto& s) { return tensor_or_none(get(s)); },
+                      [=](const Reader& r, const at::Tensor& p, auto& s) {
+                        get(s) = r.tensor(key, p, /*optional=*/true);
+                      },
+                      get),
+                  [=](const auto& s) { return identity(get(s)); });
 }
 
 template <typename Tensors>
@@ -422,6 +463,13 @@ struct OptimizerKind {
   // False when the entries cannot be refreshed in place; `replaced`: a value was
   // replaced (another tensor object, another number), not only written into.
   std::function<bool(Entries&, const OptimizerParamState&, bool& replaced)> refresh_state_dict;
+  // Each state entry as one number (Field::observe), into `seen[0, state_fields)`;
+  // empty where some entry has none (LBFGS's lists).
+  std::function<void(const OptimizerParamState&, int64_t* seen)> observe_state;
+  size_t state_fields = 0;
+  // The entries whose number is a float kept in a tensor of ours (the step), and their keys.
+  std::vector<size_t> scalar_fields;
+  std::vector<IValue> scalar_keys;
   // nullptr: the saved entry carries no state LibTorch keeps (e.g. SGD's None buffer).
   std::function<std::unique_ptr<OptimizerParamState>(const Reader&, const at::Tensor&)> state_from_dict;
 };
@@ -493,6 +541,20 @@ OptimizerKind kind(std::string python_name, const Group& group, const PerParamet
   k.refresh_state_dict = [state_fields](Entries& d, const OptimizerParamState& s, bool& replaced) {
     return refresh_entries(*state_fields, d, static_cast<const State&>(s), replaced);
   };
+  k.state_fields = state_fields->size();
+  const bool observable =
+      std::all_of(state_fields->begin(), state_fields->end(), [](const auto& f) { return bool(f.observe); });
+  if (observable) {
+    k.observe_state = [state_fields](const OptimizerParamState& s, int64_t* seen) {
+      for (const auto& f : *state_fields) *seen++ = f.observe(static_cast<const State&>(s));
+    };
+  }
+  for (size_t j = 0; j < state_fields->size(); ++j) {
+    if ((*state_fields)[j].scalar) {
+      k.scalar_fields.push_back(j);
+      k.scalar_keys.push_back((*state_fields)[j].key_value);
+    }
+  }
   k.state_from_dict = [state_fields, shape, keep](const Reader& r, const at::Tensor& param) {
     auto s = std::make_unique<State>();
     for (const auto& f : *state_fields) f.read(r, param, *s);
@@ -634,6 +696,9 @@ void OptimizerCapture::rebuild() {
   parameters_.clear();
   group_ids_.clear();
   state_ = c10::impl::GenericDict(c10::IntType::get(), c10::AnyType::get());
+  seen_.clear();
+  scalar_slots_.clear();
+  now_.assign(kind_->state_fields, 0);
   int64_t index = 0;
   for (const auto& group : optimizer_.param_groups()) {
     c10::List<int64_t> ids;
@@ -652,6 +717,53 @@ void OptimizerCapture::rebuild() {
     }
     group_ids_.push_back(std::move(ids));
   }
+  if (!kind_->observe_state) return;
+  seen_.resize(parameters_.size() * kind_->state_fields);
+  scalar_slots_.resize(parameters_.size() * kind_->scalar_fields.size());
+  for (size_t i = 0; i < parameters_.size(); ++i) {
+    if (!parameters_[i].has_state) continue;
+    remember(i, *optimizer_.state().find(parameters_[i].key)->second);
+  }
+}
+
+void OptimizerCapture::remember(size_t i, const OptimizerParamState& state) {
+  if (!kind_->observe_state) return;
+  kind_->observe_state(state, &seen_[i * kind_->state_fields]);
+  const Entries& entries = parameters_[i].entries;
+  for (size_t k = 0; k < kind_->scalar_fields.size(); ++k) {
+    ScalarSlot& slot = scalar_slots_[i * kind_->scalar_fields.size() + k];
+    slot = ScalarSlot();
+    auto entry = entries.find(kind_->scalar_keys[k]);
+    if (entry == entries.end() || !entry->value().isTensor()) continue;
+    const at::Tensor& t = entry->value().toTensor();
+    if (t.dim() != 0 || t.scalar_type() != at::kFloat || !t.device().is_cpu() || !t.has_storage()) continue;
+    slot.data = t.data_ptr<float>();
+    if (!t.is_inference()) slot.version = t.unsafeGetTensorImpl()->version_counter();
+  }
+}
+
+bool OptimizerCapture::update_from_seen(size_t i, const OptimizerParamState& state) {
+  if (!kind_->observe_state) return false;
+  kind_->observe_state(state, now_.data());
+  int64_t* seen = &seen_[i * kind_->state_fields];
+  const size_t scalars = kind_->scalar_fields.size();
+  ScalarSlot* slots = scalars ? &scalar_slots_[i * scalars] : nullptr;
+  // All checked before anything is written: a change of another kind leaves it to the dict walk.
+  for (size_t j = 0, k = 0; j < kind_->state_fields; ++j) {
+    const bool scalar = k < scalars && kind_->scalar_fields[k] == j;
+    if (now_[j] != seen[j] && !(scalar && slots[k].data)) return false;
+    k += scalar;
+  }
+  for (size_t k = 0; k < scalars; ++k) {
+    const size_t j = kind_->scalar_fields[k];
+    if (now_[j] == seen[j]) continue;
+    // As refresh_float_scalar: the value, and the version a deferred copy still reading it checks.
+    const auto bits = static_cast<uint32_t>(now_[j]);
+    std::memcpy(slots[k].data, &bits, sizeof(bits));
+    if (slots[k].version.enabled()) slots[k].version.bump();
+    seen[j] = now_[j];
+  }
+  return true;
 }
 
 c10::IValue OptimizerCapture::capture() {
@@ -669,7 +781,7 @@ c10::IValue OptimizerCapture::capture() {
     if (has_state != p.has_state) {
       rebuild();  // keeps Python's order: state entries by parameter index
       fresh = true;
-    } else if (has_state) {
+    } else if (has_state && !update_from_seen(i, *found->second)) {
       bool replaced = false;
       if (!kind_->refresh_state_dict(p.entries, *found->second, replaced)) {
         p.entries = kind_->state_to_dict(*found->second);
@@ -677,6 +789,7 @@ c10::IValue OptimizerCapture::capture() {
         replaced = true;
       }
       if (replaced) ++state_generation_;
+      remember(i, *found->second);
     }
   }
   // Hyper-parameters may change at every step (a learning-rate schedule); groups are few.

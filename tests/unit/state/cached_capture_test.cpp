@@ -249,6 +249,39 @@ TEST(CachedCapture, AnOptimizersStateGenerationMovesOnWhenAValueIsReplaced) {
   EXPECT_GT(captured.state_generation(), generation) << "a loaded state";
 }
 
+// A capture compares each state object with what it saw last, one number per
+// entry, and writes only the step counts itself: any other change (an entry
+// that comes or goes, a tensor replaced together with a new count) still
+// gives what a fresh optimizer_state_dict() would.
+TEST(CachedCapture, AnOptimizerStateEntryThatComesGoesOrIsReplacedIsCapturedAsAFreshDictWould) {
+  testing::Net net;
+  torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(0.01));
+  OptimizerCapture captured(adam);
+  lbfgs_aware_step(net, adam);
+  captured.capture();
+  auto& state = static_cast<torch::optim::AdamParamState&>(*adam.state().begin()->second);
+  state.max_exp_avg_sq(torch::zeros_like(state.exp_avg()));
+  expect_same_capture(captured.capture(), optimizer_state_dict(adam), "an optional entry that comes");
+  state.max_exp_avg_sq(at::Tensor());
+  expect_same_capture(captured.capture(), optimizer_state_dict(adam), "an optional entry that goes");
+  state.step(41);
+  state.exp_avg(state.exp_avg().clone());
+  expect_same_capture(captured.capture(), optimizer_state_dict(adam), "a new count and a moment replaced");
+  lbfgs_aware_step(net, adam);
+  expect_same_capture(captured.capture(), optimizer_state_dict(adam), "the step after");
+  EXPECT_EQ(captured.rebuilds(), 1) << "the same parameters and state objects all along";
+
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  OptimizerCapture sgd_captured(sgd);
+  lbfgs_aware_step(net, sgd);
+  sgd_captured.capture();
+  auto& buffer_state = static_cast<torch::optim::SGDParamState&>(*sgd.state().begin()->second);
+  buffer_state.momentum_buffer(at::Tensor());
+  expect_same_capture(sgd_captured.capture(), optimizer_state_dict(sgd), "a buffer that becomes None");
+  buffer_state.momentum_buffer(torch::ones_like(net->parameters()[0]));
+  expect_same_capture(sgd_captured.capture(), optimizer_state_dict(sgd), "a buffer again");
+}
+
 TEST(CachedCapture, AnOptimizerCaptureIsBuiltAgainForNewParametersOrALoadedState) {
   testing::Net net;
   torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
