@@ -238,6 +238,12 @@ int64_t identity(const at::Tensor& t) {
   return t.defined() ? reinterpret_cast<intptr_t>(t.unsafeGetTensorImpl()) : 0;
 }
 
+// Observes a tensor entry by its identity.
+template <typename Get>
+auto identity_of(Get get) {
+  return [=](const auto& s) { return identity(get(s)); };
+}
+
 // `binder`'s Field, observed by observe(state).
 template <typename Binder, typename Observe>
 auto observed(Binder binder, Observe observe) {
@@ -364,7 +370,7 @@ auto tensor(const char* key, Get get) {  // always present
     f.refresh = [=](const IValue& existing, const T& s) {
       return existing.isTensor() && existing.toTensor().is_same(get(s));
     };
-    f.observe = [=](const T& s) { return identity(get(s)); };
+    f.observe = identity_of(get);
     return f;
   };
 }
@@ -377,7 +383,7 @@ auto optional_tensor(const char* key, Get get) {  // left out while LibTorch has
             get(s) = r.tensor(key, p, /*optional=*/true);
           },
           get),
-      [=](const auto& s) { return identity(get(s)); });
+      identity_of(get));
 }
 template <typename Get>
 auto nullable_tensor(const char* key, Get get) {  // None while LibTorch has none
@@ -387,7 +393,7 @@ auto nullable_tensor(const char* key, Get get) {  // None while LibTorch has non
                         get(s) = r.tensor(key, p, /*optional=*/true);
                       },
                       get),
-                  [=](const auto& s) { return identity(get(s)); });
+                  identity_of(get));
 }
 
 template <typename Tensors>
