@@ -18,14 +18,17 @@
 // memory are touched once first (see prefault_free_memory), and four 128 MB saves
 // let autosnap time both ways of writing big files on this disk first, as a job's
 // first snapshots do (see time_both_ways_of_writing). Then a training loop whose
-// snapshot takes longer than a step runs with a snapshot every 10 steps and with none.
+// snapshot takes longer than a step runs in blocks of 10 steps, with a snapshot
+// (async, overlap) or none, the modes in turn (see measure_training_overhead).
 //
 //   snapshot_bench [--sizes-mb 64,512,2048] [--many-tensors 5000] [--reps 3]
-//                  [--dir PATH] [--json FILE] [--python /usr/bin/python3]
+//                  [--dir PATH] [--json FILE] [--python /usr/bin/python3] [--training-only]
 #include <autosnap/autosnap.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -392,38 +395,87 @@ json run_workload(const std::string& label, std::vector<int64_t> numels, const O
   return w;
 }
 
+// A distribution-free interval of at least 95 % for the median of `values`:
+// between the k-th smallest and the k-th largest, for the largest k that
+// leaves at most 2.5 % on either side (the binomial distribution of how many
+// fall below the median). {NAN, NAN} for fewer than 6 values.
+std::pair<double, double> median_interval(std::vector<double> values) {
+  const size_t n = values.size();
+  std::sort(values.begin(), values.end());
+  // P(X <= j) for X ~ Binomial(n, 1/2).
+  double below = 0, term = std::pow(0.5, static_cast<double>(n));
+  size_t k = 0;
+  for (size_t j = 0; j < n; ++j) {
+    below += term;
+    if (below > 0.025) break;
+    k = j + 1;
+    term = term * static_cast<double>(n - j) / static_cast<double>(j + 1);
+  }
+  if (k == 0) return {NAN, NAN};
+  return {values[k - 1], values[n - k]};
+}
+
 // A small MLP trained on random batches, sized so a snapshot (about 200 MB with
 // Adam) takes longer to write than one step takes to compute.
+//
+// In blocks of 10 steps, the modes in turn (none, async, overlap; the order
+// rotates each round): a block starts with its snapshot, written while the
+// block's other 9 steps run, and ends once it is committed. Each mode's block
+// is compared with the no-snapshot block of the same round, a minute apart at
+// most: this machine's speed drifts several-fold between minutes, which long
+// runs of one mode after another turned into overheads of -5 % to +26 %.
 json measure_training_overhead(const Options& options) {
   bench::TrainingLoop loop(4);
-  constexpr int64_t kSteps = 40;
+  constexpr int64_t kBlock = 10;  // the snapshot interval
+  const int rounds = 4 * options.reps;
   const std::vector<std::string> modes = {"none", "async", "overlap"};
-  std::map<std::string, std::vector<double>> rates;
-  std::vector<double> step_ms;
-  for (int r = 0; r < options.reps; ++r) {
-    for (const auto& mode : modes) {  // interleaved, so the machine's drift hits every mode alike
-      const std::string directory = options.directory + "/train";
-      std::optional<autosnap::Snapshotter> snap;
-      if (mode != "none") {
-        snap.emplace(snapshot_config(directory, mode == "overlap" ? "flush: {overlap: true}\n" : "", 10));
-        loop.track(*snap);
-      }
-      autosnap::Snapshotter* hooks = snap ? &*snap : nullptr;
-      loop.train(hooks, 1, 10);  // warm-up, with one snapshot that allocates the staging buffers
-      if (snap) snap->wait_until_finished();
-      // Steady state: 4 snapshots in 40 steps, each written while the next steps run.
-      const auto start = Clock::now();
-      loop.train(hooks, 11, kSteps);
-      const double ms = ms_since(start);
-      rates[mode].push_back(kSteps * 1000.0 / ms);
-      if (mode == "none") step_ms.push_back(ms / kSteps);
-      if (snap) snap->close();
-      std::filesystem::remove_all(directory);
+  std::map<std::string, std::unique_ptr<autosnap::Snapshotter>> snaps;
+  for (const auto& mode : modes) {
+    if (mode == "none") continue;
+    std::filesystem::remove_all(options.directory + "/train-" + mode);
+    snaps[mode] = std::make_unique<autosnap::Snapshotter>(snapshot_config(
+        options.directory + "/train-" + mode, mode == "overlap" ? "flush: {overlap: true}\n" : "", kBlock));
+    loop.track(*snaps[mode]);
+  }
+  int64_t next_step = kBlock;  // a multiple of kBlock: every block's first step takes a snapshot
+  auto run_block = [&](const std::string& mode) {
+    autosnap::Snapshotter* hooks = mode == "none" ? nullptr : snaps[mode].get();
+    const auto start = Clock::now();
+    loop.train(hooks, next_step, kBlock);
+    if (hooks) hooks->wait_until_finished();
+    next_step += kBlock;
+    return ms_since(start);
+  };
+  // Warm-up: the staging buffers are allocated, and the first big files time
+  // both ways of writing (WriteModeChooser: three each) before one is chosen.
+  for (int r = 0; r < 3; ++r) {
+    for (const auto& mode : modes) run_block(mode);
+  }
+  std::map<std::string, std::vector<double>> block_ms, relative;
+  for (int r = 0; r < rounds; ++r) {
+    std::map<std::string, double> this_round;
+    for (size_t m = 0; m < modes.size(); ++m) {
+      const std::string& mode = modes[(m + r) % modes.size()];
+      this_round[mode] = run_block(mode);
+      block_ms[mode].push_back(this_round[mode]);
     }
+    for (const auto& mode : modes) relative[mode].push_back(this_round[mode] / this_round["none"] - 1);
+  }
+  for (auto& [mode, snap] : snaps) {
+    snap->close();
+    std::filesystem::remove_all(options.directory + "/train-" + mode);
   }
   json result;
-  for (const auto& mode : modes) result[mode + "_steps_per_s"] = bench::median(rates[mode]);
-  result["step_ms"] = bench::median(step_ms);
+  result["rounds"] = rounds;
+  for (const auto& mode : modes) {
+    result[mode + "_steps_per_s"] = kBlock * 1000.0 / bench::median(block_ms[mode]);
+    if (mode == "none") continue;
+    result[mode + "_overhead"] = bench::median(relative[mode]);
+    result[mode + "_overhead_by_round"] = relative[mode];
+    const auto [low, high] = median_interval(relative[mode]);
+    result[mode + "_overhead_interval"] = {low, high};
+  }
+  result["step_ms"] = bench::median(block_ms["none"]) / kBlock;
   // What one snapshot of this model costs to write, for comparison with a step.
   const std::string directory = options.directory + "/persist";
   autosnap::Snapshotter snap(snapshot_config(directory, ""));
@@ -438,15 +490,18 @@ json measure_training_overhead(const Options& options) {
   snap.close();
   std::filesystem::remove_all(directory);
   result["snapshot_persist_ms"] = bench::median(persist);
-  const double none = result["none_steps_per_s"];
   std::printf(
       "\n== training overhead: MLP 4 x 2048x2048, Adam, one step %.1f ms, one snapshot %.1f ms to commit ==\n"
-      "no snapshots %.2f steps/s; every 10 steps: async %.2f steps/s (%.1f%% slower), overlap %.2f steps/s "
-      "(%.1f%% slower)\n",
-      result["step_ms"].get<double>(), result["snapshot_persist_ms"].get<double>(), none,
-      result["async_steps_per_s"].get<double>(), 100 * (1 - result["async_steps_per_s"].get<double>() / none),
-      result["overlap_steps_per_s"].get<double>(),
-      100 * (1 - result["overlap_steps_per_s"].get<double>() / none));
+      "a snapshot every 10 steps, against the no-snapshot block of the same round (median of %d rounds, "
+      "95%% interval): async %+.1f%% (%+.1f .. %+.1f%%), overlap %+.1f%% (%+.1f .. %+.1f%%); "
+      "steps/s (medians): none %.2f, async %.2f, overlap %.2f\n",
+      result["step_ms"].get<double>(), result["snapshot_persist_ms"].get<double>(), rounds,
+      100 * result["async_overhead"].get<double>(), 100 * result["async_overhead_interval"][0].get<double>(),
+      100 * result["async_overhead_interval"][1].get<double>(),
+      100 * result["overlap_overhead"].get<double>(),
+      100 * result["overlap_overhead_interval"][0].get<double>(),
+      100 * result["overlap_overhead_interval"][1].get<double>(), result["none_steps_per_s"].get<double>(),
+      result["async_steps_per_s"].get<double>(), result["overlap_steps_per_s"].get<double>());
   return result;
 }
 
@@ -487,6 +542,7 @@ int main(int argc, char** argv) {
   options.directory = "bench-scratch";
   std::string json_path;
   bool training = true;
+  bool training_only = false;
   app.add_option("--sizes-mb", sizes, "checkpoint sizes (MB) of the dense workloads")->delimiter(',');
   app.add_option("--many-tensors", many_tensors, "parameters of the many-tensor workload (0: skip it)");
   app.add_option("--reps", options.reps, "repetitions per figure (median)")->check(CLI::PositiveNumber);
@@ -499,6 +555,7 @@ int main(int argc, char** argv) {
   app.add_option("--forward-backward-ms", options.forward_backward_ms,
                  "time between on_step_end and before_optimizer_step in the overlap measurement");
   app.add_flag("!--no-training", training, "skip the training-overhead measurement");
+  app.add_flag("--training-only", training_only, "only the training-overhead measurement");
   CLI11_PARSE(app, argc, argv);
 
   torch::set_num_threads(1);
@@ -514,6 +571,11 @@ int main(int argc, char** argv) {
               report["machine"].get<std::string>().c_str(), options.reps);
   std::fflush(stdout);
   time_both_ways_of_writing(options.directory);
+  if (training_only) {
+    sizes.clear();
+    many_tensors = 0;
+    training = true;
+  }
   for (int64_t size : sizes) {
     report["workloads"].push_back(run_workload(std::to_string(size) + " MB", dense_numels(size), options));
   }
