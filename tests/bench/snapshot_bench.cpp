@@ -423,7 +423,7 @@ std::pair<double, double> median_interval(std::vector<double> values) {
 // block's other 9 steps run, and ends once it is committed. Each mode's block
 // is compared with the no-snapshot block of the same round, a minute apart at
 // most: this machine's speed drifts several-fold between minutes, which long
-// runs of one mode after another turned into overheads of -5 % to +26 %.
+// runs of one mode after another turned into overheads of -5 % to +42 %.
 json measure_training_overhead(const Options& options) {
   bench::TrainingLoop loop(4);
   constexpr int64_t kBlock = 10;  // the snapshot interval
@@ -446,8 +446,9 @@ json measure_training_overhead(const Options& options) {
     next_step += kBlock;
     return ms_since(start);
   };
-  // Warm-up: the staging buffers are allocated, and the first big files time
-  // both ways of writing (WriteModeChooser: three each) before one is chosen.
+  // Warm-up: the staging buffers are allocated. (The way of writing big files
+  // was chosen before, by time_both_ways_of_writing: without it the first
+  // rounds timed the trials, 7-13 % above the rounds after.)
   for (int r = 0; r < 3; ++r) {
     for (const auto& mode : modes) run_block(mode);
   }
