@@ -330,10 +330,16 @@ at::Tensor float_scalar(double value) {
 // capture of thousands of parameters makes no new tensors (and staging keeps
 // copying from the same storages). Its version moves on when the value does:
 // a deferred copy still reading it would see the change and name it.
+// Whether `value` is a tensor float_scalar() could have made, whose float can be written in place.
+bool is_float_scalar(const IValue& value) {
+  if (!value.isTensor()) return false;
+  const at::Tensor& t = value.toTensor();
+  return t.dim() == 0 && t.scalar_type() == at::kFloat && t.device().is_cpu() && t.has_storage();
+}
+
 bool refresh_float_scalar(const IValue& existing, double value) {
-  if (!existing.isTensor()) return false;
+  if (!is_float_scalar(existing)) return false;
   const at::Tensor& t = existing.toTensor();
-  if (t.dim() != 0 || t.scalar_type() != at::kFloat || !t.device().is_cpu() || !t.has_storage()) return false;
   float* data = t.data_ptr<float>();
   const auto now = static_cast<float>(value);
   if (std::memcmp(data, &now, sizeof(now)) != 0) {
@@ -705,6 +711,7 @@ void OptimizerCapture::rebuild() {
   seen_.clear();
   scalar_slots_.clear();
   now_.assign(kind_->state_fields, 0);
+  const bool observed = bool(kind_->observe_state);
   int64_t index = 0;
   for (const auto& group : optimizer_.param_groups()) {
     c10::List<int64_t> ids;
@@ -719,16 +726,14 @@ void OptimizerCapture::rebuild() {
         state_.insert(index, p.entries);
       }
       parameters_.push_back(std::move(p));
+      if (observed) {
+        seen_.resize(parameters_.size() * kind_->state_fields);
+        scalar_slots_.resize(parameters_.size() * kind_->scalar_fields.size());
+        if (found != optimizer_.state().end()) remember(parameters_.size() - 1, *found->second);
+      }
       ids.push_back(index++);
     }
     group_ids_.push_back(std::move(ids));
-  }
-  if (!kind_->observe_state) return;
-  seen_.resize(parameters_.size() * kind_->state_fields);
-  scalar_slots_.resize(parameters_.size() * kind_->scalar_fields.size());
-  for (size_t i = 0; i < parameters_.size(); ++i) {
-    if (!parameters_[i].has_state) continue;
-    remember(i, *optimizer_.state().find(parameters_[i].key)->second);
   }
 }
 
@@ -740,9 +745,8 @@ void OptimizerCapture::remember(size_t i, const OptimizerParamState& state) {
     ScalarSlot& slot = scalar_slots_[i * kind_->scalar_fields.size() + k];
     slot = ScalarSlot();
     auto entry = entries.find(kind_->scalar_keys[k]);
-    if (entry == entries.end() || !entry->value().isTensor()) continue;
+    if (entry == entries.end() || !is_float_scalar(entry->value())) continue;
     const at::Tensor& t = entry->value().toTensor();
-    if (t.dim() != 0 || t.scalar_type() != at::kFloat || !t.device().is_cpu() || !t.has_storage()) continue;
     slot.data = t.data_ptr<float>();
     if (!t.is_inference()) slot.version = t.unsafeGetTensorImpl()->version_counter();
   }
