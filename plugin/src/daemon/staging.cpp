@@ -11,6 +11,7 @@
 
 #include "autosnap/errors.h"
 #include "format/shard.h"
+#include "util/prefetch.h"
 
 namespace autosnap {
 namespace daemon {
@@ -318,7 +319,12 @@ bool StagingArena::same_dict(const c10::IValue& live, const c10::IValue& staged)
           record.first_tensor == tensors_met_) {
         const size_t n = record.live_tensors.size();
         const int64_t* shape = record.staged_shapes.data();
+        constexpr size_t kAhead = util::kPrefetchAhead;
         for (size_t i = 0; i < n; ++i) {
+          if (i + 2 * kAhead < n)
+            util::prefetch_impl(record.live_tensors[i + 2 * kAhead].unsafeGetTensorImpl());
+          if (i + kAhead < n)
+            util::prefetch_storage_and_version(record.live_tensors[i + kAhead].unsafeGetTensorImpl());
           const at::Tensor& tensor = record.live_tensors[i];
           if (!tensor.defined()) {
             if (*shape++ != -1) return false;

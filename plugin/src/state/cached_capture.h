@@ -14,6 +14,7 @@
 // synchronous write finishes before training goes on).
 
 #include <ATen/core/ivalue.h>
+#include <c10/macros/Macros.h>
 
 #include <string>
 #include <unordered_set>
@@ -75,6 +76,10 @@ class OptimizerCapture {
     std::string key;  // its key in optimizer.state()
     bool has_state = false;
     c10::impl::GenericDict entries{c10::StringType::get(), c10::AnyType::get()};
+    // Where its entry in optimizer.state() and its state object were at the
+    // last capture: only prefetched (the next capture finds them again).
+    const void* entry_seen = nullptr;
+    const void* state_seen = nullptr;
   };
   // A float of a captured dict's tensor of ours (a step), written in place when its value moves on.
   struct ScalarSlot {
@@ -88,6 +93,10 @@ class OptimizerCapture {
   // Brings parameter i's entries up to date from what `state` shows: true where
   // that took no more than writing steps (nothing else changed since remember()).
   bool update_from_seen(size_t i, const torch::optim::OptimizerParamState& state);
+  // Asks for what the capture of parameter i will read (its state entry and
+  // object, its step floats and their version counters) before it is reached.
+  // Forced inline: see util/prefetch.h.
+  C10_ALWAYS_INLINE void prefetch(size_t i) const;
 
   const torch::optim::Optimizer& optimizer_;
   const OptimizerKind* kind_ = nullptr;

@@ -24,6 +24,7 @@
 #include "state/cached_capture.h"
 #include "state/restore_plan.h"
 #include "state/saved_dict.h"
+#include "util/prefetch.h"
 
 namespace autosnap {
 namespace {
@@ -722,6 +723,8 @@ void OptimizerCapture::rebuild() {
       auto found = optimizer_.state().find(p.key);
       if (found != optimizer_.state().end()) {
         p.has_state = true;
+        p.entry_seen = &*found;
+        p.state_seen = found->second.get();
         p.entries = kind_->state_to_dict(*found->second);
         state_.insert(index, p.entries);
       }
@@ -776,6 +779,22 @@ bool OptimizerCapture::update_from_seen(size_t i, const OptimizerParamState& sta
   return true;
 }
 
+C10_ALWAYS_INLINE void OptimizerCapture::prefetch(size_t i) const {
+  const Parameter& p = parameters_[i];
+  if (!p.has_state) return;
+  // An entry is a key and a pointer; a state object a few tensors and counts.
+  __builtin_prefetch(p.entry_seen);
+  __builtin_prefetch(p.state_seen);
+  const size_t scalars = kind_->scalar_fields.size();
+  if (scalars == 0 || scalar_slots_.empty()) return;
+  for (size_t k = 0; k < scalars; ++k) {
+    const ScalarSlot& slot = scalar_slots_[i * scalars + k];
+    if (!slot.data) continue;
+    __builtin_prefetch(slot.data, 1);
+    util::prefetch_version(slot.version, /*for_write=*/true);
+  }
+}
+
 c10::IValue OptimizerCapture::capture() {
   bool fresh = false;
   if (!same_parameters()) {
@@ -785,9 +804,14 @@ c10::IValue OptimizerCapture::capture() {
   // The state objects are found again: a step may have created them, and a
   // restore replaces them all (a new object may even reuse an old address).
   for (size_t i = 0; i < parameters_.size() && !fresh; ++i) {
+    if (i + util::kPrefetchAhead < parameters_.size()) prefetch(i + util::kPrefetchAhead);
     Parameter& p = parameters_[i];
     auto found = optimizer_.state().find(p.key);
     const bool has_state = found != optimizer_.state().end();
+    if (has_state) {
+      p.entry_seen = &*found;
+      p.state_seen = found->second.get();
+    }
     if (has_state != p.has_state) {
       rebuild();  // keeps Python's order: state entries by parameter index
       fresh = true;

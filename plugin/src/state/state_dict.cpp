@@ -12,6 +12,7 @@
 #include "autosnap/errors.h"
 #include "state/cached_capture.h"
 #include "state/restore_plan.h"
+#include "util/prefetch.h"
 
 namespace autosnap {
 namespace state {
@@ -104,6 +105,11 @@ bool matches(const torch::nn::Module& module, LastWalk& last) {
       module,
       [&](const std::string&, const at::Tensor& t, bool) {
         const size_t i = last.tensors++;
+        const size_t ahead = i + util::kPrefetchAhead;
+        if (ahead < last.live.size()) {
+          util::prefetch_impl(last.live[ahead].unsafeGetTensorImpl());
+          util::prefetch_impl(last.detached[ahead].unsafeGetTensorImpl());
+        }
         same = same && i < last.live.size() && last.live[i].is_same(t) && same_alias(t, last.detached[i]);
       },
       [&](const std::string& name, const torch::nn::Module& child) {
