@@ -3,6 +3,10 @@
 #include <ATen/ops/empty.h>
 #include <c10/core/CPUAllocator.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -90,6 +94,49 @@ bool same_shape(const at::Tensor& live, const int64_t*& shape) {
   return same;
 }
 
+// Above this much in all, staging copies store past the cache.
+constexpr size_t kMinBytesToStream = 32 << 20;
+
+// Copies `size` bytes; `streaming`, with stores that bypass the cache, as
+// glibc's memcpy does for one copy larger than the cache but not for the
+// thousands of small ones a state of many tensors is: a staged copy is read
+// again only by the writer, long after, and caching it costs reading every
+// destination line first and evicting the training's own data.
+void copy_bytes(char* to, const char* from, size_t size, bool streaming) {
+#if defined(__SSE2__)
+  const size_t head = (16 - reinterpret_cast<uintptr_t>(to) % 16) % 16;
+  if (streaming && size >= head + 256) {
+    std::memcpy(to, from, head);
+    to += head;
+    from += head;
+    size -= head;
+    const size_t body = size & ~size_t{63};
+    for (size_t i = 0; i < body; i += 64) {
+      const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i));
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + 16));
+      const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + 32));
+      const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from + i + 48));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i), a);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + 16), b);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + 32), c);
+      _mm_stream_si128(reinterpret_cast<__m128i*>(to + i + 48), d);
+    }
+    std::memcpy(to + body, from + body, size - body);
+    return;
+  }
+#endif
+  (void)streaming;
+  std::memcpy(to, from, size);
+}
+
+// Streaming stores are weakly ordered: a thread's must be complete before it
+// tells another (a join, a lock) that the copies are done.
+void end_streaming() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 bool dense(const at::Tensor& t) { return t.has_storage() && t.layout() == at::kStrided; }
 
 }  // namespace
@@ -137,11 +184,12 @@ void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which)
   }
   // The source is read now, not when listed: a storage's bytes may have moved
   // since it was staged (resized); at most the staged size is copied.
-  auto copy_part = [](const StorageCopy& copy, size_t offset, size_t size) {
+  const bool streaming = total >= kMinBytesToStream;
+  auto copy_part = [streaming](const StorageCopy& copy, size_t offset, size_t size) {
     const size_t now = copy.source.nbytes();
     if (offset >= now) return;
-    std::memcpy(static_cast<char*>(copy.into) + offset, static_cast<const char*>(copy.source.data()) + offset,
-                std::min(size, now - offset));
+    copy_bytes(static_cast<char*>(copy.into) + offset, static_cast<const char*>(copy.source.data()) + offset,
+               std::min(size, now - offset), streaming);
   };
   std::atomic<size_t> next{0};
   auto work = [&] {
@@ -155,6 +203,7 @@ void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which)
         if (selected(copies[i]) && copies[i].host) copy_part(copies[i], 0, copies[i].bytes);
       }
     }
+    if (streaming) end_streaming();
   };
   const size_t threads = std::min<size_t>({kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()),
                                            total / kMinBytesPerCopyThread + 1, runs.size()});

@@ -313,6 +313,25 @@ TEST(Staging, LargeCopiesSharedByThreadsCopyEveryByte) {
   EXPECT_EQ(tensor_at(staged, "strided").strides(), live.at("strided").toTensor().strides());
 }
 
+// Past 32 MiB in all, copies store past the cache (streaming stores): every
+// byte of many tensors of uneven sizes, none of them a whole number of cache lines.
+TEST(Staging, ManyCopiesOfALargeStateCopyEveryByte) {
+  auto live = new_dict();
+  int64_t bytes = 0;
+  for (int64_t i = 0; bytes < (40 << 20); ++i) {
+    const int64_t numel = 4093 + 61 * (i % 97);  // odd counts of bytes
+    live.insert("t" + std::to_string(i), torch::randint(0, 256, {numel}, torch::kUInt8));
+    bytes += numel;
+  }
+  live.insert("tiny", torch::full({3}, 7, torch::kUInt8));
+  StagingArena arena;
+  const auto staged = stage_now(arena, live);
+  for (const auto& entry : live) {
+    const std::string key = entry.key().toStringRef();
+    EXPECT_TRUE(torch::equal(tensor_at(staged, key), entry.value().toTensor())) << key;
+  }
+}
+
 TEST(Staging, AChangedSizeReallocates) {
   auto live = new_dict();
   live.insert("a", torch::ones({10}));
