@@ -786,7 +786,7 @@ C10_ALWAYS_INLINE void OptimizerCapture::prefetch(size_t i) const {
   __builtin_prefetch(p.entry_seen);
   __builtin_prefetch(p.state_seen);
   const size_t scalars = kind_->scalar_fields.size();
-  if (scalars == 0 || scalar_slots_.empty()) return;
+  if (scalar_slots_.empty()) return;  // a kind without observe_state
   for (size_t k = 0; k < scalars; ++k) {
     const ScalarSlot& slot = scalar_slots_[i * scalars + k];
     if (!slot.data) continue;
