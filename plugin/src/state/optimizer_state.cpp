@@ -327,10 +327,6 @@ at::Tensor float_scalar(double value) {
   return at::Tensor(std::move(impl));
 }
 
-// Writes `value` into a float_scalar() made by an earlier capture, so that a
-// capture of thousands of parameters makes no new tensors (and staging keeps
-// copying from the same storages). Its version moves on when the value does:
-// a deferred copy still reading it would see the change and name it.
 // Whether `value` is a tensor float_scalar() could have made, whose float can be written in place.
 bool is_float_scalar(const IValue& value) {
   if (!value.isTensor()) return false;
@@ -338,6 +334,10 @@ bool is_float_scalar(const IValue& value) {
   return t.dim() == 0 && t.scalar_type() == at::kFloat && t.device().is_cpu() && t.has_storage();
 }
 
+// Writes `value` into a float_scalar() made by an earlier capture, so that a
+// capture of thousands of parameters makes no new tensors (and staging keeps
+// copying from the same storages). Its version moves on when the value does:
+// a deferred copy still reading it would see the change and name it.
 bool refresh_float_scalar(const IValue& existing, double value) {
   if (!is_float_scalar(existing)) return false;
   const at::Tensor& t = existing.toTensor();
