@@ -274,9 +274,8 @@ c10::IValue StagingArena::stage(const c10::IValue& live, const StepOnlyStorages&
   flags_generation_ = step_only.generation();
   if (!last_staged_.isNone()) {
     tensors_met_ = 0;
-    sources_replaced_ = false;
-    if (same_layout(live, last_staged_) && tensors_met_ == tensor_copies_.size() &&
-        (!sources_replaced_ || sources_distinct())) {
+    replaced_sources_.clear();
+    if (same_layout(live, last_staged_) && tensors_met_ == tensor_copies_.size() && sources_distinct()) {
       ++reuses_;
       return last_staged_;
     }
@@ -317,12 +316,20 @@ bool same_plain(const c10::IValue& a, const c10::IValue& b) {
 }  // namespace
 
 bool StagingArena::sources_distinct() const {
-  // Storages shared where they were not (two copies from one storage) change what torch.save records.
-  std::vector<const void*> sources;
-  sources.reserve(copies_.size());
-  for (const auto& copy : copies_) sources.push_back(copy.source.unsafeGetStorageImpl());
-  std::sort(sources.begin(), sources.end());
-  return std::adjacent_find(sources.begin(), sources.end()) == sources.end();
+  // Storages shared where they were not (two copies from one storage) change
+  // what torch.save records. The sources kept were distinct after the last
+  // stage() and are held (no new storage can take their address), so only a
+  // replaced one can meet another: one pass, not a sort of thousands.
+  if (replaced_sources_.empty()) return true;
+  std::vector<const void*> replaced;
+  replaced.reserve(replaced_sources_.size());
+  for (size_t index : replaced_sources_) replaced.push_back(copies_[index].source.unsafeGetStorageImpl());
+  std::sort(replaced.begin(), replaced.end());
+  if (std::adjacent_find(replaced.begin(), replaced.end()) != replaced.end()) return false;
+  size_t met = 0;
+  for (const auto& copy : copies_)
+    met += std::binary_search(replaced.begin(), replaced.end(), copy.source.unsafeGetStorageImpl());
+  return met == replaced.size();  // each replaced source on its own copy alone
 }
 
 bool StagingArena::same_tensor(const at::Tensor& live, const at::Tensor& staged) {
@@ -343,7 +350,7 @@ bool StagingArena::same_source(const at::Tensor& live) {
     // state) keeps its buffer; a view must stay on the storage of the first tensor met.
     if (!first || storage.device() != copy.source.device()) return false;
     copy.source = storage;
-    sources_replaced_ = true;
+    replaced_sources_.push_back(index);
   }
   if (first) {  // what is deferrable, and the version counter to watch, are this step's
     if (!flags_current_) copy.deferrable = step_only_->contains(storage.unsafeGetStorageImpl());

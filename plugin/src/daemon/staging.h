@@ -161,6 +161,7 @@ class StagingArena {
   };
   void record_stable(const c10::IValue& live, const c10::IValue& staged, int64_t generation,
                      size_t first_tensor);
+  // Whether the copies' sources are still distinct storages after the walk replaced some.
   bool sources_distinct() const;
 
   std::vector<Buffer> buffers_;
@@ -175,7 +176,7 @@ class StagingArena {
   std::vector<StorageCopy> copies_;
   std::vector<std::pair<size_t, bool>> tensor_copies_;
   size_t tensors_met_ = 0;
-  bool sources_replaced_ = false;
+  std::vector<size_t> replaced_sources_;  // copies whose source this walk replaced
   // The StepOnlyStorages generation the last result's deferrable flags were set at.
   int64_t flags_generation_ = StepOnlyStorages::kUnknown;
   bool flags_current_ = false;  // this call: keep the reused copies' flags

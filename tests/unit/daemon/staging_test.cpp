@@ -175,6 +175,20 @@ TEST(Staging, TheSameLayoutReusesTheLastResultWithItsPlainValuesUpToDate) {
   EXPECT_EQ(pair_arena.reuses(), 0) << "two tensors now on one storage";
   EXPECT_EQ(pair_copies.size(), 1u);
   EXPECT_EQ(storage_of(tensor_at(paired, "a")), storage_of(tensor_at(paired, "b")));
+  // Nor is one tensor moved onto a storage another kept: only the moved one is replaced.
+  auto trio = new_dict();
+  const auto kept = torch::zeros({4});
+  trio.insert("a", torch::zeros({4}));
+  trio.insert("b", kept);
+  trio.insert("c", torch::zeros({4}));
+  StagingArena trio_arena;
+  stage_now(trio_arena, trio);
+  trio.insert_or_assign("c", kept.view({4}));
+  std::vector<StorageCopy> trio_copies;
+  const auto joined = stage_now(trio_arena, trio, &trio_copies);
+  EXPECT_EQ(trio_arena.reuses(), 0) << "c now on b's storage";
+  EXPECT_EQ(trio_copies.size(), 2u);
+  EXPECT_EQ(storage_of(tensor_at(joined, "b")), storage_of(tensor_at(joined, "c")));
 
   // Each change of layout builds it again, with the right values.
   auto expect_rebuilt = [&](const std::string& what, const std::string& key, double value) {
