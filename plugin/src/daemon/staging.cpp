@@ -49,11 +49,6 @@ at::Tensor view_into(const c10::Storage& storage, const at::Tensor& like) {
   return at::Tensor(std::move(impl));
 }
 
-// Tensor::_version() is a dispatcher call; staging reads one per tensor.
-uint32_t version_of(const at::Tensor& t) {
-  return t.unsafeGetTensorImpl()->version_counter().current_version();
-}
-
 template <typename F>
 void for_each_tensor(const c10::IValue& v, const F& f) {
   if (v.isTensor()) {
@@ -355,11 +350,13 @@ bool StagingArena::same_source(const at::Tensor& live) {
   if (first) {  // what is deferrable, and the version counter to watch, are this step's
     if (!flags_current_) copy.deferrable = step_only_->contains(storage.unsafeGetStorageImpl());
     if (!copy.deferrable || live.is_inference()) {
-      copy.watched.reset();
-    } else if (!copy.watched.is_same(live)) {  // mostly the same: no reference counting then
-      copy.watched = live;
+      copy.counter = c10::VariableVersion();
+    } else {
+      const c10::VariableVersion& counter = live.unsafeGetTensorImpl()->version_counter();
+      // Mostly the same counter: no reference counting then.
+      if (util::counter_address(copy.counter) != util::counter_address(counter)) copy.counter = counter;
     }
-    copy.version = copy.watched.defined() ? version_of(live) : 0;
+    copy.version = copy.counter.enabled() ? copy.counter.current_version() : 0;
   }
   return true;
 }
@@ -507,8 +504,8 @@ c10::IValue StagingArena::stage_tensor(const at::Tensor& t, const PathLink* path
     copy.host = storage.device().is_cpu();
     copy.deferrable = step_only_->contains(key);
     if (copy.deferrable && !t.is_inference()) {  // inference tensors have no version counter
-      copy.watched = t;
-      copy.version = version_of(t);
+      copy.counter = t.unsafeGetTensorImpl()->version_counter();
+      copy.version = copy.counter.current_version();
     }
     copies_.push_back(std::move(copy));
     const size_t index = copies_.size() - 1;
@@ -629,7 +626,7 @@ bool find_storage(const c10::IValue& value, const void* storage, const PathLink*
 
 std::string DeferredCopies::modified_since_staging() const {
   for (const auto& copy : copies_) {
-    if (copy.deferrable && copy.watched.defined() && version_of(copy.watched) != copy.version) {
+    if (copy.deferrable && copy.counter.enabled() && copy.counter.current_version() != copy.version) {
       // Named only now (a rare warning): a name kept for each of thousands of copies cost memory.
       std::string path;
       find_storage(staged_, copy.destination.unsafeGetStorageImpl(), nullptr, path);

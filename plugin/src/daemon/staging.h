@@ -37,10 +37,12 @@ struct StorageCopy {
   size_t bytes = 0;
   bool host = true;
   bool deferrable = false;  ///< only optimizer.step() modifies the source
-  // Deferrable copies only: a tensor on the source and its version counter
-  // when staged. A newer version once the copy is done means it was modified
-  // before (or while) it was copied: the staged value may be torn.
-  at::Tensor watched;
+  // Deferrable copies only: the version counter of a tensor on the source
+  // and its version when staged. A newer version once the copy is done means
+  // it was modified before (or while) it was copied: the staged value may be
+  // torn. The counter itself, not the tensor, so that checking thousands of
+  // them (before_optimizer_step) reads no TensorImpl.
+  c10::VariableVersion counter;
   uint32_t version = 0;
 };
 

@@ -39,13 +39,19 @@ C10_ALWAYS_INLINE void prefetch_impl(const c10::TensorImpl* impl) {
   for (size_t offset = 0; offset < sizeof(c10::TensorImpl); offset += 64) __builtin_prefetch(at + offset);
 }
 
-/// A version counter's own object (the VariableVersion in a TensorImpl is a
-/// pointer to it).
-C10_ALWAYS_INLINE void prefetch_version(const c10::VariableVersion& version, bool for_write = false) {
+/// Where a version counter's own object is (a VariableVersion is one pointer
+/// to it, which no accessor gives): to prefetch it, or to tell two apart.
+inline const void* counter_address(const c10::VariableVersion& version) {
   static_assert(sizeof(c10::VariableVersion) == sizeof(void*),
                 "a VariableVersion is one pointer to its counter");
   const void* counter = nullptr;
   std::memcpy(&counter, &version, sizeof(counter));
+  return counter;
+}
+
+/// A version counter's own object.
+C10_ALWAYS_INLINE void prefetch_version(const c10::VariableVersion& version, bool for_write = false) {
+  const void* counter = counter_address(version);
   if (for_write) {
     __builtin_prefetch(counter, 1);
   } else {

@@ -246,18 +246,30 @@ TEST(Staging, AReusedResultWatchesThisStepsVersions) {
   arena.stage(live, {});
   const auto& copies = arena.copies();
   EXPECT_FALSE(copies[0].deferrable) << "not deferrable when this step says so";
-  EXPECT_FALSE(copies[0].watched.defined());
+  EXPECT_FALSE(copies[0].counter.enabled());
 
   // Staged first when not deferrable, watched later: the warning still names it.
   StagingArena fresh;
   fresh.stage(live, {});
   const c10::IValue staged = fresh.stage(live, step_only);
   const auto& watched = fresh.copies();
-  ASSERT_TRUE(watched[0].watched.defined());
+  ASSERT_TRUE(watched[0].counter.enabled());
   weight.add_(1);
   DeferredCopies modified(watched, staged);
   modified.run_or_wait();
   EXPECT_EQ(modified.modified_since_staging(), "weight");
+
+  // The same tensor given another version counter: the new one is watched.
+  torch::autograd::impl::set_version_counter(weight, c10::VariableVersion(0));
+  const c10::IValue recounted = fresh.stage(live, step_only);
+  EXPECT_EQ(fresh.reuses(), 2);
+  DeferredCopies untouched(fresh.copies(), recounted);
+  untouched.run_or_wait();
+  EXPECT_EQ(untouched.modified_since_staging(), "") << "not modified since it was staged";
+  weight.add_(1);
+  DeferredCopies counted(fresh.copies(), recounted);
+  counted.run_or_wait();
+  EXPECT_EQ(counted.modified_since_staging(), "weight") << "a modification seen by the tensor's counter now";
 }
 
 // flush.overlap with thousands of tensors: collecting the step-only storages
@@ -284,7 +296,7 @@ TEST(Staging, StepOnlyStoragesAreCollectedOnlyWhenTheirGenerationOrTheLayoutChan
     for (const auto& copy : copies) {
       const bool is_weight = copy.source.unsafeGetStorageImpl() == storage_of(weight);
       EXPECT_EQ(copy.deferrable, is_weight) << when;
-      EXPECT_EQ(copy.watched.defined(), is_weight) << when;
+      EXPECT_EQ(copy.counter.enabled(), is_weight) << when;
       if (is_weight) EXPECT_EQ(copy.version, weight._version()) << when;
     }
   };
