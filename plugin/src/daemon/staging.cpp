@@ -200,8 +200,10 @@ void perform_copies(const std::vector<StorageCopy>& copies, CopySelection which)
     }
     if (streaming) end_streaming();
   };
-  const size_t threads = std::min<size_t>({kMaxCopyThreads, std::max(1u, std::thread::hardware_concurrency()),
-                                           total / kMinBytesPerCopyThread + 1, runs.size()});
+  // Asked once: glibc reads a /sys file for it, on the training thread.
+  static const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads =
+      std::min<size_t>({kMaxCopyThreads, size_t{cores}, total / kMinBytesPerCopyThread + 1, runs.size()});
   std::vector<std::thread> helpers;
   for (size_t t = 1; t < threads; ++t) helpers.emplace_back(work);
   work();
