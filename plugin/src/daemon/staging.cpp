@@ -15,6 +15,7 @@
 
 #include "autosnap/errors.h"
 #include "format/shard.h"
+#include "util/compact_dict.h"
 #include "util/prefetch.h"
 
 namespace autosnap {
@@ -523,7 +524,7 @@ c10::IValue StagingArena::stage_value(const c10::IValue& v, const PathLink* path
     const size_t first_tensor = tensor_copies_.size();
     const auto live = v.toGenericDict();
     c10::impl::GenericDict out(live.keyType(), live.valueType());
-    out.reserve(live.size());
+    util::compact_dict(out, live.size());
     for (const auto& entry : live) {
       const PathLink link{path, &entry.key(), 0};
       out.insert(entry.key(), stage_value(entry.value(), &link));

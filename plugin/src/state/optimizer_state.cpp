@@ -24,6 +24,7 @@
 #include "state/cached_capture.h"
 #include "state/restore_plan.h"
 #include "state/saved_dict.h"
+#include "util/compact_dict.h"
 #include "util/prefetch.h"
 
 namespace autosnap {
@@ -496,6 +497,7 @@ using state::OptimizerKind;
 template <typename T>
 Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
   Entries d = new_entries();
+  util::compact_dict(d, fields.size());
   for (const auto& f : fields) {
     if (auto value = f.write(x)) d.insert(f.key_value, std::move(*value));
   }
@@ -709,6 +711,7 @@ void OptimizerCapture::rebuild() {
   parameters_.clear();
   group_ids_.clear();
   state_ = c10::impl::GenericDict(c10::IntType::get(), c10::AnyType::get());
+  util::compact_dict(state_, optimizer_.state().size());
   seen_.clear();
   scalar_slots_.clear();
   now_.assign(kind_->state_fields, 0);

@@ -12,6 +12,7 @@
 #include "autosnap/errors.h"
 #include "state/cached_capture.h"
 #include "state/restore_plan.h"
+#include "util/compact_dict.h"
 #include "util/prefetch.h"
 
 namespace autosnap {
@@ -175,6 +176,7 @@ c10::IValue ModuleCapture::capture() {
         });
   };
   add(module_, "");
+  util::compact_dict(dict, 0);
   dict_ = std::move(dict);
   return dict_;
 }

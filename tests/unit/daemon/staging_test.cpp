@@ -14,6 +14,7 @@
 #include "daemon/staging.h"
 #include "daemon/tracked.h"
 #include "support/snapshotter_fixtures.h"
+#include "util/compact_dict.h"
 
 namespace autosnap {
 namespace {
@@ -75,6 +76,21 @@ TEST(Staging, ViewsOfOneStorageStayViewsOfOneStagingBuffer) {
   }
   base.fill_(-1);  // training goes on
   EXPECT_EQ(slice[0].item<double>(), 2.0) << "the staged copy keeps the values of its step";
+}
+
+// A staged state mirrors thousands of small dicts (an optimizer's
+// per-parameter states): each in the smallest hash table that holds it.
+TEST(Staging, StagedDictsTakeTheSmallestTables) {
+  auto parameter_state = new_dict();
+  parameter_state.insert("step", torch::ones({}));
+  parameter_state.insert("exp_avg", torch::zeros({4}));
+  parameter_state.insert("exp_avg_sq", torch::zeros({4}));
+  auto live = new_dict();
+  live.insert("0", parameter_state);
+  StagingArena arena;
+  const auto staged = stage_now(arena, live).toGenericDict().at("0").toGenericDict();
+  EXPECT_EQ(util::dict_table(staged).bucket_count(), 4u) << "c10::Dict's own: 8, at most half full";
+  EXPECT_TRUE(torch::equal(staged.at("exp_avg").toTensor(), parameter_state.at("exp_avg").toTensor()));
 }
 
 TEST(Staging, TiedWeightsShareOneBuffer) {

@@ -11,6 +11,7 @@
 #include "autosnap/autosnap.h"
 #include "support/interop_cases.h"
 #include "support/test_util.h"
+#include "util/compact_dict.h"
 
 namespace autosnap {
 namespace state {
@@ -206,6 +207,30 @@ TEST(CachedCapture, AnOptimizersStepCountsAreUpdatedInPlaceAndTheirVersionsFollo
   EXPECT_GT(next._version(), version) << "a new count moves its version on";
   expect_same_capture(captured.capture(), optimizer_state_dict(optimizer), "after in-place updates");
   EXPECT_EQ(captured.rebuilds(), 1) << "built once, at the first capture";
+}
+
+// An optimizer's per-parameter states are thousands of small dicts in a big
+// model, kept by the capture (and staged again): each in the smallest hash
+// table that holds it, not in one at most half full as c10::Dict keeps them.
+TEST(CachedCapture, CapturedDictsTakeTheSmallestTables) {
+  testing::Net net;
+  torch::optim::Adam optimizer(net->parameters(), torch::optim::AdamOptions(0.01));
+  lbfgs_aware_step(net, optimizer);
+  ModuleCapture module(*net);
+  OptimizerCapture captured(optimizer);
+  auto expect_compact = [](const c10::IValue& value, const std::string& what) {
+    const auto dict = value.toGenericDict();
+    EXPECT_LT(util::dict_table(dict).bucket_count(), 2 * std::max<size_t>(dict.size(), 2))
+        << what << ": " << dict.size() << " entries";
+  };
+  expect_compact(module.capture(), "the module's state dict");
+  const auto state = captured.capture().toGenericDict().at("state");
+  expect_compact(state, "the optimizer's state");
+  for (const auto& entry : state.toGenericDict()) {
+    EXPECT_EQ(entry.value().toGenericDict().size(), 3u);
+    expect_compact(entry.value(), "parameter " + c10::str(entry.key()));
+  }
+  expect_same_capture(captured.capture(), optimizer_state_dict(optimizer));
 }
 
 // Staging walks an optimizer's "state" dict again only when its generation
