@@ -469,7 +469,7 @@ namespace state {
 struct OptimizerKind {
   std::string python_name;  // torch.optim's class name
   std::function<bool(const Optimizer&)> is;
-  std::function<Entries(const OptimizerOptions&)> options_to_dict;
+  std::function<Entries(const OptimizerOptions&)> options_to_dict;  // with room for the "params" added next
   std::function<void(const Reader&, OptimizerOptions&)> options_from_dict;
   std::function<Entries(const OptimizerParamState&)> state_to_dict;
   // Writes the state's values over those of a dict state_to_dict() made
@@ -494,10 +494,12 @@ namespace {
 
 using state::OptimizerKind;
 
+// `more`: entries the caller inserts after these (a table filled to the brim
+// would otherwise grow for them at every capture).
 template <typename T>
-Entries write_entries(const std::vector<Field<T>>& fields, const T& x) {
+Entries write_entries(const std::vector<Field<T>>& fields, const T& x, size_t more = 0) {
   Entries d = new_entries();
-  util::compact_dict(d, fields.size());
+  util::compact_dict(d, fields.size() + more);
   for (const auto& f : fields) {
     if (auto value = f.write(x)) d.insert(f.key_value, std::move(*value));
   }
@@ -543,7 +545,7 @@ OptimizerKind kind(std::string python_name, const Group& group, const PerParamet
   k.python_name = std::move(python_name);
   k.is = [](const Optimizer& o) { return dynamic_cast<const Opt*>(&o) != nullptr; };
   k.options_to_dict = [options_fields](const OptimizerOptions& o) {
-    return write_entries(*options_fields, static_cast<const Options&>(o));
+    return write_entries(*options_fields, static_cast<const Options&>(o), /*more=*/1);
   };
   k.options_from_dict = [options_fields](const Reader& r, OptimizerOptions& o) {
     for (const auto& f : *options_fields) {
