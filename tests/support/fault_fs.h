@@ -100,6 +100,7 @@ class FaultInjectingFileSystem : public FileSystem {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms));
       inner_->append(data, size);
     }
+    void expect_size(uint64_t bytes) override { inner_->expect_size(bytes); }
     void flush() override { inner_->flush(); }
     void sync() override {
       fs_.check("fsync", inner_->path());

@@ -7,11 +7,13 @@ namespace {
 // Appends and fsyncs of a file count as this rank's calls too.
 class RankWritableFile final : public WritableFile {
  public:
-  RankWritableFile(RankFileSystem& fs, std::unique_ptr<WritableFile> file) : fs_(fs), file_(std::move(file)) {}
+  RankWritableFile(RankFileSystem& fs, std::unique_ptr<WritableFile> file)
+      : fs_(fs), file_(std::move(file)) {}
   void append(const void* data, size_t size) override {
     fs_.mutating_call();
     file_->append(data, size);
   }
+  void expect_size(uint64_t bytes) override { file_->expect_size(bytes); }
   void flush() override {
     fs_.any_call();
     file_->flush();

@@ -24,6 +24,10 @@ class AUTOSNAP_API WritableFile {
  public:
   virtual ~WritableFile() = default;
   virtual void append(const void* data, size_t size) = 0;
+  /// Says about how many bytes the file will hold, before the first append:
+  /// the default file system chooses how to write a big file by its size.
+  /// Wrappers pass it on; the default ignores it.
+  virtual void expect_size(uint64_t bytes) { (void)bytes; }
   /// Hands buffered bytes to the operating system (no fsync).
   virtual void flush() = 0;
   /// Flushes buffered bytes and makes the file's data durable (fsync).
@@ -101,9 +105,10 @@ class AUTOSNAP_API FileSystem {
 AUTOSNAP_API FileSystem& default_file_system();
 
 /// How the default file system writes big new files (over 1 MiB): kAuto times
-/// each device's first ones both ways, O_DIRECT and through the page cache
-/// (fsync included), and uses the faster from then on, trying the other every
-/// 16 files. Process-wide; a Snapshotter sets it from flush.direct_io.
+/// each device's first ones of each size class (32-128 MiB, 128-512 MiB, ...)
+/// both ways, O_DIRECT and through the page cache (fsync included), and uses
+/// the faster from then on, trying the other every 16 files. Process-wide; a
+/// Snapshotter sets it from flush.direct_io.
 enum class DirectIo { kAuto, kAlways, kNever };
 AUTOSNAP_API void set_direct_io(DirectIo mode);
 

@@ -45,6 +45,7 @@ class HashingWritableFile final : public WritableFile {
     hasher_.update(data, size);
     bytes_ += size;
   }
+  void expect_size(uint64_t bytes) override { inner_.expect_size(bytes); }
   void flush() override { inner_.flush(); }
   void sync() override { inner_.sync(); }
   void close() override { inner_.close(); }

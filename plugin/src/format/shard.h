@@ -20,8 +20,9 @@ bool is_plain_value(const c10::IValue& value);
 
 /// Throws autosnap::Error naming the first value torch.save-format files
 /// cannot hold (sparse or quantized tensors, TorchScript objects, ...), with
-/// its position, e.g. "value['model'][3]".
-void check_saveable(const c10::IValue& value);
+/// its position, e.g. "value['model'][3]". Returns the bytes of its tensors'
+/// storages (a shared one counted at each use): near enough the file's size.
+uint64_t check_saveable(const c10::IValue& value);
 
 /// Streams `value` into `out` (never buffering tensor data). Does not sync
 /// or close `out`.

@@ -20,17 +20,21 @@ void check_tensor(const at::Tensor& t, const std::string& where) {
   if (!t.has_storage()) refuse("tensor has no storage");
 }
 
-void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
+// Adds the bytes of the tensors' storages to `bytes`.
+void check_value(const c10::IValue& v, const std::string& where, size_t depth, uint64_t& bytes) {
   if (depth > 1000) throw Error("cannot save " + where + ": containers nested deeper than 1000");
   if (v.isTensor()) {
     check_tensor(v.toTensor(), where);
+    bytes += v.toTensor().storage().nbytes();
   } else if (v.isList()) {
     size_t i = 0;
-    for (const auto& e : v.toListRef()) check_value(e, where + "[" + std::to_string(i++) + "]", depth + 1);
+    for (const auto& e : v.toListRef()) {
+      check_value(e, where + "[" + std::to_string(i++) + "]", depth + 1, bytes);
+    }
   } else if (v.isTuple()) {
     size_t i = 0;
     for (const auto& e : v.toTupleRef().elements()) {
-      check_value(e, where + "[" + std::to_string(i++) + "]", depth + 1);
+      check_value(e, where + "[" + std::to_string(i++) + "]", depth + 1, bytes);
     }
   } else if (v.isGenericDict()) {
     for (const auto& entry : v.toGenericDict()) {
@@ -41,7 +45,7 @@ void check_value(const c10::IValue& v, const std::string& where, size_t depth) {
       }
       std::string sub = key.isString() ? where + "['" + key.toStringRef() + "']"
                                        : where + "[" + std::to_string(key.toInt()) + "]";
-      check_value(entry.value(), sub, depth + 1);
+      check_value(entry.value(), sub, depth + 1, bytes);
     }
   } else if (!is_plain_value(v)) {
     throw Error("cannot save " + where + ": values of type " + v.tagKind() +
@@ -105,10 +109,14 @@ bool is_plain_value(const c10::IValue& v) {
          v.isDevice();
 }
 
-void check_saveable(const c10::IValue& value) { check_value(value, "value", 0); }
+uint64_t check_saveable(const c10::IValue& value) {
+  uint64_t bytes = 0;
+  check_value(value, "value", 0, bytes);
+  return bytes;
+}
 
 void write_shard(const c10::IValue& value, WritableFile& out) {
-  check_saveable(value);
+  out.expect_size(check_saveable(value));
 
   // The pickle holds only structure (tensor data goes to separate records),
   // but with thousands of tensors that is megabytes: it goes into its record

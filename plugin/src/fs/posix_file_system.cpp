@@ -66,6 +66,8 @@ class PosixWritableFile final : public WritableFile {
     }
   }
 
+  void expect_size(uint64_t bytes) override { expected_size_ = bytes; }
+
   void flush() override {
     check_open("write");
     write_buffer();
@@ -100,7 +102,8 @@ class PosixWritableFile final : public WritableFile {
 
   // A file bigger than the buffer may be written with O_DIRECT, from aligned
   // blocks, or through the page cache: the WriteModeChooser says which is
-  // faster on its device, and the time to its fsync is told to it. Blocks are
+  // faster on its device for files of its expected size, and the time to its
+  // fsync is told to it. Blocks are
   // written in the background while the caller fills the next one. Where
   // O_DIRECT is refused (tmpfs before Linux 6.6, some network file systems)
   // writes stay buffered.
@@ -111,7 +114,7 @@ class PosixWritableFile final : public WritableFile {
     if (::fstat(fd_, &where) != 0) return;
     device_ = static_cast<uint64_t>(where.st_dev);
     timed_ = true;
-    if (!write_mode_chooser().use_direct(device_)) return;
+    if (!write_mode_chooser().use_direct(device_, expected_size_)) return;
     const int flags = ::fcntl(fd_, F_GETFL);
     if (flags < 0 || ::fcntl(fd_, F_SETFL, flags | O_DIRECT) != 0) {
       write_mode_chooser().direct_refused(device_);
@@ -223,6 +226,7 @@ class PosixWritableFile final : public WritableFile {
   bool wrote_direct_ = false;        // its big blocks went with O_DIRECT
   bool timed_ = false;               // a big new file: its time to the fsync is told to the chooser
   uint64_t device_ = 0;
+  uint64_t expected_size_ = 0;  // 0: not said
   Clock::time_point created_;
   std::unique_ptr<char, FreeDeleter> blocks_[kDirectBlocks];
   int filling_ = 0;

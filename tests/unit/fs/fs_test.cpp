@@ -290,6 +290,47 @@ TEST(PosixFileSystem, BigFilesAreTimedForTheChooserAndLeaveThePageCache) {
   write_mode_chooser().reset();
 }
 
+// A big file told its size is written the way chosen for files of that size.
+// Observed through the chooser: the 40 MB file's time joins the medians of
+// the way it was written (its 32-128 MiB class is primed, undecided, with
+// O_DIRECT next), while the 2-8 GiB class is decided for O_DIRECT.
+TEST(PosixFileSystem, ABigFileIsWrittenTheWayChosenForItsExpectedSize) {
+  TempDir dir;
+  const int probe = ::open(dir.file("probe").c_str(), O_WRONLY | O_CREAT, 0644);
+  ASSERT_GE(probe, 0);
+  const bool accepts_direct = ::fcntl(probe, F_SETFL, ::fcntl(probe, F_GETFL) | O_DIRECT) == 0;
+  ::close(probe);
+  if (!accepts_direct) GTEST_SKIP() << dir.path() << " refuses O_DIRECT: every file is written buffered";
+  struct stat where;
+  ASSERT_EQ(::stat(dir.path().c_str(), &where), 0);
+  const uint64_t device = where.st_dev;
+  const uint64_t size = WriteModeChooser::kMinTimedBytes + (8 << 20), huge = uint64_t{3} << 30;
+  const std::string chunk(1 << 20, 'x');
+  auto write = [&](const std::string& name, uint64_t expected) {
+    write_mode_chooser().reset();
+    for (const bool direct : {true, false}) {  // O_DIRECT faster for huge files, twice each
+      write_mode_chooser().record(device, dir.file("old"), direct, huge, direct ? 1.0 : 4.0);
+      write_mode_chooser().record(device, dir.file("old"), direct, huge, direct ? 1.0 : 4.0);
+    }
+    // 40 MB files: timed twice with O_DIRECT (100 and 300 MB/s), once buffered (1234 MB/s).
+    write_mode_chooser().record(device, dir.file("old"), true, size, size / 1e6 / 100);
+    write_mode_chooser().record(device, dir.file("old"), true, size, size / 1e6 / 300);
+    write_mode_chooser().record(device, dir.file("old"), false, size, size / 1e6 / 1234);
+    auto file = fs().create_exclusive(dir.file(name));
+    if (expected) file->expect_size(expected);
+    for (uint64_t done = 0; done < size; done += chunk.size()) file->append(chunk.data(), chunk.size());
+    file->sync();
+    file->close();
+  };
+  write("told-huge.bin", huge);
+  EXPECT_NE(write_mode_chooser().direct_mb_per_s(device, size), 200) << "written with O_DIRECT";
+  EXPECT_DOUBLE_EQ(write_mode_chooser().buffered_mb_per_s(device, size), 1234);
+  write("told-its-size.bin", size);
+  EXPECT_DOUBLE_EQ(write_mode_chooser().direct_mb_per_s(device, size), 200);
+  EXPECT_NE(write_mode_chooser().buffered_mb_per_s(device, size), 1234) << "written through the page cache";
+  write_mode_chooser().reset();
+}
+
 TEST(PosixFileSystem, WritingAfterCloseIsAnError) {
   TempDir dir;
   auto file = fs().create_exclusive(dir.file("f"));
