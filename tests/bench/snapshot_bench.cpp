@@ -119,6 +119,21 @@ autosnap::Config snapshot_config(const std::string& directory, const std::string
 json figure_json(const Figure& f) { return {{"ms", f.ms}, {"peak_bytes", f.peak_bytes}}; }
 
 // Bandwidth limits of this machine for `bytes` of data.
+// autosnap times its first big files of each size class on a device written
+// each way, O_DIRECT and through the page cache, two each, and from then on
+// writes the faster way (it says which on stderr). Done before measuring each
+// size, so that every figure is of the way chosen rather than of the trial.
+void time_both_ways_of_writing(const std::string& directory, uint64_t bytes) {
+  const c10::IValue state =
+      autosnap::dict({{"weights", torch::zeros({static_cast<int64_t>(bytes / sizeof(float))})}});
+  const std::string path = directory + "/trial.pt";
+  for (int i = 0; i < 4; ++i) {
+    std::filesystem::remove(path);
+    autosnap::save(state, path);
+  }
+  std::filesystem::remove(path);
+}
+
 json measure_limits(uint64_t bytes, const Options& options) {
   std::vector<char> source(bytes, 1), target(bytes, 2);  // touched: no page faults in the timing
   const int reps = options.reps;
@@ -384,6 +399,7 @@ json run_workload(const std::string& label, std::vector<int64_t> numels, const O
   Workload work(label, std::move(numels));
   json w = {{"label", label}, {"bytes", work.bytes()}, {"tensors", work.tensors()}};
   w["limits"] = measure_limits(work.bytes(), options);
+  time_both_ways_of_writing(options.directory, work.bytes());
   w["libtorch"] = measure_libtorch(work, options);
   w["python"] = measure_python(work, options);
   w["autosnap"] = measure_autosnap(work, options);
@@ -427,6 +443,9 @@ std::pair<double, double> median_interval(std::vector<double> values) {
 json measure_training_overhead(const Options& options) {
   bench::TrainingLoop loop(4);
   constexpr int64_t kBlock = 10;  // the snapshot interval
+  uint64_t weight_bytes = 0;
+  for (const auto& p : loop.model->parameters()) weight_bytes += p.numel() * p.element_size();
+  time_both_ways_of_writing(options.directory, 3 * weight_bytes);  // and Adam's two moments
   const int rounds = 4 * options.reps;
   const std::vector<std::string> modes = {"none", "async", "overlap"};
   std::map<std::string, std::unique_ptr<autosnap::Snapshotter>> snaps;
@@ -519,20 +538,6 @@ std::string machine_description() {
          std::to_string(sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGE_SIZE) >> 30) + " GiB";
 }
 
-// autosnap times its first big files on a device written each way, O_DIRECT
-// and through the page cache, two each, and from then on writes the faster
-// way (it says which on stderr). Done before measuring, so that every
-// figure is of the way chosen rather than of the trial.
-void time_both_ways_of_writing(const std::string& directory) {
-  const c10::IValue state = autosnap::dict({{"weights", torch::randn({32 * 1000 * 1000})}});
-  const std::string path = directory + "/trial.pt";
-  for (int i = 0; i < 4; ++i) {
-    std::filesystem::remove(path);
-    autosnap::save(state, path);
-  }
-  std::filesystem::remove(path);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -571,7 +576,6 @@ int main(int argc, char** argv) {
   std::printf("%s; LibTorch with 1 intra-op thread; medians of %d runs\n",
               report["machine"].get<std::string>().c_str(), options.reps);
   std::fflush(stdout);
-  time_both_ways_of_writing(options.directory);
   if (training_only) {
     sizes.clear();
     many_tensors = 0;
