@@ -42,7 +42,9 @@ json measure(const std::string& scratch, double budget, const std::vector<Phase>
   json chosen = json::array();
   std::vector<double> snapshots;
   for (int r = 0; r < reps; ++r) {
-    for (const std::string mode : {"none", "budget"}) {  // interleaved: the machine's drift hits both
+    // Interleaved, each first in every other repetition: the machine's drift hits both.
+    for (const std::string mode :
+         r % 2 ? std::vector<std::string>{"budget", "none"} : std::vector<std::string>{"none", "budget"}) {
       const std::string directory = scratch + "/train";
       std::optional<autosnap::Snapshotter> snap;
       if (mode == "budget") {
@@ -87,23 +89,33 @@ json measure(const std::string& scratch, double budget, const std::vector<Phase>
   result["budget"] = budget;
   result["intervals"] = chosen;
   result["snapshots"] = bench::median(snapshots);
-  std::printf("\n== max_overhead %.3g %%: MLP 4 x 2048x2048, Adam, flush.overlap; medians of %d ==\n",
+  std::printf("\n== max_overhead %.3g %%: MLP 4 x 2048x2048, Adam, flush.overlap; medians of %d pairs ==\n",
               budget * 100, reps);
+  // Each repetition's phase is compared with the no-snapshot run of the same
+  // repetition, minutes apart at most (this machine's speed drifts several-fold
+  // between minutes), and the median of those ratios is the figure.
   for (size_t p = 0; p < phases.size(); ++p) {
-    std::vector<double> none, with;
+    std::vector<double> none, by_rep;
     for (int r = 0; r < reps; ++r) {
       none.push_back(phase_ms["none"][r][p]);
-      with.push_back(phase_ms["budget"][r][p]);
+      by_rep.push_back(phase_ms["budget"][r][p] / phase_ms["none"][r][p] - 1);
     }
     const double step_ms = bench::median(none) / phases[p].steps;
-    const double overhead = bench::median(with) / bench::median(none) - 1;
+    const double overhead = bench::median(by_rep);
     result["phases"].push_back({{"batch", phases[p].batch},
                                 {"steps", phases[p].steps},
                                 {"step_ms", step_ms},
-                                {"overhead", overhead}});
-    std::printf("phase %zu: batch %lld, %lld steps of %.1f ms: %.2f %% slower than without snapshots\n",
+                                {"overhead", overhead},
+                                {"overhead_by_rep", by_rep}});
+    std::string each;
+    for (const double o : by_rep) {
+      char figure[32];
+      std::snprintf(figure, sizeof(figure), "%s%+.1f %%", each.empty() ? "" : ", ", 100 * o);
+      each += figure;
+    }
+    std::printf("phase %zu: batch %lld, %lld steps of %.1f ms: %.2f %% slower than without snapshots (%s)\n",
                 p + 1, static_cast<long long>(phases[p].batch), static_cast<long long>(phases[p].steps),
-                step_ms, 100 * overhead);
+                step_ms, 100 * overhead, each.c_str());
   }
   std::printf("snapshots taken: %.0f; intervals chosen (step: every N steps), first run: %s\n",
               result["snapshots"].get<double>(), chosen.empty() ? "[]" : chosen.front().dump().c_str());

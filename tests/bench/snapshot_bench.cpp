@@ -120,19 +120,65 @@ json figure_json(const Figure& f) { return {{"ms", f.ms}, {"peak_bytes", f.peak_
 
 // Bandwidth limits of this machine for `bytes` of data.
 // autosnap times its first big files of each size class on a device written
-// each way, O_DIRECT and through the page cache, two each, and from then on
-// writes the faster way (it says which on stderr). Done before measuring each
-// size, so that every figure is of the way chosen rather than of the trial.
-void time_both_ways_of_writing(const std::string& directory, uint64_t bytes) {
+// each way, O_DIRECT and through the page cache, and from then on writes the
+// faster way. Two files each way are saved here before measuring each size,
+// so that every figure is of the way chosen rather than of the trial; their
+// times go into the report (the chooser's own log line is silenced by the
+// benchmark's log_level: warn).
+json time_both_ways_of_writing(const std::string& directory, uint64_t bytes) {
   const c10::IValue state =
       autosnap::dict({{"weights", torch::zeros({static_cast<int64_t>(bytes / sizeof(float))})}});
   const std::string path = directory + "/trial.pt";
-  for (int i = 0; i < 4; ++i) {
-    std::filesystem::remove(path);
-    autosnap::save(state, path);
+  json trial;
+  for (const auto way : {autosnap::DirectIo::kAlways, autosnap::DirectIo::kNever}) {
+    autosnap::set_direct_io(way);
+    auto& times = trial[way == autosnap::DirectIo::kAlways ? "direct_ms" : "buffered_ms"];
+    for (int i = 0; i < 2; ++i) {
+      std::filesystem::remove(path);
+      const auto start = bench::Clock::now();
+      autosnap::save(state, path);
+      times.push_back(bench::ms_since(start));
+    }
   }
+  autosnap::set_direct_io(autosnap::DirectIo::kAuto);
   std::filesystem::remove(path);
+  return trial;
 }
+
+// Writes files as fast as this disk takes them, in 8 MiB pwrites, then fsync:
+// through the page cache, or with O_DIRECT (whole 8 MiB blocks from aligned
+// memory, the tail buffered), as autosnap writes big files.
+class RawWriter {
+ public:
+  static constexpr uint64_t kChunk = 8 << 20;
+  RawWriter() {
+    void* aligned = nullptr;
+    if (::posix_memalign(&aligned, 4096, kChunk) != 0) throw std::bad_alloc();
+    block_.reset(static_cast<char*>(aligned));
+    std::memset(block_.get(), 3, kChunk);
+  }
+  // `bytes` from `source`, or with O_DIRECT (copies of one block) where it is null.
+  void write(const std::string& path, uint64_t bytes, const char* source) const {
+    const bool direct = source == nullptr;
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0), 0644);
+    if (fd < 0) throw std::runtime_error("open " + path + ": " + std::strerror(errno));
+    for (uint64_t done = 0; done < bytes;) {
+      const uint64_t size = std::min(kChunk, bytes - done);
+      if (direct && size < kChunk) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_DIRECT);
+      const ssize_t n = ::pwrite(fd, direct ? block_.get() : source + done, size, done);
+      if (n <= 0) throw std::runtime_error("write " + path);
+      done += n;
+    }
+    if (::fsync(fd) != 0) throw std::runtime_error("fsync " + path);
+    ::close(fd);
+  }
+
+ private:
+  struct Free {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> block_;
+};
 
 json measure_limits(uint64_t bytes, const Options& options) {
   std::vector<char> source(bytes, 1), target(bytes, 2);  // touched: no page faults in the timing
@@ -151,26 +197,8 @@ json measure_limits(uint64_t bytes, const Options& options) {
     for (auto& w : workers) w.join();
   });
   const std::string path = options.directory + "/limit.bin";
-  constexpr uint64_t kChunk = 8 << 20;
-  // Written through the page cache, and with O_DIRECT (whole 8 MiB blocks from
-  // aligned memory, the tail buffered), as autosnap writes big files.
-  void* aligned = nullptr;
-  if (::posix_memalign(&aligned, 4096, kChunk) != 0) throw std::bad_alloc();
-  std::unique_ptr<char, decltype(&std::free)> block(static_cast<char*>(aligned), &std::free);
-  std::memset(block.get(), 3, kChunk);
-  auto write_file = [&](bool direct) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | (direct ? O_DIRECT : 0), 0644);
-    if (fd < 0) throw std::runtime_error("open " + path);
-    for (uint64_t done = 0; done < bytes;) {
-      const uint64_t size = std::min(kChunk, bytes - done);
-      if (direct && size < kChunk) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_DIRECT);
-      const ssize_t n = ::pwrite(fd, direct ? block.get() : source.data() + done, size, done);
-      if (n <= 0) throw std::runtime_error("write " + path);
-      done += n;
-    }
-    if (::fsync(fd) != 0) throw std::runtime_error("fsync " + path);
-    ::close(fd);
-  };
+  const RawWriter raw;
+  auto write_file = [&](bool direct) { raw.write(path, bytes, direct ? nullptr : source.data()); };
   const auto remove = [&] { std::filesystem::remove(path); };
   const auto direct_write = measure(reps, remove, [&] { write_file(true); });
   const auto write = measure(reps, remove, [&] { write_file(false); });
@@ -179,7 +207,8 @@ json measure_limits(uint64_t bytes, const Options& options) {
       [&] {
         const int fd = ::open(path.c_str(), O_RDONLY);
         for (uint64_t done = 0; done < bytes;) {
-          const ssize_t n = ::pread(fd, target.data() + done, std::min(kChunk, bytes - done), done);
+          const ssize_t n =
+              ::pread(fd, target.data() + done, std::min(RawWriter::kChunk, bytes - done), done);
           if (n <= 0) throw std::runtime_error("read " + path);
           done += n;
         }
@@ -246,6 +275,29 @@ json measure_autosnap(Workload& work, const Options& options) {
   result["save"] = figure_json(measure(
       options.reps, [&] { std::filesystem::remove(path); },
       [&] { autosnap::save(work.checkpoint(), path); }));
+  // The disk's speed drifts between minutes, and a write right after another
+  // big one can be slowed by it (the host still writing the first back): the
+  // save is also timed in pairs with the raw O_DIRECT write of as many bytes,
+  // one right after the other, each first in every other pair.
+  const RawWriter raw;
+  std::vector<double> write_ms, save_ms, ratios;
+  const std::string raw_path = options.directory + "/raw.bin";
+  for (int pair = 0; pair < 2 * options.reps; ++pair) {
+    for (const bool save_now : {pair % 2 == 1, pair % 2 == 0}) {
+      std::filesystem::remove(save_now ? path : raw_path);
+      const auto start = bench::Clock::now();
+      if (save_now) {
+        autosnap::save(work.checkpoint(), path);
+      } else {
+        raw.write(raw_path, work.bytes(), nullptr);
+      }
+      (save_now ? save_ms : write_ms).push_back(bench::ms_since(start));
+    }
+    ratios.push_back(write_ms.back() / save_ms.back());
+  }
+  std::filesystem::remove(raw_path);  // the save's file stays: the loads read it
+  result["save_paired"] = {
+      {"direct_write_ms", write_ms}, {"save_ms", save_ms}, {"direct_write_share", bench::median(ratios)}};
   for (const bool overlap : {false, true}) {
     const std::string directory = options.directory + (overlap ? "/overlap" : "/async");
     std::vector<double> stalls, persists;
@@ -362,6 +414,13 @@ void print_workload(const json& w) {
       lim["memcpy_1_thread_mb_s"].get<double>(), lim["memcpy_all_threads_mb_s"].get<double>(),
       lim["memcpy_threads"].get<int>(), lim["write_fsync_mb_s"].get<double>(),
       lim["direct_write_fsync_mb_s"].get<double>(), lim["cold_read_mb_s"].get<double>());
+  const json& trial = w["write_trial"];
+  const auto mean = [](const json& two) { return (two[0].get<double>() + two[1].get<double>()) / 2; };
+  std::printf(
+      "save trial O_DIRECT %.0f, %.0f ms; page cache %.0f, %.0f ms: autosnap writes this size %s\n",
+      trial["direct_ms"][0].get<double>(), trial["direct_ms"][1].get<double>(),
+      trial["buffered_ms"][0].get<double>(), trial["buffered_ms"][1].get<double>(),
+      mean(trial["direct_ms"]) <= mean(trial["buffered_ms"]) ? "with O_DIRECT" : "through the page cache");
   const auto row = [&](const char* what, double value, double reference, const char* of, double peak_ratio) {
     std::printf("%-34s %9.1f ms  %6s %-18s peak +%.2fx state\n", what, value, ratio(value, reference).c_str(),
                 of, peak_ratio);
@@ -376,6 +435,9 @@ void print_workload(const json& w) {
     row("python torch.save + fsync", ms(py["save"]), torch_save, "of torch::save", peak(py["save"]));
   row("autosnap::save", ms(as["save"]), torch_save, "of torch::save", peak(as["save"]));
   std::printf("%-34s %9s     %6s %-18s\n", "", "", ratio(ms(as["save"]), write_ms).c_str(), "of best write");
+  std::printf("%-34s %9s     %5.0f %% of the O_DIRECT write's speed (median of %zu pairs)\n", "", "",
+              100 * as["save_paired"]["direct_write_share"].get<double>(),
+              as["save_paired"]["save_ms"].size());
   row("torch::load", torch_load, read_ms, "of cold read", peak(lt["torch_load"]));
   if (py.contains("load"))
     row("python torch.load + load_state_dict", ms(py["load"]), torch_load, "of torch::load",
@@ -399,7 +461,7 @@ json run_workload(const std::string& label, std::vector<int64_t> numels, const O
   Workload work(label, std::move(numels));
   json w = {{"label", label}, {"bytes", work.bytes()}, {"tensors", work.tensors()}};
   w["limits"] = measure_limits(work.bytes(), options);
-  time_both_ways_of_writing(options.directory, work.bytes());
+  w["write_trial"] = time_both_ways_of_writing(options.directory, work.bytes());
   w["libtorch"] = measure_libtorch(work, options);
   w["python"] = measure_python(work, options);
   w["autosnap"] = measure_autosnap(work, options);
@@ -445,7 +507,9 @@ json measure_training_overhead(const Options& options) {
   constexpr int64_t kBlock = 10;  // the snapshot interval
   uint64_t weight_bytes = 0;
   for (const auto& p : loop.model->parameters()) weight_bytes += p.numel() * p.element_size();
-  time_both_ways_of_writing(options.directory, 3 * weight_bytes);  // and Adam's two moments
+  json result;
+  result["write_trial"] =
+      time_both_ways_of_writing(options.directory, 3 * weight_bytes);  // and Adam's moments
   const int rounds = 4 * options.reps;
   const std::vector<std::string> modes = {"none", "async", "overlap"};
   std::map<std::string, std::unique_ptr<autosnap::Snapshotter>> snaps;
@@ -485,7 +549,6 @@ json measure_training_overhead(const Options& options) {
     snap->close();
     std::filesystem::remove_all(options.directory + "/train-" + mode);
   }
-  json result;
   result["rounds"] = rounds;
   for (const auto& mode : modes) {
     result[mode + "_steps_per_s"] = kBlock * 1000.0 / bench::median(block_ms[mode]);
