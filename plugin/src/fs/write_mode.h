@@ -8,9 +8,9 @@
 // 512 MB). So each device's big files are timed, from their creation to the
 // end of their fsync, and the faster way is used, the other tried again now
 // and then (a disk's speed changes with its load). Sizes are timed apart: on
-// the first disk, 128 MB files took about as long either way while 2 GB ones
-// went 2.4x faster with O_DIRECT (the page cache's dirty limit throttles a big
-// buffered write, and the fsync then waits for the rest).
+// the second disk, 128 MB files took about as long either way while 2 GB ones
+// went 2.4x faster with O_DIRECT (most likely a big buffered write outgrows
+// the page cache's dirty limit and is throttled to the disk's pace).
 
 #include <cstdint>
 #include <deque>
