@@ -50,7 +50,7 @@ bool WriteModeChooser::use_direct(uint64_t device, uint64_t expected_bytes) {
   if (mode_ != DirectIo::kAuto) return mode_ == DirectIo::kAlways;
   Device& d = devices_[device];
   if (d.refused) return false;
-  SizeClass& s = d.sizes[expected_bytes ? size_class(expected_bytes) : d.last_timed];
+  SizeClass& s = d.sizes[class_for(d, expected_bytes)];
   // Until both ways have been timed twice: alternately, O_DIRECT first.
   if (!timed_enough(s)) return s.direct.size() <= s.buffered.size();
   const bool direct_faster = median(s.direct) >= median(s.buffered);
@@ -89,7 +89,7 @@ void WriteModeChooser::direct_refused(uint64_t device) {
 const WriteModeChooser::SizeClass* WriteModeChooser::find(uint64_t device, uint64_t bytes) const {
   auto it = devices_.find(device);
   if (it == devices_.end()) return nullptr;
-  return &it->second.sizes[bytes ? size_class(bytes) : it->second.last_timed];
+  return &it->second.sizes[class_for(it->second, bytes)];
 }
 
 double WriteModeChooser::direct_mb_per_s(uint64_t device, uint64_t bytes) const {

@@ -66,6 +66,8 @@ class WriteModeChooser {
   };
   static bool timed_enough(const SizeClass& s);
   static double median(std::deque<double> values);
+  // Where files of `bytes` (0: unknown) are timed on `d`.
+  static int class_for(const Device& d, uint64_t bytes) { return bytes ? size_class(bytes) : d.last_timed; }
   // The size class of `bytes` on `device`; nullptr for an unknown device.
   const SizeClass* find(uint64_t device, uint64_t bytes) const;
 
